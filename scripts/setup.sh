@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Install everything trinit and its tests need on a Debian machine (run as root); idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+for cmd_pkg in busybox:busybox-static socat:socat unshare:util-linux ip:iproute2; do
+    command -v "${cmd_pkg%%:*}" >/dev/null 2>&1 || need+=("${cmd_pkg#*:}")
+done
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The whole test suite (as root): sets up what is missing, then runs pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+exec .venv/bin/python -m pytest -q "$@"

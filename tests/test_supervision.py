@@ -1,0 +1,307 @@
+"""The supervision tree's invariants (design.md), on a simulated process backend.
+
+Processes here are fake: the backend hands out pids and the test decides when they "exit"
+by delivering a status to the reaper, exactly as the SIGCHLD path would. Time-dependent
+behaviour (drain grace, bounded kill waits) runs under MockClock with exact virtual times.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from trinit import errors
+from trinit.nursery import (
+    NEVER_RAN_EXIT_CODE,
+    ContainerRegistry,
+    Launched,
+    Reaper,
+)
+from trinit.nursery._process import StdioPorts
+
+
+class FakeBackend:
+    def __init__(self, reaper: Reaper) -> None:
+        self.reaper = reaper
+        self.next_pid = 1000
+        self.live: set[int] = set()
+        self.signals: list[tuple[float, int, int]] = []
+        self.immortal: set[int] = set()
+        self.held_fds: list[int] = []
+        self.hold_stdout = False
+        self.launched = trio.Event()
+
+    async def launch(
+        self,
+        helper_args: Sequence[str],
+        *,
+        stdio: tuple[int, int, int],
+        terminal: bool,
+        on_pid: Callable[[int], None],
+        before_ack: Callable[[int], Awaitable[None]] | None = None,
+    ) -> Launched:
+        helper = self.next_pid
+        pid = self.next_pid + 1
+        self.next_pid += 2
+        on_pid(helper)
+        self.reaper.deliver(helper, 0)
+        on_pid(pid)
+        if before_ack is not None:
+            await before_ack(pid)
+        if self.hold_stdout:  # a "descendant" that keeps the stdout pipe open
+            self.held_fds.append(os.dup(stdio[1]))
+        if "nosuchprog" in helper_args:
+            self.reaper.deliver(pid, 127 << 8)
+            raise errors.Internal("vmexec error: failed to find target executable nosuchprog")
+        self.live.add(pid)
+        self.launched.set()
+        return Launched(pid, None)
+
+    def kill(self, pid: int, sig: int) -> None:
+        self.signals.append((trio.current_time(), pid, sig))
+        if pid not in self.live:
+            raise ProcessLookupError(pid)
+        if sig == signal.SIGKILL and pid not in self.immortal:
+            self.exit(pid, signal.SIGKILL)
+
+    def exit(self, pid: int, raw: int) -> None:
+        self.live.discard(pid)
+        self.reaper.deliver(pid, raw)
+
+    def close(self) -> None:
+        for fd in self.held_fds:
+            os.close(fd)
+
+
+def spec(rootfs: Path, *args: str) -> bytes:
+    import json
+
+    return json.dumps({
+        "ociVersion": "",
+        "process": {"args": list(args) or ["true"], "cwd": "/", "env": [],
+                    "user": {"uid": 0, "gid": 0}},
+        "root": {"path": str(rootfs)},
+        "linux": {},
+    }).encode()
+
+
+class HostSide:
+    """Socket pairs standing in for the host's stdio listeners."""
+
+    def __init__(self) -> None:
+        self.peers: dict[int, socket.socket] = {}
+
+    async def dial(self, port: int) -> trio.SocketStream:
+        ours, theirs = socket.socketpair()
+        self.peers[port] = theirs
+        return trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+
+    def close(self) -> None:
+        for peer in self.peers.values():
+            peer.close()
+
+
+@pytest.fixture
+def rootfs(tmp_path: Path) -> Path:
+    (tmp_path / "rootfs" / "etc").mkdir(parents=True)
+    return tmp_path / "rootfs"
+
+
+async def _registry(nursery: trio.Nursery, tmp_path: Path, backend_factory=FakeBackend,
+                    drain_grace: float = 2.0):
+    reaper = Reaper()
+    backend = backend_factory(reaper)
+    hostside = HostSide()
+    registry = ContainerRegistry(nursery, reaper=reaper, backend=backend, dial=hostside.dial,
+                                 bundle_root=str(tmp_path / "bundles"), drain_grace=drain_grace)
+    return registry, backend, hostside
+
+
+# ------------------------------------------------------------------ reaper
+def test_reaper_keeps_status_that_arrives_before_registration() -> None:
+    reaper = Reaper()
+    reaper.deliver(42, 3 << 8)
+    watch = reaper.register(42)
+    assert watch.status is not None and watch.status.exit_code == 3
+
+
+def test_exit_code_for_signals() -> None:
+    reaper = Reaper()
+    watch = reaper.register(7)
+    reaper.deliver(7, signal.SIGKILL)
+    assert watch.status is not None and watch.status.exit_code == 137
+
+
+def test_unclaimed_statuses_are_bounded() -> None:
+    reaper = Reaper()
+    for pid in range(10_000):
+        reaper.deliver(pid, 0)
+    assert len(reaper._unclaimed) <= 4096
+    assert reaper.register(9_999).status is not None
+
+
+async def test_reaper_reaps_real_children() -> None:
+    reaper = Reaper()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(reaper.run)
+        pid = os.posix_spawn("/bin/sh", ["sh", "-c", "exit 3"], os.environ)
+        watch = reaper.register(pid)
+        with trio.fail_after(10):
+            status = await watch.wait()
+        assert status.exit_code == 3
+        nursery.cancel_scope.cancel()
+
+
+# ------------------------------------------------------------- containers
+async def test_wait_before_start_then_exit(tmp_path: Path, rootfs: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        registry, backend, hostside = await _registry(nursery, tmp_path)
+        await registry.create_process("c1", "c1", spec(rootfs), StdioPorts())
+        _, init = registry.lookup("c1", "c1")
+        results: list[int] = []
+
+        async def waiter() -> None:
+            code, _ = await init.wait()
+            results.append(code)
+
+        nursery.start_soon(waiter)
+        await trio.testing.wait_all_tasks_blocked()
+        assert results == []
+        pid = await registry.start_process("c1", "c1")
+        backend.exit(pid, 5 << 8)
+        with trio.fail_after(5):
+            while not results:
+                await trio.sleep(0)
+        assert results == [5]
+        await registry.delete_process("c1", "c1")
+        assert registry.containers() == []
+        assert not (tmp_path / "bundles" / "c1").exists()
+
+
+async def test_lookup_errors(tmp_path: Path, rootfs: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        registry, _, _ = await _registry(nursery, tmp_path)
+        with pytest.raises(errors.InvalidArgument):
+            registry.lookup("x", None)
+        with pytest.raises(errors.NotFound):
+            registry.lookup("x", "nope")
+        await registry.create_process("c1", "c1", spec(rootfs), StdioPorts())
+        with pytest.raises(errors.FailedPrecondition):
+            registry.lookup("e1", "c1")
+        with pytest.raises(errors.AlreadyExists):
+            await registry.create_process("c1", "c1", spec(rootfs), StdioPorts())
+        with pytest.raises(errors.InvalidArgument):
+            await registry.create_process("other", "c2", spec(rootfs), StdioPorts())
+        await registry.create_process("e1", "c1", spec(rootfs), StdioPorts())
+        with pytest.raises(errors.AlreadyExists):
+            await registry.create_process("e1", "c1", spec(rootfs), StdioPorts())
+        await registry.delete_process("c1", "c1")
+
+
+async def test_init_death_kills_execs_and_returns_waits(tmp_path: Path, rootfs: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        registry, backend, _ = await _registry(nursery, tmp_path)
+        await registry.create_process("c1", "c1", spec(rootfs), StdioPorts())
+        await registry.create_process("running", "c1", spec(rootfs), StdioPorts())
+        await registry.create_process("unstarted", "c1", spec(rootfs), StdioPorts())
+        init_pid = await registry.start_process("c1", "c1")
+        exec_pid = await registry.start_process("running", "c1")
+        _, running = registry.lookup("running", "c1")
+        _, unstarted = registry.lookup("unstarted", "c1")
+        codes: dict[str, int] = {}
+
+        async def waiter(name: str, proc) -> None:
+            codes[name] = (await proc.wait())[0]
+
+        nursery.start_soon(waiter, "running", running)
+        nursery.start_soon(waiter, "unstarted", unstarted)
+        await trio.testing.wait_all_tasks_blocked()
+        backend.exit(init_pid, 0)
+        with trio.fail_after(5):
+            while len(codes) < 2:
+                await trio.sleep(0)
+        assert codes == {"running": 137, "unstarted": NEVER_RAN_EXIT_CODE}
+        assert any(pid == exec_pid and sig == signal.SIGKILL for _, pid, sig in backend.signals)
+        with pytest.raises(errors.FailedPrecondition):
+            await registry.create_process("late", "c1", spec(rootfs), StdioPorts())
+            await registry.start_process("late", "c1")
+        await registry.delete_process("c1", "c1")
+
+
+async def test_delete_kills_reaps_and_leaves_nothing(tmp_path: Path, rootfs: Path) -> None:
+    fds_before = set(os.listdir("/proc/self/fd"))
+    async with trio.open_nursery() as nursery:
+        registry, backend, hostside = await _registry(nursery, tmp_path)
+        await registry.create_process("c1", "c1", spec(rootfs), StdioPorts(stdin=1, stdout=2, stderr=3))
+        await registry.create_process("e1", "c1", spec(rootfs), StdioPorts(stdout=4))
+        init_pid = await registry.start_process("c1", "c1")
+        exec_pid = await registry.start_process("e1", "c1")
+        await registry.delete_process("c1", "c1")
+        assert backend.live == set()
+        killed = {pid for _, pid, sig in backend.signals if sig == signal.SIGKILL}
+        assert {init_pid, exec_pid} <= killed
+        await trio.testing.wait_all_tasks_blocked()
+        hostside.close()
+    # every pipe and host connection trinit held is closed
+    assert set(os.listdir("/proc/self/fd")) <= fds_before
+
+
+async def test_failed_start_reports_helper_text(tmp_path: Path, rootfs: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        registry, backend, _ = await _registry(nursery, tmp_path)
+        await registry.create_process("c1", "c1", spec(rootfs), StdioPorts())
+        _, init = registry.lookup("c1", "c1")
+        init._helper_args.append("nosuchprog")
+        with pytest.raises(errors.Internal, match="failed to find target executable"):
+            await registry.start_process("c1", "c1")
+        assert (await init.wait())[0] == 127  # the failed child's own status
+        with pytest.raises(errors.TrinitError):
+            await registry.start_process("c1", "c1")
+        await registry.delete_process("c1", "c1")
+
+
+async def test_drain_grace_bounds_exit_when_descendants_hold_stdout(
+    tmp_path: Path, rootfs: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    mock_clock.autojump_threshold = 0
+    async with trio.open_nursery() as nursery:
+        registry, backend, hostside = await _registry(nursery, tmp_path, drain_grace=2.0)
+        backend.hold_stdout = True
+        await registry.create_process("c1", "c1", spec(rootfs), StdioPorts(stdout=9))
+        pid = await registry.start_process("c1", "c1")
+        _, init = registry.lookup("c1", "c1")
+        os.write(backend.held_fds[0], b"partial output")
+        start = trio.current_time()
+        backend.exit(pid, 0)
+        code, _ = await init.wait()
+        assert code == 0
+        assert trio.current_time() - start == pytest.approx(2.0)
+        hostside.peers[9].settimeout(5)
+        assert hostside.peers[9].recv(100) == b"partial output"
+        assert hostside.peers[9].recv(100) == b""  # host connection closed after the grace
+        await registry.delete_process("c1", "c1")
+        backend.close()
+        hostside.close()
+
+
+async def test_delete_gives_up_on_unkillable_process_after_bound(
+    tmp_path: Path, rootfs: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    mock_clock.autojump_threshold = 0
+    async with trio.open_nursery() as nursery:
+        registry, backend, _ = await _registry(nursery, tmp_path)
+        await registry.create_process("c1", "c1", spec(rootfs), StdioPorts())
+        pid = await registry.start_process("c1", "c1")
+        backend.immortal.add(pid)  # e.g. stuck in uninterruptible sleep
+        start = trio.current_time()
+        await registry.delete_process("c1", "c1")
+        assert trio.current_time() - start == pytest.approx(5.0)
+        assert backend.signals[-1][1:] == (pid, signal.SIGKILL)
+        assert backend.signals[-1][0] == pytest.approx(start)

@@ -1,0 +1,66 @@
+"""Command line: ``trinit agent|init|pause`` (also ``python -m trinit``).
+
+``trinit agent [--transport vsock|unix:DIR] [--port N] [--host-cid N] [--log-level L]`` is the
+default. Invoked through a file named ``.cz-init`` it runs init mode directly (spec 9.1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from trinit import __version__
+
+
+def _agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    agent = sub.add_parser("agent", help="serve the SandboxContext API (default)")
+    agent.add_argument("--transport", default="vsock", help="vsock (default) or unix:DIR")
+    agent.add_argument("--port", type=int, default=1024, help="API port (default 1024)")
+    agent.add_argument("--host-cid", type=int, default=2, help="host CID to dial (default 2)")
+    agent.add_argument("--log-level", default="info",
+                       help="trace|debug|info|notice|warning|error|critical (default info)")
+    agent.add_argument("--drain-grace", type=float, default=2.0,
+                       help="seconds to keep draining stdio held open by descendants after exit")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv if argv is None else argv)
+    if os.path.basename(argv[0]) == ".cz-init":
+        from trinit._init_mode import main as init_main
+
+        init_main(argv[1:])
+    args = argv[1:]
+    if args and args[0] == "init":
+        from trinit._init_mode import main as init_main
+
+        init_main(args[1:])
+    if args and args[0] == "pause":
+        from trinit._pause_mode import main as pause_main
+
+        pause_main(args[1:])
+    if not args or args[0].startswith("-"):
+        args = ["agent", *args]
+    parser = argparse.ArgumentParser(prog="trinit", description="guest init daemon for lightweight VMs")
+    parser.add_argument("--version", action="version", version=f"trinit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _agent_parser(sub)
+    sub.add_parser("init", help="tiny init for containers (spec 9.3)")
+    sub.add_parser("pause", help="pause process for pods (spec 9.4)")
+    ns = parser.parse_args(args)
+    if ns.command == "agent":
+        import trio
+
+        from trinit._agent import AgentConfig, run_agent
+        from trinit._log import setup
+
+        setup(ns.log_level)
+        config = AgentConfig(ns.transport, ns.port, ns.host_cid, ns.drain_grace)
+        try:
+            trio.run(run_agent, config)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

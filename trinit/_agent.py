@@ -1,0 +1,73 @@
+"""The agent: trinit's main job, serving SandboxContext to the host.
+
+The root nursery owns, in order: the reaper (the only waitpid caller), the container
+registry's containers, and the gRPC server on the transport's listener. SIGTERM/SIGINT
+(when trinit is not the VM's PID 1) delete every container (killing and reaping their
+processes), sync, and exit 0.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+from dataclasses import dataclass
+
+import trio
+
+from trinit._server import Servicer
+from trinit.io import parse_transport
+from trinit.nursery import ContainerRegistry, HelperBackend, Reaper
+from trinit.rpc import serve
+
+log = logging.getLogger("trinit.agent")
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    transport: str = "vsock"
+    port: int = 1024
+    host_cid: int = 2
+    drain_grace: float = 2.0
+
+
+def become_subreaper() -> None:
+    """Orphans of our children come back to us (so the reaper sees container processes)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+async def run_agent(config: AgentConfig) -> None:
+    transport = parse_transport(config.transport, config.host_cid)
+    pid1 = os.getpid() == 1
+    if not pid1:
+        become_subreaper()
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    reaper = Reaper()
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as stop_signals:
+        async with trio.open_nursery() as root:
+            await root.start(reaper.run)
+            registry = ContainerRegistry(
+                root,
+                reaper=reaper,
+                backend=HelperBackend(),
+                dial=transport.dial,
+                drain_grace=config.drain_grace,
+            )
+            servicer = Servicer(registry)
+            listener = await transport.listen(config.port)
+            await root.start(serve, listener, servicer)
+            log.info(f"serving on {transport.describe()} port {config.port}")
+            async for signum in stop_signals:
+                log.info(f"received {signal.Signals(signum).name}, shutting down")
+                break
+            with trio.move_on_after(15):
+                await registry.shutdown()
+            await trio.to_thread.run_sync(os.sync)
+            root.cancel_scope.cancel()
+    log.info("stopped")

@@ -1,0 +1,229 @@
+"""A host-side client for trinit (or vminitd): run processes in containers, stream stdio.
+
+It drives the SandboxContext API with the official grpcio client, the way a VMM's host
+library does (spec section 11): listen on the stdio ports, CreateProcess (the guest dials
+them), accept, StartProcess, stream, CloseProcessStdin, WaitProcess, DeleteProcess.
+Tests and benchmarks use it; it is deliberately synchronous (threads for the stdio streams)
+so it also serves simple scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from trinit._proto import sandbox_pb2 as pb
+from trinit._proto.sandbox_pb2_grpc import SandboxContextStub
+
+from ._ports import HostPort, PortAllocator
+
+Sink = Callable[[bytes], None]
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+
+class Host:
+    """A connection to one trinit agent.
+
+    ``transport`` is the agent's own transport string (``unix:DIR`` or ``vsock``); for
+    ``vsock`` give ``guest_cid`` too.
+    """
+
+    def __init__(self, transport: str, *, port: int = 1024, guest_cid: int | None = None,
+                 max_message_bytes: int = 8 * 1024 * 1024) -> None:
+        self.transport = transport
+        if transport.startswith("unix:"):
+            target = f"unix:{transport[5:]}/guest_{port}"
+        elif transport == "vsock":
+            if guest_cid is None:
+                raise ValueError("vsock needs guest_cid")
+            target = f"vsock:{guest_cid}:{port}"
+        else:
+            raise ValueError(f"unknown transport {transport!r}")
+        self.channel = grpc.insecure_channel(
+            target,
+            options=[("grpc.max_send_message_length", max_message_bytes),
+                     ("grpc.max_receive_message_length", max_message_bytes)],
+        )
+        self.stub = SandboxContextStub(self.channel)
+        self.ports = PortAllocator()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        grpc.channel_ready_future(self.channel).result(timeout=timeout)
+
+    def mount_rootfs(self, container_id: str, source: str) -> str:
+        """Bind-mount a host-visible rootfs directory at the bundle's rootfs (spec 11)."""
+        dest = f"/run/container/{container_id}/rootfs"
+        self.stub.Mount(pb.MountRequest(type="", source=source, destination=dest, options=["bind"]))
+        return dest
+
+    def process(self, container_id: str, spec: dict[str, Any], *, process_id: str | None = None,
+                stdin: bool = False, stdout: bool = True, stderr: bool = True,
+                stdout_sink: Sink | None = None, stderr_sink: Sink | None = None) -> Process:
+        return Process(self, container_id, process_id or container_id, spec, stdin=stdin,
+                       stdout=stdout, stderr=stderr, stdout_sink=stdout_sink, stderr_sink=stderr_sink)
+
+    def run(self, container_id: str, spec: dict[str, Any], *, process_id: str | None = None,
+            input: bytes | None = None, delete: bool = True, timeout: float | None = None) -> Result:
+        """Create, start, feed stdin, wait and (by default) delete; returns code and output."""
+        proc = self.process(container_id, spec, process_id=process_id, stdin=input is not None)
+        try:
+            proc.create()
+            proc.start()
+            if input is not None:
+                proc.write(input)
+                proc.close_stdin()
+            code = proc.wait(timeout=timeout)
+            proc.join_output()
+            return Result(code, bytes(proc.stdout_data), bytes(proc.stderr_data))
+        finally:
+            proc.close()
+            if delete:
+                proc.delete()
+
+
+@dataclass
+class Process:
+    host: Host
+    container_id: str
+    process_id: str
+    spec: dict[str, Any]
+    stdin: bool = False
+    stdout: bool = True
+    stderr: bool = True
+    stdout_sink: Sink | None = None
+    stderr_sink: Sink | None = None
+    pid: int | None = None
+    stdout_data: bytearray = field(default_factory=bytearray)
+    stderr_data: bytearray = field(default_factory=bytearray)
+    _listeners: dict[str, HostPort] = field(default_factory=dict)
+    _conns: dict[str, socket.socket] = field(default_factory=dict)
+    _readers: list[threading.Thread] = field(default_factory=list)
+    _deleted: bool = False
+
+    @property
+    def terminal(self) -> bool:
+        return bool(self.spec.get("process", {}).get("terminal", False))
+
+    def create(self, accept_timeout: float = 30.0) -> None:
+        wanted = [("stdin", self.stdin), ("stdout", self.stdout),
+                  ("stderr", self.stderr and not self.terminal)]
+        request = pb.CreateProcessRequest(
+            id=self.process_id, containerID=self.container_id,
+            configuration=json.dumps(self.spec).encode())
+        for name, on in wanted:
+            if on:
+                port = self.host.ports.next()
+                self._listeners[name] = HostPort.listen(self.host.transport, port)
+                setattr(request, name, port)
+        self.host.stub.CreateProcess(request)
+        for name, listener in self._listeners.items():
+            self._conns[name] = listener.accept(accept_timeout)
+            listener.close()
+        for name, sink, buf in (("stdout", self.stdout_sink, self.stdout_data),
+                                ("stderr", self.stderr_sink, self.stderr_data)):
+            conn = self._conns.get(name)
+            if conn is not None:
+                thread = threading.Thread(target=_drain, args=(conn, sink or buf.extend), daemon=True)
+                thread.start()
+                self._readers.append(thread)
+
+    def start(self) -> int:
+        reply = self.host.stub.StartProcess(
+            pb.StartProcessRequest(id=self.process_id, containerID=self.container_id))
+        self.pid = reply.pid
+        return int(reply.pid)
+
+    def write(self, data: bytes) -> None:
+        self._conns["stdin"].sendall(data)
+
+    def close_stdin(self) -> None:
+        self.host.stub.CloseProcessStdin(
+            pb.CloseProcessStdinRequest(id=self.process_id, containerID=self.container_id))
+
+    def resize(self, rows: int, columns: int) -> None:
+        self.host.stub.ResizeProcess(pb.ResizeProcessRequest(
+            id=self.process_id, containerID=self.container_id, rows=rows, columns=columns))
+
+    def kill(self, signal: int) -> None:
+        self.host.stub.KillProcess(pb.KillProcessRequest(
+            id=self.process_id, containerID=self.container_id, signal=signal))
+
+    def wait(self, timeout: float | None = None) -> int:
+        reply = self.host.stub.WaitProcess(
+            pb.WaitProcessRequest(id=self.process_id, containerID=self.container_id),
+            timeout=timeout)
+        return int(reply.exitCode)
+
+    def join_output(self, timeout: float = 30.0) -> None:
+        """Wait for EOF on stdout/stderr (the guest closes them promptly after exit)."""
+        for thread in self._readers:
+            thread.join(timeout)
+            if thread.is_alive():
+                raise TimeoutError("stdio stream did not reach EOF")
+
+    def delete(self) -> None:
+        if self._deleted:
+            return
+        self._deleted = True
+        self.host.stub.DeleteProcess(
+            pb.DeleteProcessRequest(id=self.process_id, containerID=self.container_id))
+
+    def close(self) -> None:
+        for listener in self._listeners.values():
+            listener.close()
+        for conn in self._conns.values():
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+
+def _drain(conn: socket.socket, sink: Sink) -> None:
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    while True:
+        try:
+            n = conn.recv_into(view)
+        except OSError:
+            return
+        if n == 0:
+            return
+        sink(bytes(view[:n]))
+
+
+def oci_spec(rootfs: str, args: Sequence[str], *, env: Sequence[str] = (), cwd: str = "/",
+             terminal: bool = False, hostname: str = "", user: dict[str, Any] | None = None,
+             mounts: list[dict[str, Any]] | None = None, linux: dict[str, Any] | None = None,
+             ) -> dict[str, Any]:
+    """A minimal OCI spec shaped like the host's (spec 10)."""
+    return {
+        "ociVersion": "",
+        "process": {"args": list(args), "cwd": cwd, "env": list(env), "terminal": terminal,
+                    "user": user or {"uid": 0, "gid": 0}},
+        "hostname": hostname,
+        "root": {"path": rootfs, "readonly": False},
+        "mounts": mounts if mounts is not None else [],
+        "linux": linux if linux is not None else {"namespaces": [{"type": t, "path": ""} for t in
+                                                  ("pid", "mount", "uts", "ipc")]},
+    }

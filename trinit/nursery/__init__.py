@@ -1,0 +1,23 @@
+"""The supervision tree: reaper, containers, their processes (design.md)."""
+
+from ._backend import HelperBackend, Launched, ProcessBackend
+from ._container import CgroupHooks, Container, remove_bundle
+from ._process import NEVER_RAN_EXIT_CODE, ManagedProcess, StdioPorts
+from ._reaper import ExitStatus, ExitWatch, Reaper
+from ._registry import ContainerRegistry
+
+__all__ = [
+    "NEVER_RAN_EXIT_CODE",
+    "CgroupHooks",
+    "Container",
+    "ContainerRegistry",
+    "ExitStatus",
+    "ExitWatch",
+    "HelperBackend",
+    "Launched",
+    "ManagedProcess",
+    "ProcessBackend",
+    "Reaper",
+    "StdioPorts",
+    "remove_bundle",
+]

@@ -1,0 +1,69 @@
+"""The seam between supervision and the kernel: how processes are launched and signalled.
+
+:class:`HelperBackend` is the real one (the exec helper, ``trinit.exec``). Tests of the
+supervision tree's timing use a simulated backend with the same shape whose "processes" exit
+when the test says so, under ``trio.testing.MockClock``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass
+class Launched:
+    """A started container process; ``pty_master`` (if any) is now owned by the caller."""
+
+    pid: int
+    pty_master: int | None
+
+
+class ProcessBackend(Protocol):
+    async def launch(
+        self,
+        helper_args: Sequence[str],
+        *,
+        stdio: tuple[int, int, int],
+        terminal: bool,
+        on_pid: Callable[[int], None],
+        before_ack: Callable[[int], Awaitable[None]] | None = None,
+    ) -> Launched: ...
+
+    def kill(self, pid: int, sig: int) -> None: ...
+
+
+class HelperBackend:
+    """Launches processes through the exec helper (spec 6.5) and signals them with kill(2)."""
+
+    def __init__(self, python: str = sys.executable, env: Mapping[str, str] | None = None) -> None:
+        self._python = python
+        self._env = env
+
+    async def launch(
+        self,
+        helper_args: Sequence[str],
+        *,
+        stdio: tuple[int, int, int],
+        terminal: bool,
+        on_pid: Callable[[int], None],
+        before_ack: Callable[[int], Awaitable[None]] | None = None,
+    ) -> Launched:
+        from trinit.exec import launch
+
+        result = await launch(
+            list(helper_args),
+            stdio=stdio,
+            on_pid=on_pid,
+            python=self._python,
+            env=dict(os.environ) if self._env is None else self._env,
+            terminal=terminal,
+            before_ack=before_ack,
+        )
+        return Launched(result.pid, result.pty_master)
+
+    def kill(self, pid: int, sig: int) -> None:
+        os.kill(pid, sig)

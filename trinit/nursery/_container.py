@@ -1,0 +1,210 @@
+"""Container: one container's nursery, its init, its execs, its bundle.
+
+Ownership. A Container runs as a task in the agent's root nursery (``nursery.start``), and
+every process it owns runs in the container's own nursery. DeleteProcess of the container
+cancels that nursery: each process is SIGKILLed, reaped (bounded wait) and its fds closed,
+then the bundle and the cgroup are removed. Nothing the container started outlives it.
+
+Init death. When the init exits, running execs are SIGKILLed (the kernel does this anyway
+when the container has its own PID namespace; we do it for containers that share one), execs
+that were never started are reported as never-ran, and every pending WaitProcess returns.
+The container then stays registered, with its exit statuses, until DeleteProcess.
+
+Operations on one container are serialised by its own lock; nothing is global.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from trinit import errors
+from trinit._log import fields
+
+from ._process import ManagedProcess
+
+log = logging.getLogger("trinit.container")
+
+BUNDLE_ROOT = "/run/container"
+
+
+class CgroupHooks:
+    """What a container needs from cgroup management; the default does nothing.
+
+    The real implementation (``trinit.cgroup``) creates the container's cgroup before the
+    init runs, places execs in the init's cgroup, and removes it on delete.
+    """
+
+    def prepare(self, container_id: str, spec: dict[str, Any]) -> None:
+        return None
+
+    async def place_exec(self, init_pid: int, pid: int) -> None:
+        return None
+
+    async def remove(self, container_id: str, spec: dict[str, Any]) -> None:
+        return None
+
+
+class Container:
+    def __init__(
+        self,
+        container_id: str,
+        spec: dict[str, Any],
+        bundle: Path,
+        init: ManagedProcess,
+        cgroups: CgroupHooks,
+    ) -> None:
+        self.container_id = container_id
+        self.spec = spec
+        self.bundle = bundle
+        self.init = init
+        self.execs: dict[str, ManagedProcess] = {}
+        self.lock = trio.Lock()
+        self._cgroups = cgroups
+        self._nursery: trio.Nursery | None = None
+        self._deleted = trio.Event()
+        self._stopped = trio.Event()
+        init.on_exit = self._on_init_exit
+
+    # --------------------------------------------------------------- lookup
+    def process(self, process_id: str) -> ManagedProcess:
+        if process_id == self.container_id:
+            return self.init
+        proc = self.execs.get(process_id)
+        if proc is None:
+            raise errors.ExecNotFound(process_id, self.container_id)
+        return proc
+
+    # ----------------------------------------------------------------- tree
+    async def run(self, *, task_status: trio.TaskStatus[Container] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the container's processes until :meth:`delete` (or cancellation)."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(self.init.run)
+                task_status.started(self)
+                await self._deleted.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            self._nursery = None
+            self._stopped.set()
+
+    async def adopt(self, proc: ManagedProcess) -> None:
+        """Start supervising a new exec (its stdio is already connected)."""
+        if self._nursery is None:
+            raise errors.FailedPrecondition(f"container {self.container_id} is being deleted")
+        old = self.execs.get(proc.process_id)
+        if old is not None:
+            # vminitd silently replaced the entry and leaked the old process; we refuse.
+            raise errors.AlreadyExists(
+                f"exec {proc.process_id} already exists in container {self.container_id}"
+            )
+        await self._nursery.start(proc.run)
+        self.execs[proc.process_id] = proc
+        if self.init.exited:
+            proc.abandon_if_unstarted()
+
+    async def start(self, proc: ManagedProcess) -> int:
+        if proc is not self.init:
+            if self.init.exited:
+                raise errors.FailedPrecondition(
+                    f"container {self.container_id} init has exited; cannot start exec"
+                )
+            if self.init.pid is None:
+                raise errors.FailedPrecondition(
+                    f"container {self.container_id} init is not started; cannot start exec"
+                )
+            init_pid = self.init.pid
+
+            async def place(pid: int) -> None:
+                await self._cgroups.place_exec(init_pid, pid)
+
+            return await proc.start(before_ack=place)
+        return await proc.start()
+
+    def _on_init_exit(self, init: ManagedProcess) -> None:
+        for proc in self.execs.values():
+            if proc.running:
+                try:
+                    proc.kill(signal.SIGKILL)
+                except errors.TrinitError:
+                    pass
+            else:
+                proc.abandon_if_unstarted()
+        log.info("container init exited", extra=fields(container=self.container_id))
+
+    async def delete_exec(self, process_id: str) -> None:
+        """Forget an exec: it is killed if still running (vminitd left it running)."""
+        proc = self.process(process_id)
+        if proc is self.init:
+            raise errors.Internal("delete_exec called for init")
+        proc.cancel()
+        await proc.join()
+        del self.execs[process_id]
+        shutil.rmtree(self.bundle / "execs" / process_id, ignore_errors=True)
+
+    async def delete(self) -> None:
+        """Cancel the container's nursery (killing and reaping everything), then remove the
+        bundle and the cgroup. Raises (and stays registered) if the bundle or cgroup cannot
+        be removed."""
+        self._deleted.set()
+        with trio.CancelScope(shield=True):
+            # each process bounds its own kill-and-reap wait, so this ends
+            await self._stopped.wait()
+        await trio.to_thread.run_sync(remove_bundle, self.bundle)
+        await self._cgroups.remove(self.container_id, self.spec)
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write JSON atomically (temp + rename), creating parents."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
+
+
+def mounts_under(path: Path) -> list[str]:
+    """Mount points at or below ``path`` in our mount namespace, deepest first.
+
+    From mountinfo rather than st_dev: a bind mount from the same filesystem has the same
+    st_dev as its parent.
+    """
+    top = os.path.realpath(path)
+    found: list[str] = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as info:
+        for line in info:
+            raw = line.split(" ", 5)[4]
+            point = raw.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n")
+            point = point.replace("\\134", "\\")
+            if point == top or point.startswith(top.rstrip("/") + "/"):
+                found.append(point)
+    return sorted(set(found), key=lambda p: p.count("/"), reverse=True)
+
+
+def remove_bundle(bundle: Path) -> None:
+    """Unmount whatever is still mounted in the bundle (the rootfs normally), then delete it.
+
+    Never deletes through a mount: if an unmount fails, the error is raised and the bundle
+    stays, so DeleteProcess fails and the container stays registered (spec 4).
+    """
+    from trinit.exec._syscalls import umount2
+
+    if not bundle.exists():
+        return
+    for point in mounts_under(bundle):
+        try:
+            umount2(point, 0)
+        except OSError as exc:
+            raise errors.Internal(f"failed to unmount {point}: {exc.strerror or exc}") from exc
+    shutil.rmtree(bundle, ignore_errors=True)
+
+
+SpawnContainer = Callable[[Container], Awaitable[Container]]

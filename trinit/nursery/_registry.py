@@ -1,0 +1,216 @@
+"""ContainerRegistry: container id -> Container, and the process operations on them.
+
+Created once in the agent's ``main`` (tests build their own) and handed the root nursery:
+every container runs as a task of that nursery. The registry implements the process RPCs'
+semantics (spec sections 3, 4, 6); the RPC layer only translates messages.
+
+Concurrency: creating an id reserves it first, so two CreateProcess calls for the same id
+cannot both succeed; everything else is serialised per container, never globally.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from trinit import errors
+from trinit._log import fields
+from trinit.exec import alter_spec, decode_spec
+
+from ._backend import ProcessBackend
+from ._container import BUNDLE_ROOT, CgroupHooks, Container, write_json
+from ._process import Dial, ManagedProcess, StdioPorts
+from ._reaper import Reaper
+
+log = logging.getLogger("trinit.registry")
+
+
+def _hostname_file(root_path: str, hostname: str) -> None:
+    etc = Path(root_path) / "etc"
+    etc.mkdir(parents=True, exist_ok=True)
+    write_atomic(etc / "hostname", hostname.encode())
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.trinit-tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class ContainerRegistry:
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        *,
+        reaper: Reaper,
+        backend: ProcessBackend,
+        dial: Dial,
+        cgroups: CgroupHooks | None = None,
+        bundle_root: str = BUNDLE_ROOT,
+        drain_grace: float = 2.0,
+        helper_prefix: Callable[[], list[str]] | None = None,
+    ) -> None:
+        self._nursery = nursery
+        self._reaper = reaper
+        self._backend = backend
+        self._dial = dial
+        self._cgroups = cgroups or CgroupHooks()
+        self._bundle_root = Path(bundle_root)
+        self._drain_grace = drain_grace
+        self._containers: dict[str, Container] = {}
+        self._reserved: set[str] = set()
+
+    # --------------------------------------------------------------- lookup
+    def container(self, container_id: str) -> Container:
+        found = self._containers.get(container_id)
+        if found is None:
+            raise errors.ContainerNotFound(container_id)
+        return found
+
+    def lookup(self, process_id: str, container_id: str | None) -> tuple[Container, ManagedProcess]:
+        if container_id is None:
+            raise errors.InvalidArgument("processes in the root of the vm not implemented")
+        container = self.container(container_id)
+        return container, container.process(process_id)
+
+    def containers(self) -> list[Container]:
+        return list(self._containers.values())
+
+    # --------------------------------------------------------------- create
+    async def create_process(
+        self,
+        process_id: str,
+        container_id: str | None,
+        configuration: bytes,
+        ports: StdioPorts,
+    ) -> None:
+        if container_id is None:
+            raise errors.InvalidArgument("processes in the root of the vm not implemented")
+        spec = alter_spec(decode_spec(configuration), process_id)
+        process = spec["process"]
+        terminal = bool(process.get("terminal", False))
+        existing = self._containers.get(container_id)
+        if existing is not None:
+            if process_id == container_id:
+                # vminitd stored an exec that could never be addressed; refuse it instead.
+                raise errors.AlreadyExists(f"container {container_id} already exists")
+            await self._create_exec(existing, process_id, process, terminal, ports)
+            return
+        if process_id != container_id:
+            if container_id in self._reserved:
+                raise errors.FailedPrecondition(f"container {container_id} is being created")
+            raise errors.InvalidArgument("init process id must match container id")
+        if container_id in self._reserved:
+            raise errors.AlreadyExists(f"container {container_id} already exists")
+        _check_id(container_id)
+        self._reserved.add(container_id)
+        try:
+            await self._create_container(container_id, spec, terminal, ports)
+        finally:
+            self._reserved.discard(container_id)
+
+    async def _create_exec(
+        self,
+        container: Container,
+        exec_id: str,
+        process: dict[str, Any],
+        terminal: bool,
+        ports: StdioPorts,
+    ) -> None:
+        _check_id(exec_id)
+        async with container.lock:
+            if exec_id in container.execs:
+                raise errors.AlreadyExists(
+                    f"exec {exec_id} already exists in container {container.container_id}"
+                )
+            path = container.bundle / "execs" / exec_id / "process.json"
+            await trio.to_thread.run_sync(write_json, path, process)
+            proc = self._new_process(exec_id, container.container_id, ["exec", "--process-path", str(path)], terminal)
+            await proc.open_stdio(self._dial, ports)
+            try:
+                await container.adopt(proc)
+            except BaseException:
+                proc.cancel()
+                raise
+        log.info("created exec", extra=fields(container=container.container_id, process=exec_id))
+
+    async def _create_container(
+        self, container_id: str, spec: dict[str, Any], terminal: bool, ports: StdioPorts
+    ) -> None:
+        bundle = self._bundle_root / container_id
+        hostname = spec.get("hostname") or ""
+        root_path = spec["root"]["path"]
+
+        def prepare_bundle() -> None:
+            if hostname:
+                _hostname_file(root_path, hostname)
+            (bundle / "rootfs").mkdir(parents=True, exist_ok=True)
+            write_json(bundle / "config.json", spec)
+
+        await trio.to_thread.run_sync(prepare_bundle)
+        self._cgroups.prepare(container_id, spec)
+        init = self._new_process(container_id, container_id, ["run", "--bundle-path", str(bundle)], terminal)
+        try:
+            await init.open_stdio(self._dial, ports)
+            container = Container(container_id, spec, bundle, init, self._cgroups)
+            await self._nursery.start(container.run)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._cgroups.remove(container_id, spec)
+            raise
+        self._containers[container_id] = container
+        log.info("created container", extra=fields(container=container_id))
+
+    def _new_process(self, pid_id: str, container_id: str, args: list[str], terminal: bool) -> ManagedProcess:
+        return ManagedProcess(
+            pid_id,
+            container_id,
+            args,
+            terminal=terminal,
+            backend=self._backend,
+            reaper=self._reaper,
+            drain_grace=self._drain_grace,
+        )
+
+    # ---------------------------------------------------------------- others
+    async def start_process(self, process_id: str, container_id: str | None) -> int:
+        container, proc = self.lookup(process_id, container_id)
+        async with container.lock:
+            if proc is not container.init and container.init.pid is not None:
+                proc.set_parent_pid(container.init.pid)
+            return await container.start(proc)
+
+    async def delete_process(self, process_id: str, container_id: str | None) -> None:
+        container, proc = self.lookup(process_id, container_id)
+        if proc is container.init:
+            async with container.lock:
+                await container.delete()
+                self._containers.pop(container.container_id, None)
+            log.info("deleted container", extra=fields(container=container.container_id))
+        else:
+            async with container.lock:
+                await container.delete_exec(process_id)
+
+    async def shutdown(self) -> None:
+        """Delete every container (agent shutdown); errors are logged, not raised."""
+        for container in list(self._containers.values()):
+            try:
+                await container.delete()
+            except errors.TrinitError as exc:
+                log.error(f"failed to delete container: {exc.message}",
+                          extra=fields(container=container.container_id))
+            self._containers.pop(container.container_id, None)
+
+
+def _check_id(value: str) -> None:
+    """Ids become path components of the bundle; refuse ones that would escape it."""
+    if not value or "/" in value or value in (".", "..") or "\0" in value:
+        raise errors.InvalidArgument(f"invalid id {value!r}")
+
+
+HelperArgs = Callable[[], Awaitable[list[str]]]
