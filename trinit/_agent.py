@@ -59,7 +59,7 @@ async def run_agent(config: AgentConfig) -> None:
                 dial=transport.dial,
                 drain_grace=config.drain_grace,
             )
-            servicer = Servicer(registry)
+            servicer = Servicer(registry, transport.dial)
             listener = await transport.listen(config.port)
             await root.start(serve, listener, servicer)
             log.info(f"serving on {transport.describe()} port {config.port}")

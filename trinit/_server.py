@@ -19,7 +19,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from trinit import errors
 from trinit._proto import sandbox_pb2 as pb
 from trinit._proto.sandbox_grpc import SandboxContextServicer
+from trinit import system
 from trinit.nursery import ContainerRegistry, StdioPorts
+from trinit.nursery._process import Dial
 
 log = logging.getLogger("trinit.server")
 
@@ -40,9 +42,9 @@ def _opt(message: Any, name: str) -> Any:
 
 
 class Servicer(SandboxContextServicer):  # type: ignore[misc]
-    def __init__(self, registry: ContainerRegistry, system: Any | None = None) -> None:
+    def __init__(self, registry: ContainerRegistry, dial: Dial) -> None:
         self._registry = registry
-        self._system = system
+        self._dial = dial
 
     # ------------------------------------------------------------- processes
     async def CreateProcess(self, request: Any) -> Any:
@@ -89,36 +91,69 @@ class Servicer(SandboxContextServicer):  # type: ignore[misc]
             await proc.close_stdin()
         return pb.CloseProcessStdinResponse()
 
-    # ------------------------------------------------------------ the agent
+    # ------------------------------------------------------------ the system
     async def Setenv(self, request: Any) -> Any:
-        value = request.value if request.HasField("value") else ""
-        if not request.key or "=" in request.key or "\0" in request.key or "\0" in value:
-            raise errors.InvalidArgument(f"setenv: invalid variable {request.key!r}")
-        os.environ[request.key] = value
-        return pb.SetenvResponse()
+        return await system.setenv(request)
 
     async def Getenv(self, request: Any) -> Any:
-        value = os.environ.get(request.key)
-        return pb.GetenvResponse(value=value) if value is not None else pb.GetenvResponse()
+        return await system.getenv(request)
 
     async def Sync(self, request: Any) -> Any:
-        import trio
-
-        await trio.to_thread.run_sync(os.sync)
-        return pb.SyncResponse()
+        return await system.sync(request)
 
     async def Kill(self, request: Any) -> Any:
         if request.pid == -1 and os.getpid() != 1:
-            # kill(-1) from a process that is not PID 1 reaches every process the machine
-            # lets us signal: on a development host that is the host itself.
-            log.warning("refusing kill(-1) when not PID 1 of a VM or PID namespace")
+            # kill(-1) from a process that is not PID 1 of its PID namespace reaches every
+            # process the machine lets us signal: on a development host, the host itself.
+            log.warning("refusing kill(-1): trinit is not PID 1 of a VM or PID namespace")
             return pb.KillResponse(result=-1)
-        try:
-            os.kill(request.pid, request.signal)
-        except (OSError, ValueError, OverflowError):
-            return pb.KillResponse(result=-1)
-        return pb.KillResponse(result=0)
+        return await system.kill(request)
+
+    async def Mount(self, request: Any) -> Any:
+        return await system.mount(request)
+
+    async def Umount(self, request: Any) -> Any:
+        return await system.umount(request)
+
+    async def Mkdir(self, request: Any) -> Any:
+        return await system.mkdir(request)
+
+    async def WriteFile(self, request: Any) -> Any:
+        return await system.write_file(request)
+
+    async def Stat(self, request: Any) -> Any:
+        return await system.stat(request)
+
+    async def FilesystemOperation(self, request: Any) -> Any:
+        return await system.filesystem_operation(request)
+
+    async def Sysctl(self, request: Any) -> Any:
+        return await system.sysctl(request)
+
+    async def SetTime(self, request: Any) -> Any:
+        return await system.set_time(request)
+
+    async def SetupEmulator(self, request: Any) -> Any:
+        return await system.setup_emulator(request)
+
+    async def ConfigureDns(self, request: Any) -> Any:
+        return await system.configure_dns(request)
+
+    async def ConfigureHosts(self, request: Any) -> Any:
+        return await system.configure_hosts(request)
+
+    async def IpLinkSet(self, request: Any) -> Any:
+        return await system.ip_link_set(request)
+
+    async def IpAddrAdd(self, request: Any) -> Any:
+        return await system.ip_addr_add(request)
+
+    async def IpRouteAddLink(self, request: Any) -> Any:
+        return await system.ip_route_add_link(request)
+
+    async def IpRouteAddDefault(self, request: Any) -> Any:
+        return await system.ip_route_add_default(request)
 
     async def Copy(self, request: Any) -> AsyncIterator[Any]:
-        raise errors.Unimplemented("Copy is not implemented")
-        yield  # pragma: no cover - makes this an async generator
+        async for reply in system.copy(request, self._dial):
+            yield reply
