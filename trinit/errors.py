@@ -46,7 +46,10 @@ class TrinitError(Exception):
 
     def with_prefix(self, prefix: str) -> TrinitError:
         """The same kind of error with ``"<prefix>: "`` in front (vminitd's operation prefix)."""
-        return type(self)(f"{prefix}: {self.message}")
+        # bypass subclass constructors (ContainerNotFound takes an id, not a message)
+        prefixed = type(self).__new__(type(self))
+        TrinitError.__init__(prefixed, f"{prefix}: {self.message}")
+        return prefixed
 
 
 class InvalidArgument(TrinitError):

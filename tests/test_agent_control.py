@@ -1,0 +1,194 @@
+"""End to end: waits, kills, lookups, terminals, init death, Kill(-1), bad input, fd hygiene."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+
+import grpc
+import pytest
+from agentlib import Container
+
+from trinit._proto import sandbox_pb2 as pb
+
+
+def _code(call, *args, **kw) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as info:
+        call(*args, **kw)
+    return info.value.code()
+
+
+def _alive(agent) -> None:
+    agent.host.stub.Getenv(pb.GetenvRequest(key="PATH"), timeout=10)
+    assert agent.alive()
+
+
+def test_wait_before_start(agent) -> None:
+    host = agent.host
+    ctr = Container(host)
+    proc = host.process(ctr.id, ctr.spec(["sh", "-c", "exit 3"]))
+    proc.create()
+    codes: list[int] = []
+    waiter = threading.Thread(target=lambda: codes.append(proc.wait(timeout=60)))
+    waiter.start()
+    time.sleep(0.2)  # the waiter is blocked inside WaitProcess (nothing to observe from here)
+    assert codes == []
+    proc.start()
+    waiter.join(60)
+    assert codes == [3]
+    assert proc.wait() == 3  # repeatable
+    proc.close()
+    proc.delete()
+
+
+def test_kill_before_start_and_kill_9(agent) -> None:
+    host = agent.host
+    ctr = Container(host)
+    proc = host.process(ctr.id, ctr.spec(["sleep", "1000"]))
+    proc.create()
+    assert _code(proc.kill, 9) == grpc.StatusCode.FAILED_PRECONDITION
+    proc.start()
+    proc.kill(9)
+    assert proc.wait(timeout=30) == 137
+    proc.kill(9)  # already exited: OK no-op
+    proc.close()
+    proc.delete()
+
+
+def test_lookup_error_codes(agent) -> None:
+    stub = agent.host.stub
+    assert _code(stub.StartProcess, pb.StartProcessRequest(id="x")) == grpc.StatusCode.INVALID_ARGUMENT
+    assert _code(stub.WaitProcess, pb.WaitProcessRequest(id="x", containerID="nope")) == grpc.StatusCode.NOT_FOUND
+    ctr = Container(agent.host)
+    init = ctr.start_init()
+    for call, req in (
+        (stub.StartProcess, pb.StartProcessRequest(id="ghost", containerID=ctr.id)),
+        (stub.WaitProcess, pb.WaitProcessRequest(id="ghost", containerID=ctr.id)),
+        (stub.KillProcess, pb.KillProcessRequest(id="ghost", containerID=ctr.id, signal=9)),
+        (stub.DeleteProcess, pb.DeleteProcessRequest(id="ghost", containerID=ctr.id)),
+        (stub.ResizeProcess, pb.ResizeProcessRequest(id="ghost", containerID=ctr.id)),
+        (stub.CloseProcessStdin, pb.CloseProcessStdinRequest(id="ghost", containerID=ctr.id)),
+    ):
+        assert _code(call, req) == grpc.StatusCode.FAILED_PRECONDITION
+    duplicate = pb.CreateProcessRequest(id=ctr.id, containerID=ctr.id,
+                                        configuration=json.dumps(ctr.spec(["true"])).encode())
+    assert _code(stub.CreateProcess, duplicate) == grpc.StatusCode.ALREADY_EXISTS
+    mismatch = pb.CreateProcessRequest(id="other", containerID="newc",
+                                       configuration=json.dumps(ctr.spec(["true"])).encode())
+    assert _code(stub.CreateProcess, mismatch) == grpc.StatusCode.INVALID_ARGUMENT
+    # resize of a non-terminal process is UNIMPLEMENTED
+    assert _code(stub.ResizeProcess, pb.ResizeProcessRequest(
+        id=ctr.id, containerID=ctr.id, rows=10, columns=10)) == grpc.StatusCode.UNIMPLEMENTED
+    assert _code(init.start) == grpc.StatusCode.INTERNAL  # started twice
+    init.kill(9)
+    init.wait(timeout=30)
+    init.delete()
+    assert _code(stub.WaitProcess, pb.WaitProcessRequest(id=ctr.id, containerID=ctr.id)) == grpc.StatusCode.NOT_FOUND
+
+
+def test_terminal_and_resize(agent) -> None:
+    host = agent.host
+    ctr = Container(host)
+    spec = ctr.spec(["sh", "-c", "tty; read line; stty size; echo got $line"],
+                    process={"terminal": True})
+    proc = host.process(ctr.id, spec, stdin=True)
+    proc.create()
+    proc.start()
+    proc.resize(33, 101)
+    proc.write(b"hello\n")
+    assert proc.wait(timeout=30) == 0
+    proc.join_output()
+    out = proc.stdout_data.replace(b"\r\n", b"\n").decode()
+    lines = out.splitlines()
+    assert lines[0].startswith("/dev/pts/")
+    assert "33 101" in lines
+    assert "got hello" in lines
+    proc.close()
+    proc.delete()
+
+
+def test_init_death_ends_running_execs(agent) -> None:
+    host = agent.host
+    ctr = Container(host)
+    init = ctr.start_init()
+    execs = []
+    for i in range(3):
+        proc = host.process(ctr.id, ctr.spec(["sleep", "1000"]), process_id=f"s{i}")
+        proc.create()
+        proc.start()
+        execs.append(proc)
+    init.kill(9)
+    assert init.wait(timeout=30) == 137
+    for proc in execs:
+        assert proc.wait(timeout=30) == 137
+        proc.join_output()
+        proc.close()
+    init.delete()
+    _alive(agent)
+
+
+def test_kill_minus_one_leaves_agent_serving(agent) -> None:
+    host = agent.host
+    ctr = Container(host)
+    init = ctr.start_init()
+    reply = host.stub.Kill(pb.KillRequest(pid=-1, signal=signal.SIGKILL))
+    assert reply.result == 0
+    assert init.wait(timeout=30) == 137
+    init.delete()
+    _alive(agent)
+    assert Container(host).run(["echo", "still here"]).stdout == b"still here\n"
+
+
+def test_bad_input_never_takes_the_agent_down(agent) -> None:
+    stub = agent.host.stub
+    ctr = Container(agent.host)
+    good = ctr.spec(["true"])
+
+    def create(config: bytes, cid: str = "bad") -> grpc.StatusCode:
+        return _code(stub.CreateProcess, pb.CreateProcessRequest(id=cid, containerID=cid, configuration=config))
+
+    assert create(b"{not json") == grpc.StatusCode.INTERNAL
+    _alive(agent)
+    assert create(b"[]") == grpc.StatusCode.INVALID_ARGUMENT
+    _alive(agent)
+    no_process = dict(good)
+    del no_process["process"]
+    assert create(json.dumps(no_process).encode()) == grpc.StatusCode.INVALID_ARGUMENT
+    _alive(agent)
+    unknown_user = json.loads(json.dumps(good))
+    unknown_user["process"]["user"] = {"uid": 0, "gid": 0, "username": "nosuchuser"}
+    assert create(json.dumps(unknown_user).encode()) == grpc.StatusCode.INTERNAL
+    _alive(agent)
+    huge = pb.WriteFileRequest(path="/tmp/x", data=b"\0" * (5 * 1024 * 1024))
+    assert _code(stub.WriteFile, huge) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    _alive(agent)
+    # no `linux` object: vminitd crashes (force unwrap); trinit runs with defaults
+    no_linux = json.loads(json.dumps(good))
+    del no_linux["linux"]
+    other = Container(agent.host)
+    no_linux["root"]["path"] = other.root
+    result = agent.host.run(other.id, no_linux)
+    assert result.exit_code == 0
+    _alive(agent)
+    # signal 999
+    init = ctr.start_init()
+    assert _code(init.kill, 999) in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.INTERNAL)
+    _alive(agent)
+    init.kill(9)
+    init.wait(timeout=30)
+    init.delete()
+
+
+def test_no_fd_leaks_into_containers(agent) -> None:
+    ctr = Container(agent.host)
+    init = ctr.start_init()
+    for args in (["ls", "/proc/self/fd"], ["ls", "/proc/1/fd"]):
+        result = ctr.exec("ls", args)
+        assert result.exit_code == 0
+        fds = sorted(int(x) for x in result.stdout.split())
+        assert fds in ([0, 1, 2], [0, 1, 2, 3]), (args, fds)
+    init.kill(9)
+    init.wait(timeout=30)
+    init.delete()
