@@ -1,6 +1,7 @@
 """Host-side library: drive a trinit (or vminitd) agent and stream process stdio."""
 
 from ._client import Host, Process, Result, oci_spec
+from ._local import LocalAgent
 from ._ports import HostPort, PortAllocator
 
-__all__ = ["Host", "HostPort", "PortAllocator", "Process", "Result", "oci_spec"]
+__all__ = ["Host", "HostPort", "LocalAgent", "PortAllocator", "Process", "Result", "oci_spec"]

@@ -1,0 +1,104 @@
+"""A trinit agent on this machine, for development, examples, tests and benchmarks.
+
+The agent runs as PID 1 of fresh PID, mount, UTS, IPC and network namespaces (``unshare``)
+with a private tmpfs on /run, over the unix transport in a short directory of its own. This
+keeps what containers do (mounts, hostnames, sysctls, ``Kill(-1)``) off the machine itself
+(design "Hazards"). :meth:`LocalAgent.stop` sends SIGTERM (orderly shutdown: containers are
+deleted), then SIGKILL; the namespaces die with their PID 1, taking every mount with them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ._client import Host
+
+
+class LocalAgent:
+    def __init__(self, directory: Path, proc: subprocess.Popen[bytes], log_path: Path,
+                 owns_directory: bool) -> None:
+        self.directory = directory
+        self.transport = f"unix:{directory}"
+        self.proc = proc
+        self.log_path = log_path
+        self.host = Host(self.transport)
+        self._owns_directory = owns_directory
+
+    @classmethod
+    def start(cls, directory: Path | None = None, *, log_level: str = "debug",
+              extra_args: tuple[str, ...] = (), timeout: float = 20.0) -> LocalAgent:
+        owns = directory is None
+        if directory is None:
+            # unix socket paths are limited to 108 bytes: keep the directory short
+            directory = Path(tempfile.mkdtemp(prefix="trn-", dir="/tmp"))
+        directory.mkdir(parents=True, exist_ok=True)
+        log_path = directory / "agent.log"
+        script = 'mount -t tmpfs -o mode=755 tmpfs /run && exec "$0" -m trinit agent "$@"'
+        cmd = [
+            "unshare", "--pid", "--fork", "--mount", "--uts", "--ipc", "--net", "--mount-proc",
+            "--propagation", "private", "--kill-child=SIGKILL",
+            "sh", "-c", script, sys.executable,
+            "--transport", f"unix:{directory}", "--log-level", log_level, *extra_args,
+        ]
+        package_root = Path(__file__).resolve().parent.parent.parent
+        with open(log_path, "wb") as log_file:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_file,
+                                    stderr=log_file, cwd=str(package_root))
+        agent = cls(directory, proc, log_path, owns)
+        sock = directory / "guest_1024"
+        deadline = time.monotonic() + timeout
+        while not sock.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                agent.stop()
+                raise RuntimeError(f"agent did not start:\n{agent.log()}")
+            time.sleep(0.005)
+        agent.host.wait_ready(timeout)
+        return agent
+
+    @property
+    def pid(self) -> int:
+        """trinit's pid as seen from here (outside its PID namespace)."""
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        return int(children.split()[0])
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM trinit, wait; SIGKILL if it does not stop. Returns unshare's exit code."""
+        self.host.close()
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except (OSError, IndexError, ValueError):
+                pass
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        return self.proc.returncode
+
+    def remove(self) -> None:
+        if self._owns_directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> LocalAgent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self.remove()
