@@ -136,3 +136,6 @@ def test_spec(rootfs: str, args: list[str], **overrides: Any) -> dict[str, Any]:
         else:
             spec[key] = value
     return spec
+
+
+test_spec.__test__ = False  # type: ignore[attr-defined]  # not a test when imported by name

@@ -1,0 +1,149 @@
+"""Pure parts of the exec helper: option parsing, JSON decoding, PATH lookup, capabilities."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from trinit.exec import _syscalls as sc
+from trinit.exec import parse_mount_options
+from trinit.exec._child import (
+    CAPABILITIES,
+    ChildError,
+    _parse_args,
+    cap_mask,
+    decode_json,
+    find_executable,
+)
+from trinit.exec._mountopts import statfs_mount_flags
+
+
+def test_mount_options() -> None:
+    assert parse_mount_options([]) == (0, "")
+    assert parse_mount_options(["rbind", "ro"]) == (sc.MS_BIND | sc.MS_REC | sc.MS_RDONLY, "")
+    assert parse_mount_options(["ro", "rw"]) == (0, "")
+    assert parse_mount_options(["nosuid", "suid", "nodev", "noexec"]) == (
+        sc.MS_NODEV | sc.MS_NOEXEC, ""
+    )  # fmt: skip
+    # defaults and propagation words are data, as in vminitd
+    assert parse_mount_options(["defaults", "rprivate", "mode=755", "size=1m"]) == (
+        0, "defaults,rprivate,mode=755,size=1m"
+    )  # fmt: skip
+    assert parse_mount_options(["gid=5", "mode=620", "ptmxmode=666"])[1] == (
+        "gid=5,mode=620,ptmxmode=666"
+    )
+    with pytest.raises(ValueError, match="longer than a page"):
+        parse_mount_options(["x" * 4097])
+
+
+def test_statfs_flags() -> None:
+    assert statfs_mount_flags(1 | 2 | 4 | 8) == (
+        sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+    )
+    assert statfs_mount_flags(4096 | 1024) == sc.MS_RELATIME | sc.MS_NOATIME
+    assert statfs_mount_flags(os.statvfs("/").f_flag) & sc.MS_RDONLY == 0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": [1, -2.5e3, "x\\/y\\u00e9", true, false, null, {}], "b": {"c": ""}}',
+        "  \n[]\t",
+        '"s"',
+        "12345678901234567890",
+    ],
+)
+def test_decode_json_matches_json(text: str) -> None:
+    assert decode_json(text.encode()) == json.loads(text)
+
+
+@pytest.mark.parametrize("text", ["", "{", '{"a": 1} x', "NaN", "[1,]", '{"a": 1}{}'])
+def test_decode_json_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        decode_json(text.encode())
+
+
+def test_cap_mask() -> None:
+    assert len(CAPABILITIES) == 41
+    assert CAPABILITIES[40] == "CAP_CHECKPOINT_RESTORE"
+    assert cap_mask(["CAP_CHOWN", "kill", "cap_sys_admin", "CAP_NOPE"]) == (1 | 1 << 5 | 1 << 21)
+    assert cap_mask(["CAP_BPF", "syslog"]) == (1 << 39 | 1 << 34)  # above 32: granted
+    assert cap_mask(None) == 0
+
+
+def test_find_executable(tmp_path: Path) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    tool = bindir / "tool"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    (bindir / "plain").write_text("not executable")
+    (bindir / "dir").mkdir()
+    env = [f"PATH=/nonexistent:{bindir}"]
+    assert find_executable("tool", "/", env) == str(tool)
+    assert find_executable(str(tool), "/", []) == str(tool)
+    assert find_executable("bin/../bin/tool", str(tmp_path), []) == str(tool)
+    for missing in ("plain", "dir", "nosuchprog", "/nonexistent/x", "./tool"):
+        with pytest.raises(ChildError) as info:
+            find_executable(missing, "/", env)
+        assert str(info.value) == f"failed to find target executable {missing}"
+
+
+def test_find_executable_empty_path_element_is_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tool = tmp_path / "tool"
+    tool.write_text("")
+    tool.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    assert find_executable("tool", "/", ["PATH=/nonexistent:"]) == "./tool"
+
+
+def test_find_executable_falls_back_to_own_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/bin")
+    assert find_executable("sh", "/", ["HOME=/"]) == "/bin/sh"
+
+
+def test_parse_args() -> None:
+    assert _parse_args(["run", "--bundle-path", "/b"]) == ("run", {"bundle-path": "/b"})
+    assert _parse_args(["exec", "--process-path", "/p", "--parent-pid", "7"]) == (
+        "exec", {"process-path": "/p", "parent-pid": "7"}
+    )  # fmt: skip
+    for bad in ([], ["nope"], ["run"], ["run", "--bundle-path"], ["exec", "--process-path", "p"],
+                ["run", "bundle", "x"]):  # fmt: skip
+        with pytest.raises(ChildError):
+            _parse_args(bad)
+
+
+def test_apply_cgroup_seam(tmp_path: Path) -> None:
+    from trinit.exec._child import _apply_cgroup
+
+    leaf = tmp_path / "container" / "c1"
+    spec = {
+        "linux": {
+            "cgroupsPath": "/container/c1",
+            "resources": {
+                "memory": {"limit": 1 << 20},
+                "cpu": {"quota": 200000, "period": 100000},
+                "pids": {"limit": -1},
+            },
+        }
+    }
+    _apply_cgroup(42, spec, str(tmp_path))  # no such directory: nothing happens
+    assert not leaf.exists()
+    leaf.mkdir(parents=True)
+    for name in ("memory.max", "cpu.max", "pids.max", "cgroup.procs"):
+        (leaf / name).write_text("")
+    _apply_cgroup(42, spec, str(tmp_path))
+    contents = {p.name: p.read_text() for p in leaf.iterdir()}
+    assert contents == {
+        "memory.max": "1048576", "cpu.max": "200000 100000", "pids.max": "max",
+        "cgroup.procs": "42",
+    }  # fmt: skip
+    (leaf / "cgroup.procs").unlink()
+    (leaf / "cgroup.procs").mkdir()
+    with pytest.raises(ChildError, match=r"^cgroup cgroup.procs: \[Errno 21\]"):
+        _apply_cgroup(42, spec, str(tmp_path))

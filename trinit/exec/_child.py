@@ -1,0 +1,853 @@
+"""The exec helper: trinit's vmexec, run as a fresh Python process for every container process.
+
+Usage (spawned by :func:`trinit.exec.launch`, never imported by the daemon's event loop)::
+
+    python -I -S <bootstrap> run --bundle-path DIR [--cgroup-root /sys/fs/cgroup]
+    python -I -S <bootstrap> exec --process-path FILE --parent-pid PID
+
+Protocol (spec sections 6.5 and 7): fd 3 is the sync pipe (we write the container pid as a
+native int32, then in terminal mode the PTY master fd number), fd 4 is the ack pipe (we read
+exactly ``AckPid``, then ``AckConsole``), fd 5 is the error pipe (on failure we write one
+line of UTF-8 naming the stage that failed, e.g. ``mount /proc: [Errno 2] ...``, and exit 1).
+Every fd is CLOEXEC before execve, so the error pipe reads EOF exactly when the workload runs.
+
+``run`` enters the namespaces of ``linux.namespaces``, forks, and the parent reports the
+child's pid and exits. The child (the container init) waits for ``AckPid`` (so trinit has
+registered the pid before the workload can exit), builds the root filesystem, pivots into
+it, and runs the common tail: rlimits, capabilities, user, no_new_privs, PATH lookup, cwd,
+execve. ``exec`` joins the init's namespaces through a pidfd instead.
+
+Deviations from vminitd's vmexec, on purpose:
+* ``/dev/ptmx`` is bind-mounted from ``/dev/pts/ptmx`` instead of being replaced by a symlink,
+  so a devtmpfs ``/dev`` (shared machine-wide) is never modified.
+* ``run`` refuses to set up a root without a new (or joined) mount namespace: pivot_root in
+  trinit's own namespace would move trinit's root too.
+* capabilities 32..40 are granted (all 64 bits of each set are passed to capset).
+* stdio fds that are ``/dev/null`` are not chowned to the container user (like runc), since
+  that node is shared with the VM.
+
+Imports are the stdlib and the two tiny sibling modules only: Python start-up is most of the
+cost of starting a container process. Every import happens at module load: after pivot_root
+the interpreter's own files are out of reach, so a lazy import would fail.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import resource
+import stat
+import sys
+
+from trinit.exec import _syscalls as sc
+from trinit.exec._mountopts import parse_options, statfs_mount_flags
+
+TYPE_CHECKING = False  # typing, json and signal cost 15 ms of imports: see decode_json
+if TYPE_CHECKING:
+    import signal
+    from typing import Any, NoReturn
+else:
+    import _signal as signal
+
+SYNC_FD = 3
+ACK_FD = 4
+ERROR_FD = 5
+
+ACK_PID = b"AckPid"
+ACK_CONSOLE = b"AckConsole"
+
+DEFAULT_SEARCH_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+
+NAMESPACE_FLAGS: dict[str, int] = {
+    "pid": sc.CLONE_NEWPID,
+    "mount": sc.CLONE_NEWNS,
+    "uts": sc.CLONE_NEWUTS,
+    "ipc": sc.CLONE_NEWIPC,
+    "user": sc.CLONE_NEWUSER,
+    "cgroup": sc.CLONE_NEWCGROUP,
+    "network": 0,  # ignored, as in vminitd: containers share the VM network namespace
+}
+
+EXEC_NAMESPACES = sc.CLONE_NEWCGROUP | sc.CLONE_NEWPID | sc.CLONE_NEWUTS | sc.CLONE_NEWNS
+
+RLIMITS: dict[str, int] = {
+    "RLIMIT_CPU": 0,
+    "RLIMIT_FSIZE": 1,
+    "RLIMIT_DATA": 2,
+    "RLIMIT_STACK": 3,
+    "RLIMIT_CORE": 4,
+    "RLIMIT_RSS": 5,
+    "RLIMIT_NPROC": 6,
+    "RLIMIT_NOFILE": 7,
+    "RLIMIT_MEMLOCK": 8,
+    "RLIMIT_AS": 9,
+    "RLIMIT_LOCKS": 10,
+    "RLIMIT_SIGPENDING": 11,
+    "RLIMIT_MSGQUEUE": 12,
+    "RLIMIT_NICE": 13,
+    "RLIMIT_RTPRIO": 14,
+    "RLIMIT_RTTIME": 15,
+}
+
+CAPABILITIES: tuple[str, ...] = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)  # fmt: skip
+CAP_INDEX = {name: index for index, name in enumerate(CAPABILITIES)}
+CAP_SETPCAP = CAP_INDEX["CAP_SETPCAP"]
+
+DEV_SYMLINKS = (
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+    ("rtc", "/dev/rtc0"),
+)
+
+
+class ChildError(Exception):
+    """A failure whose text goes to the error pipe as-is."""
+
+
+class _Stage:
+    """Turn an OSError/ValueError inside the block into ``ChildError("<stage>: <error>")``."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, (OSError, ValueError, TypeError, KeyError)):
+            raise ChildError(f"{self.name}: {exc}") from None
+
+
+# --- pipes -----------------------------------------------------------------------------------
+
+
+def _write_int(value: int) -> None:
+    data = value.to_bytes(4, sys.byteorder, signed=True)
+    with _Stage("write to the sync pipe"):
+        if os.write(SYNC_FD, data) != len(data):
+            raise OSError(errno.EIO, "short write")
+
+
+def _wait_ack(expected: bytes) -> None:
+    with _Stage(f"read {expected.decode()}"):
+        data = os.read(ACK_FD, len(expected))
+    if data != expected:
+        raise ChildError(f"read {expected.decode()}: got {data!r} from the ack pipe")
+
+
+def _report(text: str) -> None:
+    data = text.encode("utf-8", "replace")
+    try:
+        while data:
+            data = data[os.write(ERROR_FD, data) :]
+    except OSError:
+        pass
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+class _ScanContext:
+    """The settings ``json.loads`` passes to its C scanner (plain dicts, strict strings)."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    memo: dict[str, str] = {}
+
+    @staticmethod
+    def parse_constant(name: str) -> object:
+        raise ValueError(f"invalid JSON constant {name}")
+
+
+def decode_json(data: bytes) -> object:
+    """``json.loads`` for UTF-8 input without importing json (its ``re`` import costs ~9 ms).
+
+    Uses the same C scanner as the json module; falls back to json if it is unavailable.
+    """
+    text = data.decode("utf-8")
+    try:
+        import _json
+
+        scan = _json.make_scanner(_ScanContext())  # type: ignore[arg-type]
+    except (ImportError, AttributeError):  # pragma: no cover - CPython always has _json
+        import json
+
+        return json.loads(text)
+    whitespace = " \t\n\r"
+    start = len(text) - len(text.lstrip(whitespace))
+    try:
+        value, end = scan(text, start)
+    except StopIteration as exc:
+        raise ValueError(f"invalid JSON at offset {exc.value}") from None
+    if text[end:].strip(whitespace):
+        raise ValueError(f"extra data after JSON at offset {end}")
+    return value
+
+
+def _load_json(path: str, what: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as file:
+            value = decode_json(file.read())
+    except (OSError, ValueError) as exc:
+        raise ChildError(f"failed to load {what} at {path}: {exc}") from None
+    if not isinstance(value, dict):
+        raise ChildError(f"failed to load {what} at {path}: not a JSON object")
+    return value
+
+
+# --- namespaces and cgroup (parent side) ----------------------------------------------------
+
+
+def _enter_namespaces(spec: dict[str, Any]) -> bool:
+    """Join namespaces by path, unshare the rest; True if a cgroup ns is still to be made."""
+    linux = spec.get("linux")
+    joined = 0
+    if linux is None:
+        flags = sc.CLONE_NEWPID | sc.CLONE_NEWNS | sc.CLONE_NEWUTS
+    else:
+        flags = 0
+        for entry in linux.get("namespaces") or []:
+            kind = entry.get("type", "")
+            if kind not in NAMESPACE_FLAGS:
+                raise ChildError(f"namespaces: unknown namespace type {kind!r}")
+            flag = NAMESPACE_FLAGS[kind]
+            if not flag:
+                continue
+            path = entry.get("path") or ""
+            if path:
+                with _Stage(f"join {kind} namespace {path}"):
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        sc.setns(fd, flag)
+                    finally:
+                        os.close(fd)
+                joined |= flag
+            else:
+                flags |= flag
+    new_cgroup = bool(flags & sc.CLONE_NEWCGROUP)
+    flags &= ~sc.CLONE_NEWCGROUP
+    if not (flags | joined) & sc.CLONE_NEWNS:
+        raise ChildError("namespaces: the spec must create or join a mount namespace")
+    with _Stage("unshare namespaces"):
+        sc.unshare(flags)
+    return new_cgroup
+
+
+def _write_cgroup_file(directory: str, name: str, value: str) -> None:
+    with _Stage(f"cgroup {name}"):
+        fd = os.open(os.path.join(directory, name), os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
+
+
+def _limit_text(value: object) -> str:
+    return "max" if not isinstance(value, int) or value < 0 else str(value)
+
+
+def _apply_cgroup(child_pid: int, spec: dict[str, Any], cgroup_root: str) -> None:
+    """Seam for cgroup placement: apply resources and move ``child_pid`` into its cgroup.
+
+    Does nothing when ``linux.cgroupsPath`` is empty or its directory does not exist under
+    ``cgroup_root`` (the daemon's cgroup module creates it before the launch).
+    """
+    linux = spec.get("linux") or {}
+    relative = (linux.get("cgroupsPath") or "").strip("/")
+    if not relative:
+        return
+    directory = os.path.join(cgroup_root, relative)
+    if not os.path.isdir(directory):
+        return
+    resources = linux.get("resources") or {}
+    memory = resources.get("memory") or {}
+    if "limit" in memory and memory["limit"] is not None:
+        _write_cgroup_file(directory, "memory.max", _limit_text(memory["limit"]))
+    cpu = resources.get("cpu") or {}
+    if cpu.get("quota") is not None and cpu.get("period") is not None:
+        _write_cgroup_file(directory, "cpu.max", f"{cpu['quota']} {cpu['period']}")
+    pids = resources.get("pids") or {}
+    if pids.get("limit") is not None:
+        _write_cgroup_file(directory, "pids.max", _limit_text(pids["limit"]))
+    _write_cgroup_file(directory, "cgroup.procs", str(child_pid))
+
+
+# --- root filesystem (container init only) --------------------------------------------------
+
+
+def _open_in_root(root_fd: int, relpath: str, flags: int = 0) -> int:
+    return sc.openat2(root_fd, relpath or ".", os.O_PATH | flags, 0, sc.RESOLVE_IN_ROOT)
+
+
+def _mkdir_all(root_fd: int, relpath: str) -> int:
+    """Create ``relpath`` (and parents, 0755) inside the root; return an O_PATH fd to it."""
+    parts = [part for part in relpath.split("/") if part and part != "."]
+    for index in range(len(parts)):
+        prefix = "/".join(parts[: index + 1])
+        try:
+            os.close(_open_in_root(root_fd, prefix, os.O_DIRECTORY))
+            continue
+        except FileNotFoundError:
+            pass
+        parent_fd = _open_in_root(root_fd, "/".join(parts[:index]), os.O_DIRECTORY)
+        try:
+            os.mkdir(parts[index], 0o755, dir_fd=parent_fd)
+        except FileExistsError:
+            pass
+        finally:
+            os.close(parent_fd)
+    return _open_in_root(root_fd, "/".join(parts), os.O_DIRECTORY)
+
+
+def _resolve_create(root_fd: int, destination: str, want_file: bool) -> int:
+    """An O_PATH fd for ``destination`` inside the root, creating it (dir or file) if missing."""
+    relpath = destination.strip("/")
+    try:
+        return _open_in_root(root_fd, relpath)
+    except FileNotFoundError:
+        pass
+    parent, _, name = relpath.rpartition("/")
+    parent_fd = _mkdir_all(root_fd, parent)
+    try:
+        if want_file:
+            flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+            os.close(os.open(name, flags, 0o644, dir_fd=parent_fd))
+        else:
+            os.mkdir(name, 0o755, dir_fd=parent_fd)
+    except FileExistsError:
+        pass
+    finally:
+        os.close(parent_fd)
+    return _open_in_root(root_fd, relpath)
+
+
+def _remount_readonly(target: str, flags: int) -> None:
+    """Bind-remount ``target`` read-only, retrying with its locked statfs flags added."""
+    try:
+        sc.mount(None, target, None, flags | sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY, None)
+    except OSError:
+        locked = statfs_mount_flags(os.statvfs(target).f_flag)
+        sc.mount(
+            None, target, None, flags | locked | sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY, None
+        )
+
+
+def _mount_one(root_fd: int, entry: dict[str, Any]) -> None:
+    destination = entry["destination"]
+    source = entry.get("source") or ""
+    fstype = entry.get("type") or None
+    flags, data = parse_options(list(entry.get("options") or []))
+    is_bind = bool(flags & sc.MS_BIND)
+    want_file = is_bind and not os.path.isdir(source)
+    fd = _resolve_create(root_fd, destination, want_file)
+    try:
+        if not (flags & sc.MS_REMOUNT and not data):
+            sc.mount(source, f"/proc/self/fd/{fd}", fstype, flags, data or None)
+    finally:
+        os.close(fd)
+    if is_bind and flags & sc.MS_RDONLY:
+        # The fd above names the directory under the new mount; reopen to get its top.
+        fd = _open_in_root(root_fd, destination.strip("/"))
+        try:
+            _remount_readonly(f"/proc/self/fd/{fd}", flags & ~(sc.MS_REC | sc.MS_RDONLY))
+        finally:
+            os.close(fd)
+
+
+def _setup_dev(root_fd: int) -> None:
+    with _Stage("setup /dev/ptmx"):
+        try:
+            pts_fd = _open_in_root(root_fd, "dev/pts/ptmx")
+        except FileNotFoundError:
+            pts_fd = -1  # no devpts in this container: leave /dev/ptmx alone
+        if pts_fd >= 0:
+            try:
+                ptmx_fd = _resolve_create(root_fd, "dev/ptmx", want_file=True)
+                try:
+                    sc.mount(
+                        f"/proc/self/fd/{pts_fd}", f"/proc/self/fd/{ptmx_fd}", None,
+                        sc.MS_BIND, None,
+                    )  # fmt: skip
+                finally:
+                    os.close(ptmx_fd)
+            finally:
+                os.close(pts_fd)
+    with _Stage("setup /dev symlinks"):
+        dev_fd = _mkdir_all(root_fd, "dev")
+        try:
+            for name, target in DEV_SYMLINKS:
+                try:
+                    os.symlink(target, name, dir_fd=dev_fd)
+                except FileExistsError:
+                    pass
+        finally:
+            os.close(dev_fd)
+
+
+def _pivot_root(rootfs: str) -> None:
+    with _Stage("pivot_root"):
+        old_root = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+        new_root = os.open(rootfs, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fchdir(new_root)
+            sc.pivot_root(".", ".")
+            os.fchdir(old_root)
+            sc.mount(None, ".", None, sc.MS_SLAVE | sc.MS_REC, None)
+            sc.umount2(".", sc.MNT_DETACH)
+            os.chdir("/")
+        finally:
+            os.close(old_root)
+            os.close(new_root)
+
+
+def _swap_dev_null(vm_null_rdev: int | None) -> None:
+    """Replace stdio fds that are the VM's /dev/null by the container's own /dev/null."""
+    if vm_null_rdev is None:
+        return
+    try:
+        null_fd = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        for fd in (0, 1, 2):
+            try:
+                st = os.fstat(fd)
+            except OSError:
+                continue
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == vm_null_rdev:
+                with _Stage(f"replace fd {fd} with /dev/null"):
+                    os.dup2(null_fd, fd)
+    finally:
+        os.close(null_fd)
+
+
+def _setup_root(spec: dict[str, Any], rootfs: str) -> None:
+    try:
+        vm_null_rdev: int | None = os.stat("/dev/null").st_rdev
+    except OSError:
+        vm_null_rdev = None
+    with _Stage("make / a slave mount"):
+        sc.mount(None, "/", None, sc.MS_SLAVE | sc.MS_REC, None)
+    with _Stage(f"bind rootfs {rootfs}"):
+        sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC, None)
+        root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for entry in spec.get("mounts") or []:
+            with _Stage(f"mount {entry.get('destination')}"):
+                _mount_one(root_fd, entry)
+        _setup_dev(root_fd)
+    finally:
+        os.close(root_fd)
+    _pivot_root(rootfs)
+    if (spec.get("root") or {}).get("readonly"):
+        with _Stage("remount / read-only"):
+            _remount_readonly("/", 0)
+    _swap_dev_null(vm_null_rdev)
+
+
+def _setup_terminal(console: bool) -> None:
+    """Open a PTY in the container, make its slave our stdio, hand the master to trinit."""
+    with _Stage("open /dev/ptmx"):
+        master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    with _Stage("unlock pty"):
+        sc.unlockpt(master)
+        slave_path = sc.ptsname(master)
+    with _Stage(f"open {slave_path}"):
+        slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        for fd in (0, 1, 2):
+            os.dup2(slave, fd)
+        if slave > 2:
+            os.close(slave)
+    _write_int(master)
+    _wait_ack(ACK_CONSOLE)
+    with _Stage("set controlling terminal"):
+        fcntl.ioctl(0, sc.TIOCSCTTY, 0)
+    if console:
+        with _Stage("bind /dev/console"):
+            if not os.path.lexists("/dev/console"):
+                flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC
+                os.close(os.open("/dev/console", flags, 0o600))
+            sc.mount(slave_path, "/dev/console", None, sc.MS_BIND, None)
+    os.close(master)
+
+
+def _apply_sysctls(sysctls: dict[str, str]) -> None:
+    for key, value in sysctls.items():
+        with _Stage(f"sysctl {key}"):
+            fd = os.open("/proc/sys/" + key.replace(".", "/"), os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                data = value.encode()
+                if os.write(fd, data) != len(data):
+                    raise OSError(errno.EIO, "short write")
+            finally:
+                os.close(fd)
+
+
+def _mask_paths(paths: list[str]) -> None:
+    for path in paths:
+        with _Stage(f"mask {path}"):
+            try:
+                mode = os.stat(path).st_mode
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(mode):
+                flags = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+                sc.mount("tmpfs", path, "tmpfs", flags, None)
+            else:
+                sc.mount("/dev/null", path, None, sc.MS_BIND, None)
+
+
+def _readonly_paths(paths: list[str]) -> None:
+    for path in paths:
+        with _Stage(f"readonly {path}"):
+            if not os.path.exists(path):
+                continue
+            sc.mount(path, path, None, sc.MS_BIND | sc.MS_REC, None)
+            _remount_readonly(path, 0)
+
+
+def _cloexec_above_stdio() -> None:
+    try:
+        sc.close_range(3, 0xFFFFFFFF, sc.CLOSE_RANGE_CLOEXEC)
+        return
+    except OSError:
+        pass  # kernel < 5.11
+    try:
+        fds: list[int] = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
+    for fd in fds:
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass
+
+
+# --- common tail -----------------------------------------------------------------------------
+
+
+def _set_rlimits(rlimits: list[dict[str, Any]]) -> None:
+    def value(raw: int) -> int:
+        return resource.RLIM_INFINITY if raw < 0 or raw >= 1 << 63 else raw
+
+    for entry in rlimits:
+        kind = entry.get("type", "")
+        if kind not in RLIMITS:
+            raise ChildError(f"setrlimit: unknown rlimit type {kind!r}")
+        with _Stage(f"setrlimit {kind}"):
+            resource.setrlimit(RLIMITS[kind], (value(entry["soft"]), value(entry["hard"])))
+
+
+def cap_mask(names: list[str] | None) -> int:
+    """A capability bit mask; names are case-insensitive, CAP_ optional, unknown ignored."""
+    mask = 0
+    for name in names or []:
+        key = name.upper()
+        if not key.startswith("CAP_"):
+            key = "CAP_" + key
+        index = CAP_INDEX.get(key)
+        if index is not None:
+            mask |= 1 << index
+    return mask
+
+
+def _last_cap() -> int:
+    last = -1
+    for cap in range(64):
+        try:
+            sc.prctl(sc.PR_CAPBSET_READ, cap)
+        except OSError:
+            break
+        last = cap
+    return last
+
+
+def _drop_bounding(bounding: int) -> None:
+    effective = sc.capget()[0]
+    if not effective & (1 << CAP_SETPCAP):
+        return
+    for cap in range(_last_cap() + 1):
+        if bounding & (1 << cap):
+            continue
+        try:
+            sc.prctl(sc.PR_CAPBSET_DROP, cap)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+
+
+def _chown_stdio(uid: int) -> None:
+    for fd in (0, 1, 2):
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            continue
+        if st.st_uid == uid:
+            continue
+        if stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3):
+            continue  # /dev/null is shared with the VM: never chown it
+        os.fchown(fd, uid, -1)
+
+
+def find_executable(arg0: str, cwd: str, env: list[str]) -> str:
+    """Resolve ``arg0`` like vmexec (spec 7.3 step 7); ChildError if it cannot be found."""
+    if arg0.startswith("/"):
+        if os.path.exists(arg0):
+            return arg0
+    elif "/" in arg0:
+        candidate = os.path.normpath(os.path.join(cwd, arg0))
+        if os.path.exists(candidate):
+            return candidate
+    else:
+        search = next((item[5:] for item in env if item.startswith("PATH=")), None)
+        if search is None:
+            search = os.environ.get("PATH") or DEFAULT_SEARCH_PATH
+        for directory in search.split(":"):
+            candidate = os.path.join(directory or ".", arg0)
+            if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+                return candidate
+    raise ChildError(f"failed to find target executable {arg0}")
+
+
+def _restore_signals() -> None:
+    """Default dispositions for every signal (including glibc's 32 and 33), empty mask."""
+    for signum in range(1, 65):
+        if signum in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            sc.reset_signal(signum)
+        except OSError:
+            pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+def _env_mapping(env: list[str]) -> dict[str, str]:
+    mapping: dict[str, str] = {}
+    for item in env:
+        key, _, value = item.partition("=")
+        if key:
+            mapping[key] = value
+    return mapping
+
+
+def _common_tail(process: dict[str, Any]) -> NoReturn:
+    _set_rlimits(process.get("rlimits") or [])
+    caps = process.get("capabilities") or {}
+    with _Stage("drop bounding capabilities"):
+        _drop_bounding(cap_mask(caps.get("bounding")))
+    with _Stage("set keepcaps"):
+        sc.prctl(sc.PR_SET_KEEPCAPS, 1)
+    user = process.get("user") or {}
+    uid, gid = int(user.get("uid", 0)), int(user.get("gid", 0))
+    with _Stage("chown stdio"):
+        _chown_stdio(uid)
+    gids = [int(g) for g in user.get("additionalGids") or []]
+    if gids:
+        with _Stage("setgroups"):
+            os.setgroups(gids)
+    with _Stage(f"setgid {gid}"):
+        os.setgid(gid)
+    with _Stage(f"setuid {uid}"):
+        os.setuid(uid)
+    with _Stage("clear keepcaps"):
+        sc.prctl(sc.PR_SET_KEEPCAPS, 0)
+    with _Stage("capset"):
+        sc.capset(
+            cap_mask(caps.get("effective")),
+            cap_mask(caps.get("permitted")),
+            cap_mask(caps.get("inheritable")),
+        )
+    with _Stage("clear ambient capabilities"):
+        sc.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_CLEAR_ALL)
+    ambient = cap_mask(caps.get("ambient"))
+    for cap in range(len(CAPABILITIES)):
+        if ambient & (1 << cap):
+            try:
+                sc.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_RAISE, cap)
+            except OSError:
+                pass
+    if process.get("noNewPrivileges"):
+        with _Stage("set no_new_privs"):
+            sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+
+    args = [str(arg) for arg in process.get("args") or []]
+    if not args:
+        raise ChildError("process args cannot be empty")
+    env = [str(item) for item in process.get("env") or []]
+    cwd = process.get("cwd") or "/"
+    executable = find_executable(args[0], cwd, env)
+    with _Stage(f"create cwd {cwd}"):
+        os.makedirs(cwd, 0o755, exist_ok=True)
+    with _Stage(f"chdir {cwd}"):
+        os.chdir(cwd)
+    _restore_signals()
+    try:
+        os.execve(executable, args, _env_mapping(env))
+    except OSError as exc:
+        raise ChildError(f"failed to exec {args}: {exc}") from None
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+def _run_container_init(spec: dict[str, Any], bundle: str, new_cgroup_ns: bool) -> NoReturn:
+    _wait_ack(ACK_PID)
+    if new_cgroup_ns:
+        with _Stage("unshare cgroup namespace"):
+            sc.unshare(sc.CLONE_NEWCGROUP)
+    with _Stage("setsid"):
+        os.setsid()
+    rootfs = os.path.join(bundle, spec["root"]["path"])  # an absolute path wins
+    _setup_root(spec, os.path.abspath(rootfs))
+    process = spec.get("process") or {}
+    if process.get("terminal"):
+        _setup_terminal(console=True)
+    hostname = spec.get("hostname")
+    if hostname:
+        with _Stage("sethostname"):
+            sc.sethostname(hostname)
+    linux = spec.get("linux") or {}
+    _apply_sysctls(linux.get("sysctl") or {})
+    _mask_paths(linux.get("maskedPaths") or [])
+    _readonly_paths(linux.get("readonlyPaths") or [])
+    _cloexec_above_stdio()
+    _common_tail(process)
+
+
+def _kill_quietly(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def command_run(bundle: str, cgroup_root: str) -> int:
+    spec = _load_json(os.path.join(bundle, "config.json"), "OCI bundle")
+    if not isinstance(spec.get("root"), dict) or not isinstance(spec.get("process"), dict):
+        raise ChildError(f"failed to load OCI bundle at {bundle}: missing process or root")
+    new_cgroup_ns = _enter_namespaces(spec)
+    with _Stage("fork"):
+        pid = os.fork()
+    if pid == 0:
+        _guarded(lambda: _run_container_init(spec, bundle, new_cgroup_ns))
+    try:
+        _apply_cgroup(pid, spec, cgroup_root)
+        _write_int(pid)
+    except BaseException:
+        _kill_quietly(pid)  # it waits for AckPid and holds the pipes: never leave it
+        raise
+    return 0
+
+
+def _exec_process(process: dict[str, Any]) -> NoReturn:
+    _wait_ack(ACK_PID)
+    with _Stage("setsid"):
+        os.setsid()
+    if process.get("terminal"):
+        _setup_terminal(console=False)
+    _cloexec_above_stdio()
+    _common_tail(process)
+
+
+def command_exec(process_path: str, parent_pid: int) -> int:
+    process = _load_json(process_path, "process")
+    with _Stage(f"pidfd_open {parent_pid}"):
+        pidfd = sc.pidfd_open(parent_pid)
+    try:
+        with _Stage(f"join the namespaces of {parent_pid}"):
+            sc.setns(pidfd, EXEC_NAMESPACES)
+    finally:
+        os.close(pidfd)
+    with _Stage("fork"):
+        pid = os.fork()
+    if pid == 0:
+        _guarded(lambda: _exec_process(process))
+    try:
+        _write_int(pid)
+    except BaseException:
+        _kill_quietly(pid)
+        raise
+    return 0
+
+
+# --- entry -----------------------------------------------------------------------------------
+
+
+def _parse_args(argv: list[str]) -> tuple[str, dict[str, str]]:
+    if not argv or argv[0] not in ("run", "exec"):
+        raise ChildError("usage: run --bundle-path DIR | exec --process-path F --parent-pid P")
+    command, options = argv[0], {}
+    rest = argv[1:]
+    if len(rest) % 2:
+        raise ChildError(f"{command}: options need a value")
+    for name, value in zip(rest[::2], rest[1::2], strict=True):
+        if not name.startswith("--"):
+            raise ChildError(f"{command}: unexpected argument {name!r}")
+        options[name[2:]] = value
+    required = ("bundle-path",) if command == "run" else ("process-path", "parent-pid")
+    for name in required:
+        if name not in options:
+            raise ChildError(f"{command}: --{name} is required")
+    return command, options
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ChildError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _guarded(body: Any) -> NoReturn:
+    """Run ``body`` in a forked child: never return into the parent's code path."""
+    try:
+        body()
+    except BaseException as exc:
+        _report(_describe(exc))
+        os._exit(1)
+    os._exit(1)  # body always execs or raises
+
+
+def main(argv: list[str]) -> int:
+    """Run one helper command; on failure report on fd 5 and return 1."""
+    try:
+        command, options = _parse_args(argv)
+        if command == "run":
+            return command_run(
+                options["bundle-path"], options.get("cgroup-root", "/sys/fs/cgroup")
+            )
+        try:
+            parent_pid = int(options["parent-pid"])
+        except ValueError:
+            raise ChildError("exec: --parent-pid must be an integer") from None
+        return command_exec(options["process-path"], parent_pid)
+    except BaseException as exc:
+        _report(_describe(exc))
+        return 1
+
+
+def entry() -> NoReturn:
+    """Process entry point: exit with :func:`main`'s status without interpreter teardown."""
+    os._exit(main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,272 @@
+"""Parent side of the exec helper protocol (spec section 6.5), on trio.
+
+:func:`launch` spawns ``trinit.exec._child`` with ``os.posix_spawn`` (never ``subprocess``:
+the daemon's single reaper owns every pid), feeds the pids it learns to ``on_pid`` before
+the processes can exit, acknowledges them, optionally takes over the PTY master, and reads
+the helper's error pipe to EOF. It owns the three pipes for its whole duration and closes
+every end before it returns or raises; the only fd that outlives it is the PTY master in
+the result, which then belongs to the caller.
+
+The helper runs as ``python -I -S -c <bootstrap> <argv_tail>``: ``-I -S`` keeps start-up
+cheap and independent of the environment. The bootstrap registers ``trinit`` and
+``trinit.exec`` as bare package stubs pointing at this source tree, so the helper imports
+``_child`` and ``_syscalls`` without running the package ``__init__`` (which imports trio).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from trinit.errors import Internal
+from trinit.exec import _syscalls
+
+ERROR_READ_GRACE = 2.0
+"""Seconds to wait for the helper's error text after a failure or cancellation."""
+
+_SOURCE_ROOT = str(Path(__file__).resolve().parents[2])
+
+BOOTSTRAP = (
+    "import sys\n"
+    f"R={_SOURCE_ROOT!r}\n"
+    "for n,p in(('trinit',R+'/trinit'),('trinit.exec',R+'/trinit/exec')):\n"
+    " m=type(sys)(n);m.__path__=[p];sys.modules[n]=m\n"
+    "from trinit.exec._child import entry\n"
+    "entry()\n"
+)
+
+_FIRST_FREE_FD = 6  # the helper's fds 0..5 are targets of the file actions
+
+
+def _default_signals() -> list[int]:
+    # valid_signals() already leaves out glibc's internal real-time signals.
+    skip = (signal.SIGKILL, signal.SIGSTOP)
+    return [signum for signum in signal.valid_signals() if signum not in skip]
+
+
+_DEFAULT_SIGNALS = _default_signals()
+
+
+@dataclass
+class LaunchResult:
+    pid: int
+    """The container process pid, as seen from trinit's PID namespace."""
+    pty_master: int | None
+    """Terminal mode: the PTY master, duplicated into trinit; owned by the caller."""
+
+
+class _Fds:
+    """The pipe ends trinit holds during one launch; closes each one exactly once."""
+
+    def __init__(self) -> None:
+        self._fds: dict[str, int] = {}
+
+    def add(self, name: str, fd: int) -> int:
+        self._fds[name] = fd
+        return fd
+
+    def close(self, name: str) -> None:
+        fd = self._fds.pop(name, None)
+        if fd is not None:
+            os.close(fd)
+
+    def close_all(self) -> None:
+        for name in list(self._fds):
+            self.close(name)
+
+
+async def _read_exact(fd: int, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        try:
+            chunk = os.read(fd, size - len(data))
+        except BlockingIOError:
+            await trio.lowlevel.wait_readable(fd)
+            continue
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+async def _read_to_eof(fd: int) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            await trio.lowlevel.wait_readable(fd)
+            continue
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+async def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        try:
+            data = data[os.write(fd, data) :]
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(fd)
+
+
+def _high_dup(fd: int, temporaries: list[int]) -> int:
+    """``fd`` itself, or a CLOEXEC duplicate >= 6 if it would collide with a target fd."""
+    if fd >= _FIRST_FREE_FD:
+        return fd
+    dup = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _FIRST_FREE_FD)
+    temporaries.append(dup)
+    return dup
+
+
+def _spawn(
+    python: str,
+    argv_tail: list[str],
+    env: Mapping[str, str],
+    stdio: tuple[int, int, int],
+    helper_ends: tuple[int, int, int],
+) -> int:
+    temporaries: list[int] = []
+    try:
+        sources = [_high_dup(fd, temporaries) for fd in (*stdio, *helper_ends)]
+        actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(sources)]
+        argv = [python, "-I", "-S", "-c", BOOTSTRAP, *argv_tail]
+        return os.posix_spawn(
+            python,
+            argv,
+            env,
+            file_actions=actions,
+            setsigdef=_DEFAULT_SIGNALS,
+            setsigmask=(),
+        )
+    finally:
+        for fd in temporaries:
+            os.close(fd)
+
+
+async def launch(
+    argv_tail: list[str],
+    *,
+    stdio: tuple[int, int, int],
+    on_pid: Callable[[int], None],
+    python: str = sys.executable,
+    env: Mapping[str, str] | None = None,
+    terminal: bool = False,
+    before_ack: Callable[[int], Awaitable[None]] | None = None,
+) -> LaunchResult:
+    """Start one container process through the exec helper and return its pid.
+
+    ``argv_tail`` is the helper command (``["run", "--bundle-path", DIR]`` or ``["exec",
+    "--process-path", FILE, "--parent-pid", PID]``). ``stdio`` are the fds the helper gets
+    as 0, 1, 2; they are borrowed (the caller closes its copies). ``on_pid`` is called
+    synchronously with the helper's pid right after the spawn (its exit status is of no
+    interest) and with the container pid before that process is acknowledged, so a reaper
+    can register both before either can exit. ``before_ack(pid)`` runs between those two
+    steps (e.g. cgroup placement of an exec).
+
+    Raises :class:`trinit.errors.Internal` ``"vmexec error: <text>"`` when the helper
+    reports a failure (or breaks off the protocol). On any other failure (e.g. from
+    ``before_ack`` or ``on_pid``) or on cancellation, every pipe end is closed (so a child
+    waiting for an ack gets EOF and exits), the error pipe is read for at most
+    :data:`ERROR_READ_GRACE` seconds, shielded, and the original exception propagates with
+    the helper's text as a note. A container pid already passed to ``on_pid`` may then
+    still be alive: killing it is the caller's job. Nothing is left open except, on
+    success, ``LaunchResult.pty_master``.
+    """
+    fds = _Fds()
+    helper = _Fds()
+    pty: list[int] = []  # the PTY master while this function still owns it
+    try:
+        sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+        fds.add("sync", sync_r)
+        helper.add("sync", sync_w)
+        ack_r, ack_w = os.pipe2(os.O_CLOEXEC)
+        fds.add("ack", ack_w)
+        helper.add("ack", ack_r)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        fds.add("error", err_r)
+        helper.add("error", err_w)
+        for fd in (sync_r, ack_w, err_r):
+            os.set_blocking(fd, False)
+        try:
+            helper_pid = await trio.to_thread.run_sync(
+                _spawn, python, argv_tail, os.environ if env is None else env, stdio,
+                (sync_w, ack_r, err_w),
+            )  # fmt: skip
+            on_pid(helper_pid)
+            helper.close_all()
+            pid = await _handshake(sync_r, ack_w, on_pid, terminal, before_ack, pty)
+            fds.close("ack")
+            fds.close("sync")
+            text = await _read_text(err_r)
+        except BaseException as exc:
+            # Unblock a child waiting for an ack, then collect what it has to say.
+            fds.close("ack")
+            fds.close("sync")
+            helper.close_all()
+            with trio.CancelScope(shield=True), trio.move_on_after(ERROR_READ_GRACE):
+                text = ""
+                text = await _read_text(err_r)
+            if isinstance(exc, _HelperFailed):
+                raise Internal(f"vmexec error: {text or exc}") from None
+            if text:
+                exc.add_note(f"exec helper: {text}")
+            raise
+        if text:
+            raise Internal(f"vmexec error: {text}")
+        result = LaunchResult(pid=pid, pty_master=pty.pop() if pty else None)
+        return result
+    finally:
+        fds.close_all()
+        helper.close_all()
+        for fd in pty:
+            os.close(fd)
+
+
+async def _read_text(fd: int) -> str:
+    return (await _read_to_eof(fd)).decode("utf-8", "replace").strip()
+
+
+async def _handshake(
+    sync_r: int,
+    ack_w: int,
+    on_pid: Callable[[int], None],
+    terminal: bool,
+    before_ack: Callable[[int], Awaitable[None]] | None,
+    pty: list[int],
+) -> int:
+    """Steps 2-5 of spec 6.5; returns the container pid, appends the PTY master to ``pty``."""
+    raw = await _read_exact(sync_r, 4)
+    if len(raw) != 4:
+        raise _HelperFailed("the helper exited before reporting a pid")
+    pid = int.from_bytes(raw, sys.byteorder, signed=True)
+    on_pid(pid)
+    if before_ack is not None:
+        await before_ack(pid)
+    await _write_all(ack_w, b"AckPid")
+    if terminal:
+        raw = await _read_exact(sync_r, 4)
+        if len(raw) != 4:
+            raise _HelperFailed("the helper exited before sending the console fd")
+        child_fd = int.from_bytes(raw, sys.byteorder, signed=True)
+        try:
+            pidfd = _syscalls.pidfd_open(pid)
+            try:
+                pty.append(_syscalls.pidfd_getfd(pidfd, child_fd))
+            finally:
+                os.close(pidfd)
+        except OSError as exc:
+            raise Internal(f"failed to take the PTY master of {pid}: {exc}") from None
+        await _write_all(ack_w, b"AckConsole")
+    return pid
+
+
+class _HelperFailed(Exception):
+    """The protocol broke off without error text (yet)."""
