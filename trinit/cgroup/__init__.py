@@ -1,0 +1,44 @@
+"""cgroup v2: container cgroups, resource limits, statistics and trinit's own cgroup.
+
+Public names only; the code lives in the private modules:
+
+* ``_manager``: :class:`CgroupManager` (create, limits, membership, removal with retries)
+  and :func:`setup_own_cgroup` (PID-1 boot, spec 9.2 step 7);
+* ``_stats``: :func:`read_stats` / :func:`read_network_stats` (ContainerStatistics, spec 8.3);
+* ``_monitor``: :class:`MemoryMonitor` (spec 8.2);
+* ``_format``: pure parsers of the interface file formats.
+"""
+
+from ._format import (
+    UINT64_MAX,
+    parse_flat_keyed,
+    parse_nested_keyed,
+    parse_single,
+)
+from ._manager import (
+    DEFAULT_ROOT,
+    OWN_MEMORY_HIGH,
+    OWN_MEMORY_LOW,
+    REMOVE_RETRY_DELAYS,
+    CgroupManager,
+    setup_own_cgroup,
+)
+from ._monitor import MemoryMonitor
+from ._stats import ALL_STAT_CATEGORIES, read_network_stats, read_stats
+
+__all__ = [
+    "ALL_STAT_CATEGORIES",
+    "DEFAULT_ROOT",
+    "OWN_MEMORY_HIGH",
+    "OWN_MEMORY_LOW",
+    "REMOVE_RETRY_DELAYS",
+    "UINT64_MAX",
+    "CgroupManager",
+    "MemoryMonitor",
+    "parse_flat_keyed",
+    "parse_nested_keyed",
+    "parse_single",
+    "read_network_stats",
+    "read_stats",
+    "setup_own_cgroup",
+]

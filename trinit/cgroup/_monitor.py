@@ -1,0 +1,156 @@
+"""MemoryMonitor: watches trinit's own cgroup ``memory.events`` and logs pressure.
+
+Theory of operation (spec section 8.2). The kernel signals a change of ``memory.events``
+as an inotify IN_MODIFY on the file. On each change the monitor re-reads the file: when the
+``high`` count has risen it logs a warning (with ``memory.high`` and ``memory.current`` of
+the same directory), and whenever ``oom`` or ``oom_kill`` is above zero it logs an error.
+It only logs; it never acts. Without inotify (ctypes cannot reach libc, or the watch is
+refused) it polls once a second on the trio clock instead.
+
+Invariants: the inotify fd is non-blocking, waited on with trio, and closed when
+:meth:`MemoryMonitor.run` returns or is cancelled. Only a change of the file's counts is
+reported (so polling does not repeat the same error every second), and an empty read (a
+writer that truncates first, as tests do) never resets the baseline.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import struct
+
+import trio
+
+from . import _format
+
+log = logging.getLogger("trinit.cgroup")
+
+_IN_MODIFY = 0x00000002
+_IN_IGNORED = 0x00008000  # the watch went away (file or cgroup removed)
+_IN_NONBLOCK = os.O_NONBLOCK
+_IN_CLOEXEC = os.O_CLOEXEC
+_EVENT_HEADER = struct.Struct("iIII")  # wd, mask, cookie, len
+POLL_INTERVAL = 1.0
+
+
+class MemoryMonitor:
+    """Logs memory pressure of one cgroup. ``use_inotify=False`` forces polling (tests)."""
+
+    def __init__(self, *, use_inotify: bool = True) -> None:
+        self._use_inotify = use_inotify
+        self.high_count = 0
+        self.events: dict[str, int] = {}
+
+    async def run(self, events_path: str) -> None:
+        """Watch ``events_path`` until cancelled (or until the watched file goes away).
+
+        Returns at once, after a warning, if the file does not exist (a hierarchy without
+        the memory controller). Cancellation: stops at the next wait; closes the inotify fd.
+        """
+        try:
+            self.events = _read_events(events_path)
+        except FileNotFoundError:
+            log.warning("memory monitor: %s does not exist; not monitoring", events_path)
+            return
+        self.high_count = self.events.get("high", 0)
+        inotify_fd = _open_inotify(events_path) if self._use_inotify else None
+        if inotify_fd is None:
+            await self._poll(events_path)
+            return
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(inotify_fd)
+                if _drain(inotify_fd):
+                    log.warning("memory monitor: watch on %s removed; stopping", events_path)
+                    return
+                self._check(events_path)
+        finally:
+            trio.lowlevel.notify_closing(inotify_fd)
+            os.close(inotify_fd)
+
+    async def _poll(self, events_path: str) -> None:
+        while True:
+            await trio.sleep(POLL_INTERVAL)
+            self._check(events_path)
+
+    def _check(self, events_path: str) -> None:
+        try:
+            events = _read_events(events_path)
+        except FileNotFoundError:
+            return
+        if not events or events == self.events:
+            return  # truncated mid-write, or a poll that saw no change
+        self.events = events
+        high = events.get("high", 0)
+        if high > self.high_count:
+            directory = os.path.dirname(events_path)
+            log.warning(
+                "memory.high threshold exceeded: threshold=%s current=%s high_events=%d",
+                _read_value(os.path.join(directory, "memory.high")),
+                _read_value(os.path.join(directory, "memory.current")),
+                high,
+            )
+        self.high_count = max(high, self.high_count)
+        oom, oom_kill = events.get("oom", 0), events.get("oom_kill", 0)
+        if oom > 0 or oom_kill > 0:
+            log.error("trinit's cgroup hit OOM: oom=%d oom_kill=%d", oom, oom_kill)
+
+
+def _read_events(path: str) -> dict[str, int]:
+    with open(path, encoding="ascii", errors="replace") as file:
+        return _format.parse_flat_keyed(file.read())
+
+
+def _read_value(path: str) -> str:
+    try:
+        with open(path, encoding="ascii", errors="replace") as file:
+            return file.read().strip()
+    except OSError:
+        return "unknown"
+
+
+def _open_inotify(path: str) -> int | None:
+    """A non-blocking inotify fd watching ``path`` for IN_MODIFY, or None (then poll)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        init1 = libc.inotify_init1
+        add_watch = libc.inotify_add_watch
+    except (OSError, AttributeError):
+        log.warning("memory monitor: inotify unavailable; polling")
+        return None
+    init1.argtypes = [ctypes.c_int]
+    init1.restype = ctypes.c_int
+    add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+    add_watch.restype = ctypes.c_int
+    fd = int(init1(_IN_NONBLOCK | _IN_CLOEXEC))
+    if fd < 0:
+        log.warning("memory monitor: inotify_init1: %s; polling", os.strerror(ctypes.get_errno()))
+        return None
+    if add_watch(fd, os.fsencode(path), _IN_MODIFY) < 0:
+        log.warning(
+            "memory monitor: inotify_add_watch %s: %s; polling",
+            path,
+            os.strerror(ctypes.get_errno()),
+        )
+        os.close(fd)
+        return None
+    return fd
+
+
+def _drain(fd: int) -> bool:
+    """Read all queued inotify events; True if the watch was removed (IN_IGNORED)."""
+    removed = False
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return removed
+        if not data:
+            return removed
+        offset = 0
+        while offset + _EVENT_HEADER.size <= len(data):
+            _wd, mask, _cookie, name_len = _EVENT_HEADER.unpack_from(data, offset)
+            if mask & _IN_IGNORED:
+                removed = True
+            offset += _EVENT_HEADER.size + name_len
