@@ -20,6 +20,8 @@ def _agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     agent.add_argument("--host-cid", type=int, default=2, help="host CID to dial (default 2)")
     agent.add_argument("--log-level", default="info",
                        help="trace|debug|info|notice|warning|error|critical (default info)")
+    agent.add_argument("--cgroup-root", default="/sys/fs/cgroup",
+                       help="cgroup2 hierarchy for container cgroups (default /sys/fs/cgroup)")
     agent.add_argument("--drain-grace", type=float, default=2.0,
                        help="seconds to keep draining stdio held open by descendants after exit")
 
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         from trinit._log import setup
 
         setup(ns.log_level)
-        config = AgentConfig(ns.transport, ns.port, ns.host_cid, ns.drain_grace)
+        config = AgentConfig(ns.transport, ns.port, ns.host_cid, ns.drain_grace, ns.cgroup_root)
         try:
             trio.run(run_agent, config)
         except KeyboardInterrupt:

@@ -18,7 +18,7 @@ import trio
 
 from trinit._server import Servicer
 from trinit.io import parse_transport
-from trinit.nursery import ContainerRegistry, HelperBackend, Reaper
+from trinit.nursery import ContainerCgroups, ContainerRegistry, HelperBackend, Reaper
 from trinit.rpc import serve
 
 log = logging.getLogger("trinit.agent")
@@ -32,6 +32,7 @@ class AgentConfig:
     port: int = 1024
     host_cid: int = 2
     drain_grace: float = 2.0
+    cgroup_root: str = "/sys/fs/cgroup"
 
 
 def become_subreaper() -> None:
@@ -58,6 +59,7 @@ async def run_agent(config: AgentConfig) -> None:
                 backend=HelperBackend(),
                 dial=transport.dial,
                 drain_grace=config.drain_grace,
+                cgroups=ContainerCgroups.for_root(config.cgroup_root),
             )
             servicer = Servicer(registry, transport.dial)
             listener = await transport.listen(config.port)

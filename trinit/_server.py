@@ -91,6 +91,15 @@ class Servicer(SandboxContextServicer):  # type: ignore[misc]
             await proc.close_stdin()
         return pb.CloseProcessStdinResponse()
 
+    async def ContainerStatistics(self, request: Any) -> Any:
+        from trinit.cgroup import ALL_STAT_CATEGORIES
+
+        # empty means all; vminitd's quirk kept: [UNSPECIFIED] alone selects nothing
+        categories = set(request.categories) if request.categories else set(ALL_STAT_CATEGORIES)
+        with operation("containerStatistics"):
+            stats = await self._registry.statistics(list(request.container_ids), categories)
+        return pb.ContainerStatisticsResponse(containers=stats)
+
     # ------------------------------------------------------------ the system
     async def Setenv(self, request: Any) -> Any:
         return await system.setenv(request)

@@ -233,7 +233,13 @@ class CgroupManager:
         parts = [part for part in path.split("/") if part not in ("", ".")]
         if ".." in parts:
             raise NotFound(f"cgroups: cgroup of process {pid} is outside our namespace")
-        return os.path.join(self.root, *parts)
+        # /proc/<pid>/cgroup is relative to the hierarchy (as our cgroup namespace sees it),
+        # not to self.root, which may be a subdirectory of the hierarchy.
+        mount_point, mount_root = _hierarchy_mount(self.root)
+        root_parts = [part for part in mount_root.split("/") if part]
+        if parts[: len(root_parts)] == root_parts:
+            parts = parts[len(root_parts):]
+        return os.path.join(mount_point, *parts)
 
     # -- removal ---------------------------------------------------------------------
 
@@ -369,3 +375,25 @@ def _write_existing(path: str, text: str) -> None:
 
 def _strerror(exc: OSError) -> str:
     return exc.strerror or str(exc)
+
+
+def _hierarchy_mount(path: str) -> tuple[str, str]:
+    """(mount point, root within the hierarchy) of the cgroup2 mount containing ``path``.
+
+    Falls back to ``(path, "/")`` when ``path`` is not on a cgroup2 mount (test trees)."""
+    target = os.path.realpath(path)
+    best: tuple[str, str] | None = None
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                head, _, tail = line.partition(" - ")
+                if tail.split(" ")[0] != "cgroup2":
+                    continue
+                fields = head.split(" ")
+                point, root = fields[4], fields[3]
+                if target == point or target.startswith(point.rstrip("/") + "/"):
+                    if best is None or len(point) > len(best[0]):
+                        best = (point, root)
+    except OSError:
+        pass
+    return best if best is not None else (path, "/")

@@ -260,15 +260,13 @@ def _write_cgroup_file(directory: str, name: str, value: str) -> None:
             os.close(fd)
 
 
-def _limit_text(value: object) -> str:
-    return "max" if not isinstance(value, int) or value < 0 else str(value)
-
-
 def _apply_cgroup(child_pid: int, spec: dict[str, Any], cgroup_root: str) -> None:
-    """Seam for cgroup placement: apply resources and move ``child_pid`` into its cgroup.
+    """Move ``child_pid`` into its container cgroup before it is released (spec 7.1 step 4).
 
-    Does nothing when ``linux.cgroupsPath`` is empty or its directory does not exist under
-    ``cgroup_root`` (the daemon's cgroup module creates it before the launch).
+    The daemon (``trinit.cgroup``) has already created the cgroup and written its limits;
+    only the placement happens here, so the init is inside before it can run anything. Does
+    nothing when ``linux.cgroupsPath`` is empty or its directory does not exist under
+    ``cgroup_root`` (cgroup management is off, e.g. no cgroup2 hierarchy).
     """
     linux = spec.get("linux") or {}
     relative = (linux.get("cgroupsPath") or "").strip("/")
@@ -277,16 +275,6 @@ def _apply_cgroup(child_pid: int, spec: dict[str, Any], cgroup_root: str) -> Non
     directory = os.path.join(cgroup_root, relative)
     if not os.path.isdir(directory):
         return
-    resources = linux.get("resources") or {}
-    memory = resources.get("memory") or {}
-    if "limit" in memory and memory["limit"] is not None:
-        _write_cgroup_file(directory, "memory.max", _limit_text(memory["limit"]))
-    cpu = resources.get("cpu") or {}
-    if cpu.get("quota") is not None and cpu.get("period") is not None:
-        _write_cgroup_file(directory, "cpu.max", f"{cpu['quota']} {cpu['period']}")
-    pids = resources.get("pids") or {}
-    if pids.get("limit") is not None:
-        _write_cgroup_file(directory, "pids.max", _limit_text(pids["limit"]))
     _write_cgroup_file(directory, "cgroup.procs", str(child_pid))
 
 

@@ -21,7 +21,35 @@ from pathlib import Path
 from ._client import Host
 
 
+def find_cgroup2_mount() -> str | None:
+    """Where this machine's cgroup2 hierarchy is mounted (/sys/fs/cgroup, or .../unified)."""
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as info:
+        for line in info:
+            head, _, tail = line.partition(" - ")
+            if tail.split(" ")[0] == "cgroup2":
+                return head.split(" ")[4]
+    return None
+
+
+def _remove_cgroup_tree(path: str) -> None:
+    """rmdir a cgroup subtree depth first (cgroup dirs hold only interface files)."""
+    if not os.path.isdir(path):
+        return
+    for current, dirs, _ in os.walk(path, topdown=False):
+        for name in dirs:
+            try:
+                os.rmdir(os.path.join(current, name))
+            except OSError:
+                pass
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
 class LocalAgent:
+    cgroup_root: str | None = None
+
     def __init__(self, directory: Path, proc: subprocess.Popen[bytes], log_path: Path,
                  owns_directory: bool) -> None:
         self.directory = directory
@@ -33,13 +61,22 @@ class LocalAgent:
 
     @classmethod
     def start(cls, directory: Path | None = None, *, log_level: str = "debug",
-              extra_args: tuple[str, ...] = (), timeout: float = 20.0) -> LocalAgent:
+              extra_args: tuple[str, ...] = (), timeout: float = 20.0,
+              cgroups: bool = True) -> LocalAgent:
+        """Start an agent; with ``cgroups`` its container cgroups live in a fresh directory
+        of the machine's cgroup2 hierarchy, removed again by :meth:`remove`."""
         owns = directory is None
         if directory is None:
             # unix socket paths are limited to 108 bytes: keep the directory short
             directory = Path(tempfile.mkdtemp(prefix="trn-", dir="/tmp"))
         directory.mkdir(parents=True, exist_ok=True)
         log_path = directory / "agent.log"
+        cgroup_root = None
+        mount = find_cgroup2_mount() if cgroups else None
+        if mount is not None:
+            cgroup_root = os.path.join(mount, f"trinit-local-{directory.name}")
+            os.makedirs(cgroup_root, exist_ok=True)
+            extra_args = ("--cgroup-root", cgroup_root, *extra_args)
         script = 'mount -t tmpfs -o mode=755 tmpfs /run && exec "$0" -m trinit agent "$@"'
         cmd = [
             "unshare", "--pid", "--fork", "--mount", "--uts", "--ipc", "--net", "--mount-proc",
@@ -52,6 +89,7 @@ class LocalAgent:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_file,
                                     stderr=log_file, cwd=str(package_root))
         agent = cls(directory, proc, log_path, owns)
+        agent.cgroup_root = cgroup_root
         sock = directory / "guest_1024"
         deadline = time.monotonic() + timeout
         while not sock.exists():
@@ -93,6 +131,8 @@ class LocalAgent:
         return self.proc.returncode
 
     def remove(self) -> None:
+        if self.cgroup_root is not None:
+            _remove_cgroup_tree(self.cgroup_root)
         if self._owns_directory:
             shutil.rmtree(self.directory, ignore_errors=True)
 

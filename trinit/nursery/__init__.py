@@ -1,6 +1,7 @@
 """The supervision tree: reaper, containers, their processes (design.md)."""
 
 from ._backend import HelperBackend, Launched, ProcessBackend
+from ._cgroups import ContainerCgroups, container_statistics, is_cgroup2
 from ._container import CgroupHooks, Container, remove_bundle
 from ._process import NEVER_RAN_EXIT_CODE, ManagedProcess, StdioPorts
 from ._reaper import ExitStatus, ExitWatch, Reaper
@@ -9,6 +10,7 @@ from ._registry import ContainerRegistry
 __all__ = [
     "NEVER_RAN_EXIT_CODE",
     "CgroupHooks",
+    "ContainerCgroups",
     "Container",
     "ContainerRegistry",
     "ExitStatus",
@@ -19,5 +21,7 @@ __all__ = [
     "ProcessBackend",
     "Reaper",
     "StdioPorts",
+    "container_statistics",
+    "is_cgroup2",
     "remove_bundle",
 ]

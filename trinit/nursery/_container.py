@@ -52,6 +52,18 @@ class CgroupHooks:
     async def remove(self, container_id: str, spec: dict[str, Any]) -> None:
         return None
 
+    def helper_args(self) -> list[str]:
+        """Extra arguments for the exec helper's ``run`` (where to place the init)."""
+        return []
+
+    def directory(self, spec: dict[str, Any]) -> str | None:
+        """The container's cgroup directory, or None when cgroups are off."""
+        return None
+
+    def remember_events(self, container_id: str, spec: dict[str, Any]) -> dict[str, int]:
+        """Read (and keep) the container's memory.events; the last known counts."""
+        return {}
+
 
 class Container:
     def __init__(

@@ -153,8 +153,9 @@ class ContainerRegistry:
             write_json(bundle / "config.json", spec)
 
         await trio.to_thread.run_sync(prepare_bundle)
-        self._cgroups.prepare(container_id, spec)
-        init = self._new_process(container_id, container_id, ["run", "--bundle-path", str(bundle)], terminal)
+        await trio.to_thread.run_sync(self._cgroups.prepare, container_id, spec)
+        helper_args = ["run", "--bundle-path", str(bundle), *self._cgroups.helper_args()]
+        init = self._new_process(container_id, container_id, helper_args, terminal)
         try:
             await init.open_stdio(self._dial, ports)
             container = Container(container_id, spec, bundle, init, self._cgroups)
@@ -195,6 +196,15 @@ class ContainerRegistry:
         else:
             async with container.lock:
                 await container.delete_exec(process_id)
+
+    async def statistics(self, container_ids: list[str], categories: set[int]) -> list[Any]:
+        """ContainerStatistics: unknown ids are NOT_FOUND (vminitd failed the whole call
+        with INTERNAL); an empty id list means every container."""
+        from ._cgroups import container_statistics
+
+        chosen = [self.container(cid) for cid in container_ids] if container_ids else self.containers()
+        pairs = [(c.container_id, c.spec) for c in chosen]
+        return await trio.to_thread.run_sync(container_statistics, self._cgroups, pairs, categories)
 
     async def shutdown(self) -> None:
         """Delete every container (agent shutdown); errors are logged, not raised."""

@@ -1,0 +1,128 @@
+"""The container <-> cgroup v2 seam: create before the init runs, place execs, remove, stats.
+
+Ownership: each container's cgroup (``--cgroup-root`` + ``linux.cgroupsPath``) is created
+with its limits before the init is launched (the exec helper moves the init in before it
+runs), execs are placed in the init's cgroup before they are released, and DeleteProcess
+removes it (``cgroup.kill``, retries). The last ``memory.events`` seen is kept so an
+OOM-killed container's counters survive until DeleteProcess.
+
+When the root is not a cgroup2 hierarchy (a development machine whose /sys/fs/cgroup is a
+v1 tmpfs), cgroup management is off: logged once, containers run without limits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import trio
+
+from trinit import errors
+from trinit.cgroup import CgroupManager
+
+from ._container import CgroupHooks
+
+log = logging.getLogger("trinit.cgroup")
+
+
+def is_cgroup2(path: str) -> bool:
+    """True when ``path`` lies on a cgroup2 filesystem (by the mount that contains it)."""
+    target = os.path.realpath(path)
+    best, best_type = "", ""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                head, _, tail = line.partition(" - ")
+                point = head.split(" ")[4]
+                if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+                    best, best_type = point, tail.split(" ")[0]
+    except OSError:
+        return False
+    return best_type == "cgroup2"
+
+
+def cgroups_path(spec: dict[str, Any]) -> str:
+    linux = spec.get("linux") or {}
+    return str(linux.get("cgroupsPath") or "")
+
+
+class ContainerCgroups(CgroupHooks):
+    def __init__(self, manager: CgroupManager) -> None:
+        self.manager = manager
+        self._last_events: dict[str, dict[str, int]] = {}
+
+    @classmethod
+    def for_root(cls, root: str) -> CgroupHooks:
+        """Real cgroup management on a cgroup2 root, or the no-op hooks (logged) otherwise."""
+        if is_cgroup2(root):
+            return cls(CgroupManager(root))
+        log.warning(f"{root} is not a cgroup2 hierarchy: containers run without cgroups")
+        return CgroupHooks()
+
+    @property
+    def root(self) -> str:
+        return self.manager.root
+
+    def helper_args(self) -> list[str]:
+        return ["--cgroup-root", self.manager.root]
+
+    def prepare(self, container_id: str, spec: dict[str, Any]) -> None:
+        path = cgroups_path(spec)
+        if not path:
+            return
+        directory = self.manager.create(path)
+        resources = (spec.get("linux") or {}).get("resources")
+        self.manager.apply_resources(directory, resources)
+
+    async def place_exec(self, init_pid: int, pid: int) -> None:
+        try:
+            directory = self.manager.cgroup_of(init_pid)
+        except errors.NotFound:
+            return  # init already gone: the exec fails to join its namespaces anyway
+        self.manager.add_process(directory, pid)
+
+    def directory(self, spec: dict[str, Any]) -> str | None:
+        path = cgroups_path(spec)
+        return self.manager.container_path(path) if path else None
+
+    def remember_events(self, container_id: str, spec: dict[str, Any]) -> dict[str, int]:
+        directory = self.directory(spec)
+        if directory is None:
+            return {}
+        events = self.manager.read_memory_events(directory)
+        if events:
+            self._last_events[container_id] = events
+        return self._last_events.get(container_id, {})
+
+    async def remove(self, container_id: str, spec: dict[str, Any]) -> None:
+        directory = self.directory(spec)
+        if directory is None:
+            return
+        await trio.to_thread.run_sync(self.remember_events, container_id, spec)
+        await self.manager.remove(directory)
+        self._last_events.pop(container_id, None)
+
+
+def container_statistics(
+    hooks: CgroupHooks,
+    containers: list[tuple[str, dict[str, Any]]],
+    categories: set[int],
+) -> list[Any]:
+    """ContainerStats for each (id, spec), blocking (run it in a thread).
+
+    Sources per spec 8.3; the network list is VM-wide and read once for the whole call.
+    Without cgroups every category still answers as vminitd does for missing files.
+    """
+    from trinit._proto import sandbox_pb2 as pb
+    from trinit.cgroup import read_network_stats, read_stats
+
+    networks = read_network_stats() if pb.STAT_CATEGORY_NETWORK in categories else []
+    replies = []
+    for container_id, spec in containers:
+        directory = hooks.directory(spec) or "/nonexistent/trinit-no-cgroup"
+        saved = hooks.remember_events(container_id, spec)
+        stats = read_stats(directory, categories, saved_memory_events=saved, networks=networks)
+        stats.container_id = container_id
+        replies.append(stats)
+    return replies

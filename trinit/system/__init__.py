@@ -1,0 +1,49 @@
+"""The VM-level system calls behind the host's non-process RPCs (spec section 4).
+
+Each public coroutine takes a request message of ``trinit._proto.sandbox_pb2`` (plus, for
+some, keyword-only hooks that tests use to stay off the real machine) and returns the
+response message, or raises a :class:`trinit.errors.TrinitError` with vminitd's code and
+message prefix. Differences from vminitd are recorded in ``docs/compat.md``.
+"""
+
+from ._copy import Dial, copy
+from ._dns import configure_dns, configure_hosts, render_hosts, render_resolv_conf
+from ._env import getenv, setenv
+from ._files import FsIoctl, filesystem_operation, mkdir, stat, stat_message, write_file
+from ._kill import kill, sync
+from ._mount import MountOptions, MountSyscalls, mount, parse_options, umount
+from ._net import ip_addr_add, ip_link_set, ip_route_add_default, ip_route_add_link
+from ._sysctl import binfmt_line, set_time, setup_emulator, sysctl, sysctl_path
+
+__all__ = [
+    "Dial",
+    "FsIoctl",
+    "MountOptions",
+    "MountSyscalls",
+    "binfmt_line",
+    "configure_dns",
+    "configure_hosts",
+    "copy",
+    "filesystem_operation",
+    "getenv",
+    "ip_addr_add",
+    "ip_link_set",
+    "ip_route_add_default",
+    "ip_route_add_link",
+    "kill",
+    "mkdir",
+    "mount",
+    "parse_options",
+    "render_hosts",
+    "render_resolv_conf",
+    "set_time",
+    "setenv",
+    "setup_emulator",
+    "stat",
+    "stat_message",
+    "sync",
+    "sysctl",
+    "sysctl_path",
+    "umount",
+    "write_file",
+]

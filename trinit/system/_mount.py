@@ -1,0 +1,285 @@
+"""Mount and Umount: the option table of mount(8), hot-plug retries, EBUSY retries.
+
+Theory of operation:
+
+* :func:`parse_options` turns the host's option strings into mount flags, propagation flags
+  and a data string, with the same set/clear table as mount(8) (spec section 4, Mount).
+* :func:`mount` prepares the destination (parent ``mkdir -p`` 0755; an empty 0644 file for a
+  bind mount of a non-directory, else the directory), calls mount(2), and when that fails for
+  a hot-pluggable source (virtiofs, or a ``/dev/vd*`` block device) asks the kernel to rescan
+  the PCI bus and retries 20 times, 100 ms apart.
+* :func:`umount` calls umount2(2) and retries EBUSY 51 times, 10 ms apart.
+
+All waiting is ``trio.sleep`` so tests run it under ``MockClock``; every syscall runs in a
+worker thread that is never abandoned (a mount either happened or did not). The syscalls come
+from a :class:`MountSyscalls` the caller may replace, which is how tests make them fail.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import trio
+
+from trinit._proto import sandbox_pb2 as pb
+from trinit.errors import Internal, InvalidArgument
+
+from . import _libc
+from ._common import has_nul, os_reason, run_blocking, strerror
+
+log = logging.getLogger(__name__)
+
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_SYNCHRONOUS = 0x10
+MS_REMOUNT = 0x20
+MS_MANDLOCK = 0x40
+MS_DIRSYNC = 0x80
+MS_NOATIME = 0x400
+MS_NODIRATIME = 0x800
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_UNBINDABLE = 0x20000
+MS_PRIVATE = 0x40000
+MS_SLAVE = 0x80000
+MS_SHARED = 0x100000
+MS_RELATIME = 0x200000
+MS_STRICTATIME = 0x1000000
+
+MNT_FORCE = 0x1
+MNT_DETACH = 0x2
+MNT_EXPIRE = 0x4
+
+# mount(8)'s table: names that set a flag ...
+_SET_FLAGS: dict[str, int] = {
+    "bind": MS_BIND,
+    "rbind": MS_BIND | MS_REC,
+    "dirsync": MS_DIRSYNC,
+    "mand": MS_MANDLOCK,
+    "noatime": MS_NOATIME,
+    "nodev": MS_NODEV,
+    "nodiratime": MS_NODIRATIME,
+    "noexec": MS_NOEXEC,
+    "nosuid": MS_NOSUID,
+    "relatime": MS_RELATIME,
+    "remount": MS_REMOUNT,
+    "ro": MS_RDONLY,
+    "strictatime": MS_STRICTATIME,
+    "sync": MS_SYNCHRONOUS,
+}
+# ... and names that clear one.
+_CLEAR_FLAGS: dict[str, int] = {
+    "async": MS_SYNCHRONOUS,
+    "atime": MS_NOATIME,
+    "dev": MS_NODEV,
+    "diratime": MS_NODIRATIME,
+    "exec": MS_NOEXEC,
+    "nomand": MS_MANDLOCK,
+    "norelatime": MS_RELATIME,
+    "nostrictatime": MS_STRICTATIME,
+    "rw": MS_RDONLY,
+    "suid": MS_NOSUID,
+}
+# vminitd passes these to the filesystem as data (QUIRK); trinit applies them with a second
+# mount(2) call, as mount(8) does. See docs/compat.md.
+_PROPAGATION: dict[str, int] = {
+    "private": MS_PRIVATE,
+    "rprivate": MS_PRIVATE | MS_REC,
+    "shared": MS_SHARED,
+    "rshared": MS_SHARED | MS_REC,
+    "slave": MS_SLAVE,
+    "rslave": MS_SLAVE | MS_REC,
+    "unbindable": MS_UNBINDABLE,
+    "runbindable": MS_UNBINDABLE | MS_REC,
+}
+# Flags a bind mount ignores on creation and only takes from a MS_REMOUNT|MS_BIND call.
+_PER_MOUNT_FLAGS = (
+    MS_RDONLY
+    | MS_NOSUID
+    | MS_NODEV
+    | MS_NOEXEC
+    | MS_NOATIME
+    | MS_NODIRATIME
+    | MS_RELATIME
+    | MS_STRICTATIME
+)
+
+HOTPLUG_RETRIES = 20
+HOTPLUG_INTERVAL = 0.1
+UMOUNT_ATTEMPTS = 51
+UMOUNT_INTERVAL = 0.01
+
+
+@dataclass(frozen=True)
+class MountOptions:
+    """What :func:`parse_options` made of the host's option strings."""
+
+    flags: int
+    propagation: int
+    data: str
+
+
+def parse_options(options: Iterable[str]) -> MountOptions:
+    """Split mount(8)-style options into flags, propagation flags and the data string.
+
+    Unknown options go, in order, into the comma-joined data string. ``defaults`` and empty
+    strings are dropped (vminitd sends ``defaults`` to the filesystem; see docs/compat.md).
+    """
+    flags = 0
+    propagation = 0
+    data: list[str] = []
+    for option in options:
+        if option in _SET_FLAGS:
+            flags |= _SET_FLAGS[option]
+        elif option in _CLEAR_FLAGS:
+            flags &= ~_CLEAR_FLAGS[option]
+        elif option in _PROPAGATION:
+            propagation |= _PROPAGATION[option]
+        elif option in ("", "defaults"):
+            continue
+        else:
+            data.append(option)
+    return MountOptions(flags=flags, propagation=propagation, data=",".join(data))
+
+
+@dataclass(frozen=True)
+class MountSyscalls:
+    """The syscalls :func:`mount` and :func:`umount` make; tests substitute failing ones."""
+
+    mount: Callable[[str | None, str, str | None, int, str | None], None] = _libc.mount
+    umount2: Callable[[str, int], None] = _libc.umount2
+    pci_rescan_path: str = "/sys/bus/pci/rescan"
+
+
+DEFAULT_SYSCALLS = MountSyscalls()
+
+
+def _is_hotplug(fstype: str, source: str) -> bool:
+    return fstype == "virtiofs" or source.startswith("/dev/vd")
+
+
+def _prepare_destination(source: str, destination: str, is_bind: bool) -> None:
+    parent = os.path.dirname(destination.rstrip("/")) or "/"
+    os.makedirs(parent, 0o755, exist_ok=True)
+    if is_bind and not os.path.isdir(source):
+        if not os.path.lexists(destination):
+            flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+            fd = os.open(destination, flags, 0o644)
+            os.close(fd)
+    else:
+        os.makedirs(destination, 0o755, exist_ok=True)
+
+
+def _rescan_pci(path: str) -> None:
+    try:
+        with open(path, "w") as rescan:
+            rescan.write("1")
+    except OSError as exc:
+        log.warning("mount: PCI rescan failed: %s", os_reason(exc))
+
+
+async def mount(
+    request: pb.MountRequest, *, syscalls: MountSyscalls = DEFAULT_SYSCALLS
+) -> pb.MountResponse:
+    """Mount ``request.source`` on ``request.destination`` (spec section 4, Mount).
+
+    Raises ``Internal("mount: <reason>")`` on any failure. Cancellation: a syscall already
+    running completes first (its thread is never abandoned); a cancelled hot-plug retry loop
+    stops between attempts and leaves nothing mounted.
+    """
+    fstype, source, destination = request.type, request.source, request.destination
+    what = f"{fstype or 'none'} {source or 'none'} on {destination}"
+    if not destination:
+        raise Internal("mount: destination is empty")
+    if has_nul(fstype, source, destination, *request.options):
+        raise Internal(f"mount: {what!r}: NUL byte in an argument")
+    opts = parse_options(request.options)
+    if len(opts.data.encode()) >= os.sysconf("SC_PAGE_SIZE"):
+        raise Internal(f"mount: {what}: data string longer than a page")
+    is_bind = bool(opts.flags & MS_BIND)
+    try:
+        await run_blocking(lambda: _prepare_destination(source, destination, is_bind))
+    except OSError as exc:
+        raise Internal(f"mount: {what}: preparing destination: {os_reason(exc)}") from None
+
+    def call(src: str | None, fst: str | None, flags: int, data: str | None) -> Callable[[], None]:
+        return lambda: syscalls.mount(src, destination, fst, flags, data)
+
+    main = call(source or None, fstype or None, opts.flags, opts.data or None)
+    # A bind remount without data is done by the MS_REMOUNT|MS_BIND call below (vminitd skips
+    # every data-less remount, which makes `remount,ro` a silent no-op; see docs/compat.md).
+    if not (opts.flags & MS_REMOUNT and is_bind and not opts.data):
+        try:
+            await run_blocking(main)
+        except OSError as first:
+            if not _is_hotplug(fstype, source):
+                raise Internal(f"mount: {what}: {_errtext(first)}") from None
+            await _retry_after_rescan(main, syscalls.pci_rescan_path, what, first)
+    try:
+        if is_bind and opts.flags & _PER_MOUNT_FLAGS:
+            remount = MS_REMOUNT | MS_BIND | (opts.flags & _PER_MOUNT_FLAGS)
+            await run_blocking(call(None, None, remount, None))
+        if opts.propagation:
+            await run_blocking(call(None, None, opts.propagation, None))
+    except OSError as exc:
+        raise Internal(f"mount: {what}: {_errtext(exc)}") from None
+    return pb.MountResponse()
+
+
+def _errtext(exc: OSError) -> str:
+    """The errno text alone: the message already names source and destination."""
+    return strerror(exc.errno) if exc.errno else os_reason(exc)
+
+
+async def _retry_after_rescan(
+    attempt: Callable[[], None], rescan_path: str, what: str, first: OSError
+) -> None:
+    """The device may not be visible yet: rescan the PCI bus, retry 20 times 100 ms apart."""
+    log.info("mount: %s failed (%s); rescanning PCI and retrying", what, os_reason(first))
+    await run_blocking(lambda: _rescan_pci(rescan_path))
+    for _ in range(HOTPLUG_RETRIES):
+        await trio.sleep(HOTPLUG_INTERVAL)
+        try:
+            await run_blocking(attempt)
+        except OSError:
+            continue
+        return
+    raise Internal(f"mount: {what}: {_errtext(first)}")
+
+
+async def umount(
+    request: pb.UmountRequest, *, syscalls: MountSyscalls = DEFAULT_SYSCALLS
+) -> pb.UmountResponse:
+    """umount2(path, flags), retrying EBUSY 51 times 10 ms apart (spec section 4, Umount).
+
+    If the mount is still busy after the last attempt it is detached lazily (``MNT_DETACH``)
+    and the call succeeds: the host's ``stop()`` relies on success here (docs/compat.md).
+    Any other error raises ``InvalidArgument("umount: <reason>")``. Cancellation: stops
+    between attempts; an attempt in progress completes first.
+    """
+    path, flags = request.path, request.flags
+    if has_nul(path):
+        raise InvalidArgument(f"umount: {path!r}: NUL byte in path")
+    for attempt in range(UMOUNT_ATTEMPTS):
+        try:
+            await run_blocking(lambda: syscalls.umount2(path, flags))
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                raise InvalidArgument(f"umount: {path}: {_errtext(exc)}") from None
+            if attempt + 1 < UMOUNT_ATTEMPTS:
+                await trio.sleep(UMOUNT_INTERVAL)
+            continue
+        return pb.UmountResponse()
+    log.warning("umount: %s still busy after %d attempts; detaching lazily", path, UMOUNT_ATTEMPTS)
+    lazy = (flags & ~MNT_EXPIRE) | MNT_DETACH
+    try:
+        await run_blocking(lambda: syscalls.umount2(path, lazy))
+    except OSError as exc:
+        raise InvalidArgument(f"umount: {path}: {_errtext(exc)}") from None
+    return pb.UmountResponse()

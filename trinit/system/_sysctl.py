@@ -1,0 +1,114 @@
+"""Sysctl, SetTime and SetupEmulator: writes to kernel interfaces of the whole VM.
+
+Each call writes under ``/proc/sys`` (or asks the kernel via settimeofday(2)) in a worker
+thread that is never abandoned. The roots are parameters so tests point them at a temporary
+directory: a test must never change the real machine's sysctls, clock or binfmt_misc.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from trinit._proto import sandbox_pb2 as pb
+from trinit.errors import Internal
+
+from . import _libc
+from ._common import has_nul, os_reason, run_blocking
+
+PROC_SYS = "/proc/sys"
+BINFMT_MISC = "/proc/sys/fs/binfmt_misc"
+
+
+def _write_whole(path: str, data: bytes) -> None:
+    """One write(2) of ``data`` to an existing file, without truncation (a proc file needs
+    its value in a single write)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        written = os.write(fd, data)
+        if written != len(data):
+            raise OSError(0, f"short write ({written} of {len(data)} bytes)", path)
+    finally:
+        os.close(fd)
+
+
+def sysctl_path(key: str, proc_sys: str = PROC_SYS) -> str:
+    """``net.ipv4.ip_forward`` → ``/proc/sys/net/ipv4/ip_forward``.
+
+    Every ``.`` becomes ``/``, so a key can never name ``..`` and leave ``proc_sys``.
+    """
+    return f"{proc_sys}/{key.replace('.', '/')}"
+
+
+async def sysctl(request: pb.SysctlRequest, *, proc_sys: str = PROC_SYS) -> pb.SysctlResponse:
+    """Write each setting to ``/proc/sys`` in the map's (unspecified) order; stop at the
+    first failure.
+
+    Raises ``Internal("sysctl: failed to set sysctl: <key>: <reason>")``; the settings before
+    the failing one stay applied. Cancellation waits for the writes to finish.
+    """
+    settings = list(request.settings.items())
+
+    def apply() -> None:
+        for key, value in settings:
+            try:
+                if has_nul(key, value):
+                    raise OSError(0, "NUL byte in key or value")
+                _write_whole(sysctl_path(key, proc_sys), value.encode())
+            except OSError as exc:
+                raise Internal(f"sysctl: failed to set sysctl: {key}: {os_reason(exc)}") from None
+
+    await run_blocking(apply)
+    return pb.SysctlResponse()
+
+
+async def set_time(
+    request: pb.SetTimeRequest,
+    *,
+    settimeofday: Callable[[int, int], None] = _libc.settimeofday,
+) -> pb.SetTimeResponse:
+    """Set the VM's wall clock to ``sec``/``usec``; ``Internal("failed to settimeofday: ...")``.
+
+    The kernel validates the values before changing anything (EINVAL for usec outside
+    0..999999). Cancellation waits for the syscall.
+    """
+    sec, usec = request.sec, request.usec
+    try:
+        await run_blocking(lambda: settimeofday(sec, usec))
+    except OSError as exc:
+        raise Internal(f"failed to settimeofday: {os_reason(exc)}") from None
+    return pb.SetTimeResponse()
+
+
+def binfmt_line(request: pb.SetupEmulatorRequest) -> str:
+    """``:name:type:offset:magic:mask:interpreter:flags``, magic and mask as given (the
+    kernel decodes their ``\\xNN`` escapes)."""
+    r = request
+    return f":{r.name}:{r.type}:{r.offset}:{r.magic}:{r.mask}:{r.binary_path}:{r.flags}"
+
+
+async def setup_emulator(
+    request: pb.SetupEmulatorRequest, *, binfmt_misc: str = BINFMT_MISC
+) -> pb.SetupEmulatorResponse:
+    """Register a binfmt_misc interpreter with one write to ``<binfmt_misc>/register``.
+
+    Raises ``Internal("<binfmt_misc> is not mounted")`` when ``register`` is absent, else
+    ``Internal("setupEmulator: failed to register binfmt_misc entry: <reason>")``.
+    """
+    register = f"{binfmt_misc}/register"
+    line = binfmt_line(request)
+
+    def apply() -> None:
+        if not os.path.exists(register):
+            raise Internal(f"{binfmt_misc} is not mounted")
+        try:
+            if has_nul(line):
+                raise OSError(0, "NUL byte in entry")
+            _write_whole(register, line.encode())
+        except OSError as exc:
+            raise Internal(
+                f"setupEmulator: failed to register binfmt_misc entry: {os_reason(exc)}"
+            ) from None
+
+    await run_blocking(apply)
+    return pb.SetupEmulatorResponse()
