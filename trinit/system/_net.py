@@ -20,10 +20,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from typing import Any, TypeVar
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from trinit._proto import sandbox_pb2 as pb
 from trinit.errors import Internal, InvalidArgument, TrinitError
@@ -45,6 +42,10 @@ RT_SCOPE_LINK = 253
 IFA_F_NODAD = 0x02
 IFA_F_PERMANENT = 0x80
 IPV6_CONF = "/proc/sys/net/ipv6/conf"
+
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 
 class _Failed(Exception):
@@ -72,6 +73,10 @@ def _in_netns(netns: str | None, fn: Callable[[], T]) -> T:
 
 
 async def _run(op: str, netns: str | None, fn: Callable[[IPRoute], None]) -> None:
+    # pyroute2 costs ~90 ms to import: loaded on first use, not at agent start
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
     def work() -> None:
         with IPRoute(groups=0) as ipr:
             fn(ipr)
