@@ -16,6 +16,7 @@ Lifecycle transitions go through the pure state machine in ``trinit.exec``.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -348,6 +349,8 @@ class ManagedProcess:
         except ProcessLookupError:
             return
         except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                raise errors.InvalidArgument(f"failed to kill process: invalid signal {sig}") from exc
             raise errors.Internal(f"failed to kill process: {exc.strerror or exc}") from exc
         except (ValueError, OverflowError) as exc:
             raise errors.InvalidArgument(f"failed to kill process: invalid signal {sig}") from exc
