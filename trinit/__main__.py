@@ -26,6 +26,25 @@ def _agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                        help="seconds to keep draining stdio held open by descendants after exit")
 
 
+#: inode of the initial PID namespace (PROC_PID_INIT_INO); fixed by the kernel
+_INIT_PID_NS_INO = 0xEFFFFFFC
+
+
+def is_vm_init() -> bool:
+    """True when trinit is the VM's (the kernel's) PID 1, not PID 1 of a child PID namespace
+    (as under ``unshare`` in tests): only then does it run the boot sequence.
+    ``TRINIT_BOOT=1|0`` overrides."""
+    forced = os.environ.get("TRINIT_BOOT")
+    if forced is not None:
+        return forced == "1"
+    if os.getpid() != 1:
+        return False
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino == _INIT_PID_NS_INO
+    except OSError:
+        return True  # /proc not mounted yet: early boot of a real init
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv if argv is None else argv)
     if os.path.basename(argv[0]) == ".cz-init":
@@ -41,6 +60,11 @@ def main(argv: list[str] | None = None) -> None:
         from trinit._pause_mode import main as pause_main
 
         pause_main(args[1:])
+    if args and args[0] == "initfs":
+        from trinit.initfs import main as initfs_main
+
+        initfs_main(args[1:])
+        return
     if not args or args[0].startswith("-"):
         args = ["agent", *args]
     parser = argparse.ArgumentParser(prog="trinit", description="guest init daemon for lightweight VMs")
@@ -49,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     _agent_parser(sub)
     sub.add_parser("init", help="tiny init for containers (spec 9.3)")
     sub.add_parser("pause", help="pause process for pods (spec 9.4)")
+    sub.add_parser("initfs", help="build a bootable initramfs (trinit initfs build -h)")
     ns = parser.parse_args(args)
     if ns.command == "agent":
         import trio
@@ -58,6 +83,10 @@ def main(argv: list[str] | None = None) -> None:
 
         setup(ns.log_level)
         config = AgentConfig(ns.transport, ns.port, ns.host_cid, ns.drain_grace, ns.cgroup_root)
+        if is_vm_init():
+            from trinit._pid1 import run_as_pid1
+
+            run_as_pid1(config)  # the VM's init: never returns
         try:
             trio.run(run_agent, config)
         except KeyboardInterrupt:

@@ -12,6 +12,7 @@ import ctypes
 import logging
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -19,6 +20,7 @@ import trio
 from trinit._server import Servicer
 from trinit.io import parse_transport
 from trinit.nursery import ContainerCgroups, ContainerRegistry, HelperBackend, Reaper
+from trinit.nursery._proxies import ProxyTable
 from trinit.rpc import serve
 
 log = logging.getLogger("trinit.agent")
@@ -43,7 +45,11 @@ def become_subreaper() -> None:
         raise OSError(err, os.strerror(err))
 
 
-async def run_agent(config: AgentConfig) -> None:
+async def run_agent(
+    config: AgentConfig, on_serving: Callable[[trio.Nursery], None] | None = None
+) -> None:
+    """Serve until SIGTERM/SIGINT. ``on_serving(root)`` runs once the API listens (the PID-1
+    boot uses it to start its late stage in the root nursery, see ``trinit._pid1``)."""
     transport = parse_transport(config.transport, config.host_cid)
     pid1 = os.getpid() == 1
     if not pid1:
@@ -61,14 +67,18 @@ async def run_agent(config: AgentConfig) -> None:
                 drain_grace=config.drain_grace,
                 cgroups=ContainerCgroups.for_root(config.cgroup_root),
             )
-            servicer = Servicer(registry, transport.dial)
+            proxies = ProxyTable(root, transport)
+            servicer = Servicer(registry, transport.dial, proxies)
             listener = await transport.listen(config.port)
             await root.start(serve, listener, servicer)
             log.info(f"serving on {transport.describe()} port {config.port}")
+            if on_serving is not None:
+                on_serving(root)
             async for signum in stop_signals:
                 log.info(f"received {signal.Signals(signum).name}, shutting down")
                 break
             with trio.move_on_after(15):
+                await proxies.stop_all()
                 await registry.shutdown()
             await trio.to_thread.run_sync(os.sync)
             root.cancel_scope.cancel()

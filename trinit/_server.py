@@ -22,6 +22,7 @@ from trinit._proto.sandbox_grpc import SandboxContextServicer
 from trinit import system
 from trinit.nursery import ContainerRegistry, StdioPorts
 from trinit.nursery._process import Dial
+from trinit.nursery._proxies import ProxyTable
 
 log = logging.getLogger("trinit.server")
 
@@ -42,9 +43,10 @@ def _opt(message: Any, name: str) -> Any:
 
 
 class Servicer(SandboxContextServicer):  # type: ignore[misc]
-    def __init__(self, registry: ContainerRegistry, dial: Dial) -> None:
+    def __init__(self, registry: ContainerRegistry, dial: Dial, proxies: ProxyTable) -> None:
         self._registry = registry
         self._dial = dial
+        self._proxies = proxies
 
     # ------------------------------------------------------------- processes
     async def CreateProcess(self, request: Any) -> Any:
@@ -163,6 +165,18 @@ class Servicer(SandboxContextServicer):  # type: ignore[misc]
     async def IpRouteAddDefault(self, request: Any) -> Any:
         return await system.ip_route_add_default(request)
 
+    async def ProxyVsock(self, request: Any) -> Any:
+        with operation("proxyVsock: failed to setup vsock proxy"):
+            await self._proxies.start(request.id, request.action, request.vsock_port,
+                                      request.guestPath, _opt(request, "guestSocketPermissions"))
+        return pb.ProxyVsockResponse()
+
+    async def StopVsockProxy(self, request: Any) -> Any:
+        with operation("stopVsockProxy: failed to stop vsock proxy"):
+            await self._proxies.stop(request.id)
+        return pb.StopVsockProxyResponse()
+
     async def Copy(self, request: Any) -> AsyncIterator[Any]:
-        async for reply in system.copy(request, self._dial):
-            yield reply
+        async with contextlib.aclosing(system.copy(request, self._dial)) as replies:
+            async for reply in replies:
+                yield reply

@@ -77,6 +77,45 @@ class Host:
         self.stub.Mount(pb.MountRequest(type="", source=source, destination=dest, options=["bind"]))
         return dest
 
+    def copy_in(self, data: bytes, path: str, *, mode: int = 0, create_parents: bool = False,
+                is_archive: bool = False) -> None:
+        """COPY_IN: serve ``data`` on a fresh host port; the guest dials it and writes
+        ``path`` (a file, or with ``is_archive`` a gzip tar extracted into the directory)."""
+        port = self.ports.next()
+        listener = HostPort.listen(self.transport, port)
+        sender = threading.Thread(target=_serve_bytes, args=(listener, data), daemon=True)
+        sender.start()
+        try:
+            replies = list(self.stub.Copy(pb.CopyRequest(
+                direction=pb.CopyRequest.COPY_IN, path=path, mode=mode,
+                create_parents=create_parents, vsock_port=port, is_archive=is_archive)))
+        finally:
+            sender.join(30)
+            listener.close()
+        if not replies or replies[-1].status != pb.CopyResponse.COMPLETE or replies[-1].error:
+            raise RuntimeError(f"copy in failed: {replies}")
+
+    def copy_out(self, path: str) -> tuple[bytes, bool]:
+        """COPY_OUT: returns (bytes, is_archive); a directory arrives as a gzip tar."""
+        port = self.ports.next()
+        listener = HostPort.listen(self.transport, port)
+        received = bytearray()
+        try:
+            replies = self.stub.Copy(pb.CopyRequest(
+                direction=pb.CopyRequest.COPY_OUT, path=path, vsock_port=port))
+            metadata = next(replies)
+            conn = listener.accept(30)
+            with conn:
+                _drain(conn, received.extend)
+            rest = list(replies)
+        finally:
+            listener.close()
+        if not rest or rest[-1].status != pb.CopyResponse.COMPLETE or rest[-1].error:
+            raise RuntimeError(f"copy out failed: {rest}")
+        if not metadata.is_archive and len(received) != metadata.total_size:
+            raise RuntimeError(f"copy out: got {len(received)} bytes, expected {metadata.total_size}")
+        return bytes(received), metadata.is_archive
+
     def process(self, container_id: str, spec: dict[str, Any], *, process_id: str | None = None,
                 stdin: bool = False, stdout: bool = True, stderr: bool = True,
                 stdout_sink: Sink | None = None, stderr_sink: Sink | None = None) -> Process:
@@ -197,6 +236,16 @@ class Process:
                 conn.close()
             except OSError:
                 pass
+
+
+def _serve_bytes(listener: HostPort, data: bytes) -> None:
+    try:
+        conn = listener.accept(30)
+    except OSError:
+        return
+    with conn:
+        conn.sendall(data)
+        conn.shutdown(socket.SHUT_WR)
 
 
 def _drain(conn: socket.socket, sink: Sink) -> None:

@@ -1,0 +1,144 @@
+"""End to end: the system RPCs through a real agent (grpcio client, unix transport)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import socket
+import tarfile
+import threading
+
+import grpc
+import pytest
+
+from trinit._proto import sandbox_pb2 as pb
+
+
+def _code(call, *args, **kw) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as info:
+        call(*args, **kw)
+    return info.value.code()
+
+
+def test_files_stat_and_dns(agent) -> None:
+    stub = agent.host.stub
+    stub.Mkdir(pb.MkdirRequest(path="/run/t/a/b", all=True, perms=0o750))
+    stub.WriteFile(pb.WriteFileRequest(
+        path="/run/t/a/b/f", data=b"hello", mode=0o640,
+        flags=pb.WriteFileRequest.WriteFileFlags(create_if_missing=True)))
+    st = stub.Stat(pb.StatRequest(path="/run/t/a/b/f")).stat
+    assert (st.size, st.mode & 0o777) == (5, 0o640)
+    assert stub.Stat(pb.StatRequest(path="/run/t/a/b")).stat.mode & 0o777 == 0o750
+    assert _code(stub.Stat, pb.StatRequest(path="/run/t/missing")) == grpc.StatusCode.NOT_FOUND
+    stub.ConfigureDns(pb.ConfigureDnsRequest(
+        location="/run/t", nameservers=["8.8.8.8", "1.1.1.1"], domain="example.com",
+        searchDomains=["internal.com", "test.com"], options=["ndots:2", "timeout:1"]))
+    data, archive = agent.host.copy_out("/run/t/etc/resolv.conf")
+    assert not archive
+    assert data == (b"nameserver 8.8.8.8\nnameserver 1.1.1.1\ndomain example.com\n"
+                    b"search internal.com test.com\noptions ndots:2 timeout:1\n")
+    stub.ConfigureHosts(pb.ConfigureHostsRequest(location="/run/t", entries=[
+        pb.ConfigureHostsRequest.HostsEntry(ipAddress="127.0.0.1", hostnames=["localhost"],
+                                            comment="Testaroo")]))
+    assert agent.host.copy_out("/run/t/etc/hosts")[0] == b"127.0.0.1 localhost # Testaroo \n"
+
+
+def test_copy_round_trips(agent) -> None:
+    host = agent.host
+    payload = bytes(range(256)) * 40960  # 10 MiB, patterned
+    host.copy_in(payload, "/run/copy/big.bin", create_parents=True, mode=0o600)
+    assert host.copy_out("/run/copy/big.bin") == (payload, False)
+    host.copy_in(b"", "/run/copy/empty")
+    assert host.copy_out("/run/copy/empty") == (b"", False)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+        for name, kind, content in (("./", tarfile.DIRTYPE, b""), ("sub/", tarfile.DIRTYPE, b""),
+                                    ("sub/deep/", tarfile.DIRTYPE, b""), ("emptydir/", tarfile.DIRTYPE, b""),
+                                    ("sub/deep/file", tarfile.REGTYPE, b"nested")):
+            info = tarfile.TarInfo(name.rstrip("/") or ".")
+            info.type = kind
+            info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+        link = tarfile.TarInfo("link")
+        link.type = tarfile.SYMTYPE
+        link.linkname = "sub/deep/file"
+        tar.addfile(link)
+    host.copy_in(buf.getvalue(), "/run/tree", is_archive=True)
+    data, archive = host.copy_out("/run/tree")
+    assert archive
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data))) as tar:
+        names = {m.name for m in tar.getmembers()}
+        assert {"./", "sub/deep/file", "emptydir", "link"} <= names | {"./"}
+        assert tar.extractfile("sub/deep/file").read() == b"nested"
+        assert tar.getmember("link").linkname == "sub/deep/file"
+    assert _code(lambda: list(host.stub.Copy(pb.CopyRequest(
+        direction=pb.CopyRequest.COPY_OUT, path="/run/nope", vsock_port=1)))) == grpc.StatusCode.NOT_FOUND
+
+
+def test_proxy_into_and_out_of_with_half_close(agent) -> None:
+    host, stub = agent.host, agent.host.stub
+    # INTO: a host service (listening on DIR/host_<P>) exposed at a unix socket in the guest.
+    port = host.ports.next()
+    service = socket.socket(socket.AF_UNIX)
+    service.bind(str(agent.directory / f"host_{port}"))
+    service.listen(1)
+
+    def echo_upper() -> None:
+        conn, _ = service.accept()
+        with conn:
+            data = b""
+            while chunk := conn.recv(65536):
+                data += chunk
+            conn.sendall(data.upper())  # the other direction still flows after half-close
+
+    threading.Thread(target=echo_upper, daemon=True).start()
+    guest_sock = "/tmp/trinit-proxy-test-%d.sock" % os.getpid()
+    stub.ProxyVsock(pb.ProxyVsockRequest(id="in", vsock_port=port, guestPath=guest_sock,
+                                         guestSocketPermissions=0o600, action=pb.ProxyVsockRequest.INTO))
+    assert _code(stub.ProxyVsock, pb.ProxyVsockRequest(
+        id="in", vsock_port=port, guestPath=guest_sock, action=pb.ProxyVsockRequest.INTO)) in (
+        grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.INTERNAL)
+    assert os.stat(guest_sock).st_mode & 0o777 == 0o600
+    client = socket.socket(socket.AF_UNIX)
+    client.connect(guest_sock)
+    payload = os.urandom(3 * 1024 * 1024)
+    client.sendall(payload)
+    client.shutdown(socket.SHUT_WR)
+    got = b""
+    while chunk := client.recv(1 << 20):
+        got += chunk
+    assert got == payload.upper()
+    client.close()
+    stub.StopVsockProxy(pb.StopVsockProxyRequest(id="in"))
+    assert not os.path.exists(guest_sock)
+    assert _code(stub.StopVsockProxy, pb.StopVsockProxyRequest(id="in")) in (
+        grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INTERNAL)
+    service.close()
+
+    # OUT_OF: a guest unix service exposed on the guest port (DIR/guest_<P>).
+    guest_service_path = f"/tmp/trinit-guest-svc-{os.getpid()}.sock"
+    guest_service = socket.socket(socket.AF_UNIX)
+    guest_service.bind(guest_service_path)
+    guest_service.listen(1)
+
+    def reply_once() -> None:
+        conn, _ = guest_service.accept()
+        with conn:
+            request = conn.recv(100)
+            conn.sendall(b"re:" + request)
+
+    threading.Thread(target=reply_once, daemon=True).start()
+    out_port = host.ports.next()
+    stub.ProxyVsock(pb.ProxyVsockRequest(id="out", vsock_port=out_port, guestPath=guest_service_path,
+                                         action=pb.ProxyVsockRequest.OUT_OF))
+    c = socket.socket(socket.AF_UNIX)
+    c.connect(str(agent.directory / f"guest_{out_port}"))
+    c.sendall(b"ping")
+    c.shutdown(socket.SHUT_WR)
+    assert c.recv(100) == b"re:ping"
+    c.close()
+    stub.StopVsockProxy(pb.StopVsockProxyRequest(id="out"))
+    guest_service.close()
+    os.unlink(guest_service_path)

@@ -1,0 +1,408 @@
+"""Stdio pumps over real pipes, sockets and child processes."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+import trio
+import trio.testing
+
+from trinit.io import InputPump, OutputPump, OwnedFd, make_pipe
+from trinit.io._copy import Copier, Ending, SpliceMode
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture(autouse=True)
+def no_fd_leak() -> Iterator[None]:
+    before = _open_fds()
+    yield
+    assert _open_fds() - before == set()
+
+
+def _pattern(size: int) -> bytes:
+    """Binary content where a lost, duplicated or reordered chunk shows."""
+    return os.urandom(size)
+
+
+def _stream_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    """(host side, guest side) of a connected unix stream socket pair."""
+    host, guest = trio.socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    return trio.SocketStream(host), trio.SocketStream(guest)
+
+
+async def _receive_all(stream: trio.SocketStream) -> bytes:
+    chunks = []
+    while chunk := await stream.receive_some(MiB):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _spawn_python(script: str, stdout: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", script], stdout=stdout)
+
+
+def _write_blocking(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_blocking(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, MiB):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# -- OutputPump -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [0, 1, 128 * KiB, 10 * MiB])
+async def test_output_exact_bytes(size: int) -> None:
+    data = _pattern(size)
+    read_end, write_end = make_pipe()
+    host, guest = _stream_pair()
+    pump = OutputPump("stdout", read_end, guest)
+    async with host, trio.open_nursery() as nursery:
+        nursery.start_soon(pump.run)
+
+        async def writer() -> None:
+            with write_end:
+                await trio.to_thread.run_sync(_write_blocking, write_end.fileno(), data)
+
+        nursery.start_soon(writer)
+        assert await _receive_all(host) == data
+    assert pump.bytes_moved == size
+    assert pump._copier.method == "splice"
+    assert read_end.closed
+    assert guest.socket.fileno() == -1
+
+
+async def test_writer_that_exits_at_once_loses_nothing() -> None:
+    """A process writes 1 MiB and exits before anyone reads: the pipe holds it all."""
+    size = MiB
+    read_end, write_end = make_pipe()
+    script = (
+        "import os\n"
+        f"data = bytes(i % 251 for i in range({size}))\n"
+        "v = memoryview(data)\n"
+        "while v: v = v[os.write(1, v):]\n"
+    )
+    with write_end:
+        child = await trio.to_thread.run_sync(_spawn_python, script, write_end.fileno())
+    assert await trio.to_thread.run_sync(child.wait) == 0
+    host, guest = _stream_pair()
+    pump = OutputPump("stdout", read_end, guest)
+    async with host, trio.open_nursery() as nursery:
+        nursery.start_soon(pump.run)
+        assert await _receive_all(host) == bytes(i % 251 for i in range(size))
+
+
+async def test_output_backpressure_bounds_what_is_accepted() -> None:
+    """A host that does not read stops the writer; nothing piles up in trinit."""
+    read_end, write_end = make_pipe()
+    host, guest = _stream_pair()
+    pump = OutputPump("stdout", read_end, guest)
+    os.set_blocking(write_end.fileno(), False)
+    chunk = _pattern(64 * KiB)
+    written: list[bytes] = []
+    async with host, trio.open_nursery() as nursery:
+        nursery.start_soon(pump.run)
+        # Fill until the pipe stays full even after the pump had every chance to move data.
+        while True:
+            progressed = False
+            while True:
+                try:
+                    count = os.write(write_end.fileno(), chunk)
+                except BlockingIOError:
+                    break
+                written.append(chunk[:count])
+                progressed = True
+            await trio.testing.wait_all_tasks_blocked()
+            if not progressed:
+                break
+            assert sum(map(len, written)) < 64 * MiB, "writer never blocked"
+        accepted = sum(map(len, written))
+        print(f"accepted {accepted} moved {pump.bytes_moved}")
+        # Pipe (1 MiB) plus the socket's buffers; the pump itself holds nothing.
+        assert accepted <= PIPE_AND_SOCKET_LIMIT
+        assert pump.bytes_moved <= accepted
+        write_end.close()
+        assert await _receive_all(host) == b"".join(written)
+
+
+PIPE_AND_SOCKET_LIMIT = 16 * MiB  # splice fills pipe slots with up to 32 KiB each
+
+
+async def test_output_host_gone_ends_pump_and_closes_pipe() -> None:
+    read_end, write_end = make_pipe()
+    host, guest = _stream_pair()
+    pump = OutputPump("stdout", read_end, guest)
+    await host.aclose()
+    with write_end:
+        os.write(write_end.fileno(), b"nobody listens")
+        await pump.run()
+        assert read_end.closed
+        with pytest.raises(BrokenPipeError):
+            os.write(write_end.fileno(), b"x")
+
+
+async def test_output_cancel_closes_both() -> None:
+    read_end, write_end = make_pipe()
+    host, guest = _stream_pair()
+    pump = OutputPump("stdout", read_end, guest)
+    async with host:
+        with write_end, trio.move_on_after(0.01):
+            await pump.run()
+        assert read_end.closed
+        assert guest.socket.fileno() == -1
+        assert await host.receive_some(10) == b""
+
+
+async def test_output_grace_stops_a_pipe_held_open(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A descendant holds the write end and never writes: the pump stops at exactly grace."""
+    read_end, write_end = make_pipe()  # write_end plays the descendant's inherited copy
+    host, guest = _stream_pair()
+    pump = OutputPump("stdout", read_end, guest)
+    finished_at: list[float] = []
+    with write_end:
+        os.write(write_end.fileno(), b"before exit")
+        async with host, trio.open_nursery() as nursery:
+
+            async def run() -> None:
+                await pump.run()
+                finished_at.append(trio.current_time())
+
+            nursery.start_soon(run)
+            assert await host.receive_some(100) == b"before exit"
+            await trio.testing.wait_all_tasks_blocked()
+            exited_at = trio.current_time()
+            with caplog.at_level(logging.WARNING, logger="trinit.io._pump"):
+                pump.process_exited(2.5)
+                assert await host.receive_some(100) == b""
+        assert finished_at == [exited_at + 2.5]
+        assert "truncated" in caplog.text
+        pump.process_exited(1.0)  # after the end: no effect, no error
+
+
+async def test_output_grace_not_used_when_pipe_closes(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    read_end, write_end = make_pipe()
+    host, guest = _stream_pair()
+    pump = OutputPump("stderr", read_end, guest)
+    async with host, trio.open_nursery() as nursery:
+        nursery.start_soon(pump.run)
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        pump.process_exited(10.0)
+        os.write(write_end.fileno(), b"last words")
+        write_end.close()
+        assert await _receive_all(host) == b"last words"
+    assert trio.current_time() == start
+    assert "truncated" not in caplog.text
+
+
+async def test_output_falls_back_when_splice_refuses() -> None:
+    """Not a pipe (a socket as the 'pipe'): splice says EINVAL, the buffered path moves it."""
+    data = _pattern(3 * MiB)
+    source_writer, source_reader = socket.socketpair()
+    host, guest = _stream_pair()
+    pump = OutputPump("stdout", OwnedFd(source_reader.detach()), guest)
+    async with host, trio.open_nursery() as nursery:
+        nursery.start_soon(pump.run)
+
+        def feed() -> None:
+            with source_writer:
+                source_writer.sendall(data)
+
+        nursery.start_soon(trio.to_thread.run_sync, feed)
+        assert await _receive_all(host) == data
+    assert pump._copier.method == "buffered"
+
+
+async def test_copier_buffered_mode_exact() -> None:
+    data = _pattern(10 * MiB)
+    read_end, write_end = make_pipe()
+    host, guest = _stream_pair()
+    os.set_blocking(read_end.fileno(), False)
+    copier = Copier(read_end, guest.socket, SpliceMode.NONE)
+    async with host, trio.open_nursery() as nursery:
+
+        async def copy() -> None:
+            with read_end:
+                assert (await copier.run()).ending is Ending.EOF
+            await guest.aclose()
+
+        nursery.start_soon(copy)
+
+        async def writer() -> None:
+            with write_end:
+                await trio.to_thread.run_sync(_write_blocking, write_end.fileno(), data)
+
+        nursery.start_soon(writer)
+        assert await _receive_all(host) == data
+    assert copier.bytes_moved == len(data)
+
+
+# -- InputPump ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [0, 1, 128 * KiB, 10 * MiB])
+async def test_input_exact_bytes(size: int) -> None:
+    data = _pattern(size)
+    read_end, write_end = make_pipe()
+    host, guest = _stream_pair()
+    pump = InputPump("stdin", guest, write_end)
+    received: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pump.run)
+
+        async def reader() -> None:
+            with read_end:
+                received.append(await trio.to_thread.run_sync(_read_blocking, read_end.fileno()))
+
+        nursery.start_soon(reader)
+        async with host:
+            await host.send_all(data)
+            await host.send_eof()
+            # The pump closes its socket after EOF: the host sees it close too.
+            assert await host.receive_some(10) == b""
+    assert received == [data]
+    assert pump.bytes_moved == size
+    assert pump._copier.method == "splice"
+    assert write_end.closed
+
+
+async def test_close_stdin_delivers_everything_already_sent_then_eof() -> None:
+    """The host writes, never closes its side, and calls CloseProcessStdin at once."""
+    data = _pattern(3 * MiB)  # more than the pipe holds: delivery must wait for the reader
+    read_end, write_end = make_pipe()
+    host, guest = _stream_pair()
+    pump = InputPump("stdin", guest, write_end)
+    received: list[bytes] = []
+    run_returned = trio.Event()
+    async with host, trio.open_nursery() as nursery:
+
+        async def run() -> None:
+            await pump.run()
+            run_returned.set()
+
+        nursery.start_soon(run)
+
+        async def reader() -> None:
+            with read_end:
+                received.append(await trio.to_thread.run_sync(_read_blocking, read_end.fileno()))
+
+        nursery.start_soon(reader)
+        await host.send_all(data)
+        await host.send_all(b"sent just before")
+        await pump.close_stdin()
+        assert write_end.closed
+        await run_returned.wait()
+        await pump.close_stdin()  # idempotent
+    assert received == [data + b"sent just before"]
+
+
+async def test_close_stdin_before_run_and_after_end() -> None:
+    read_end, write_end = make_pipe()
+    host, guest = _stream_pair()
+    pump = InputPump("stdin", guest, write_end)
+    async with host:
+        await host.send_all(b"early bytes")
+        await pump.close_stdin()  # run() never started: close_stdin does the delivery
+        with read_end:
+            assert _read_blocking(read_end.fileno()) == b"early bytes"
+        await pump.run()  # returns at once
+        await pump.close_stdin()
+
+
+async def test_close_stdin_with_nothing_buffered_wakes_idle_run() -> None:
+    read_end, write_end = make_pipe()
+    host, guest = _stream_pair()
+    pump = InputPump("stdin", guest, write_end)
+    async with host, trio.open_nursery() as nursery:
+        nursery.start_soon(pump.run)
+        await trio.testing.wait_all_tasks_blocked()
+        await pump.close_stdin()
+    with read_end:
+        assert os.read(read_end.fileno(), 10) == b""
+
+
+async def test_input_backpressure_when_child_does_not_read() -> None:
+    read_end, write_end = make_pipe()
+    host, guest = _stream_pair()
+    pump = InputPump("stdin", guest, write_end)
+    raw_host = host.socket
+    chunk = _pattern(64 * KiB)
+    sent = 0
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pump.run)
+        while True:
+            progressed = False
+            while True:
+                try:
+                    sent += os.write(raw_host.fileno(), chunk)
+                except BlockingIOError:
+                    break
+                progressed = True
+            await trio.testing.wait_all_tasks_blocked()
+            if not progressed:
+                break
+            assert sent < 64 * MiB, "host was never blocked"
+        print(f"sent {sent} moved {pump.bytes_moved}")
+        assert sent <= PIPE_AND_SOCKET_LIMIT
+        with read_end:
+            # The child starts reading: everything arrives, in order.
+            await host.send_eof()
+            got = await trio.to_thread.run_sync(_read_blocking, read_end.fileno())
+        assert len(got) == sent
+        await host.aclose()
+
+
+async def test_input_reader_gone_epipe() -> None:
+    read_end, write_end = make_pipe()
+    host, guest = _stream_pair()
+    pump = InputPump("stdin", guest, write_end)
+    read_end.close()
+    async with host:
+        await host.send_all(b"to nobody")
+        await pump.run()  # EPIPE ends it quietly
+        assert write_end.closed
+        assert guest.socket.fileno() == -1
+        await pump.close_stdin()
+
+
+async def test_input_cancel_closes_both() -> None:
+    read_end, write_end = make_pipe()
+    host, guest = _stream_pair()
+    pump = InputPump("stdin", guest, write_end)
+    async with host:
+        with read_end, trio.move_on_after(0.01):
+            await pump.run()
+        assert write_end.closed
+        assert guest.socket.fileno() == -1
+
+
+def test_child_end_stays_blocking() -> None:
+    read_end, write_end = make_pipe()
+    host, guest = _stream_pair()
+    with read_end, write_end, host.socket, guest.socket:
+        OutputPump("stdout", read_end, guest)
+        assert not os.get_blocking(read_end.fileno())
+        assert not fcntl.fcntl(write_end.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK

@@ -1,0 +1,137 @@
+"""The ProxyVsock byte relay over real unix socket pairs."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+import trio
+import trio.testing
+
+from trinit.io import relay
+
+MiB = 1024 * 1024
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture(autouse=True)
+def no_fd_leak() -> Iterator[None]:
+    before = _open_fds()
+    yield
+    assert _open_fds() - before == set()
+
+
+def _stream_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    left, right = trio.socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    return trio.SocketStream(left), trio.SocketStream(right)
+
+
+async def _receive_all(stream: trio.SocketStream) -> bytes:
+    chunks = []
+    while chunk := await stream.receive_some(MiB):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Setup:
+    """client <-> [a  relay  b] <-> server"""
+
+    def __init__(self) -> None:
+        self.client, self.a = _stream_pair()
+        self.b, self.server = _stream_pair()
+
+
+async def test_ten_mib_each_way_exact() -> None:
+    s = Setup()
+    to_server = os.urandom(10 * MiB)
+    to_client = os.urandom(10 * MiB)
+    relay_done = trio.Event()
+    async with s.client, s.server, trio.open_nursery() as nursery:
+
+        async def run_relay() -> None:
+            await relay(s.a, s.b)
+            relay_done.set()
+
+        nursery.start_soon(run_relay)
+
+        async def send(stream: trio.SocketStream, data: bytes) -> None:
+            await stream.send_all(data)
+            await stream.send_eof()
+
+        async def expect(stream: trio.SocketStream, data: bytes) -> None:
+            assert await _receive_all(stream) == data
+
+        nursery.start_soon(send, s.client, to_server)
+        nursery.start_soon(send, s.server, to_client)
+        nursery.start_soon(expect, s.server, to_server)
+        nursery.start_soon(expect, s.client, to_client)
+    assert relay_done.is_set()
+    assert s.a.socket.fileno() == -1
+    assert s.b.socket.fileno() == -1
+
+
+async def test_half_close_keeps_the_other_direction_flowing() -> None:
+    s = Setup()
+    async with s.client, s.server, trio.open_nursery() as nursery:
+        relay_done = trio.Event()
+
+        async def run_relay() -> None:
+            await relay(s.a, s.b)
+            relay_done.set()
+
+        nursery.start_soon(run_relay)
+        await s.client.send_all(b"request")
+        await s.client.send_eof()
+        # The server sees the request and then EOF (SHUT_WR propagated) ...
+        assert await _receive_all(s.server) == b"request"
+        # ... and can still answer at length after the client stopped sending.
+        answer = os.urandom(3 * MiB)
+        nursery.start_soon(s.server.send_all, answer)
+        received = b""
+        while len(received) < len(answer):
+            received += await s.client.receive_some(MiB)
+        assert received == answer
+        assert not relay_done.is_set()
+        await s.server.send_eof()
+        assert await s.client.receive_some(10) == b""
+        await relay_done.wait()
+
+
+async def test_peer_reset_tears_down_both() -> None:
+    s = Setup()
+    async with s.client, trio.open_nursery() as nursery:
+        relay_done = trio.Event()
+
+        async def run_relay() -> None:
+            await relay(s.a, s.b)
+            relay_done.set()
+
+        nursery.start_soon(run_relay)
+        await s.client.send_all(b"hello")
+        assert await s.server.receive_some(10) == b"hello"
+        # The server vanishes while holding unread data: its peer gets ECONNRESET/EPIPE.
+        await s.client.send_all(b"unread")
+        await trio.testing.wait_all_tasks_blocked()
+        await s.server.aclose()
+        with trio.fail_after(5):
+            await relay_done.wait()
+        # The client's connection was closed too, not left half-open.
+        with pytest.raises(trio.BrokenResourceError):
+            while await s.client.receive_some(10):
+                pass
+            await s.client.send_all(b"x" * MiB)
+
+
+async def test_cancel_closes_both() -> None:
+    s = Setup()
+    async with s.client, s.server:
+        with trio.move_on_after(0.01):
+            await relay(s.a, s.b)
+        assert s.a.socket.fileno() == -1
+        assert s.b.socket.fileno() == -1
+        assert await s.client.receive_some(10) == b""

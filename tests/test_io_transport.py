@@ -1,0 +1,177 @@
+"""Transports: the unix convention for real, vsock as far as this kernel allows."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from trinit.io import Transport, UnixTransport, VsockTransport, parse_transport
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture(autouse=True)
+def no_fd_leak() -> Iterator[None]:
+    before = _open_fds()
+    yield
+    assert _open_fds() - before == set()
+
+
+def test_parse_transport() -> None:
+    vsock = parse_transport("vsock", host_cid=7)
+    assert isinstance(vsock, VsockTransport)
+    assert vsock.host_cid == 7
+    assert vsock.describe() == "vsock (host cid 7)"
+    assert isinstance(parse_transport("vsock"), VsockTransport)
+    assert parse_transport("vsock").host_cid == 2  # type: ignore[attr-defined]
+    unix = parse_transport("unix:/run/trinit")
+    assert isinstance(unix, UnixTransport)
+    assert unix.directory == "/run/trinit"
+    assert unix.describe() == "unix:/run/trinit"
+    for bad in ("", "tcp", "unix:", "unix", "vsock:2", "VSOCK"):
+        with pytest.raises(ValueError):
+            parse_transport(bad)
+
+
+async def test_unix_listen_at_guest_port(tmp_path: Path) -> None:
+    transport: Transport = UnixTransport(str(tmp_path))
+    listener = await transport.listen(1024)
+    async with listener:
+        path = tmp_path / "guest_1024"
+        mode = path.lstat().st_mode
+        assert stat.S_ISSOCK(mode)
+        assert stat.S_IMODE(mode) == 0o600
+        client = await trio.open_unix_socket(str(path))
+        async with client, await listener.accept() as server:
+            await client.send_all(b"ping")
+            assert await server.receive_some(10) == b"ping"
+            await server.send_all(b"pong")
+            assert await client.receive_some(10) == b"pong"
+
+
+async def test_unix_listen_replaces_stale_socket_only(tmp_path: Path) -> None:
+    transport = UnixTransport(str(tmp_path))
+    async with await transport.listen(5):
+        pass
+    assert (tmp_path / "guest_5").exists()  # left behind, like after a crash
+    async with await transport.listen(5) as listener:
+        client = await trio.open_unix_socket(str(tmp_path / "guest_5"))
+        async with client, await listener.accept():
+            pass
+    (tmp_path / "guest_6").write_text("not a socket")
+    with pytest.raises(FileExistsError):
+        await transport.listen(6)
+    assert (tmp_path / "guest_6").read_text() == "not a socket"
+
+
+async def test_unix_mode_0600_despite_umask(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        async with await UnixTransport(str(tmp_path)).listen(9):
+            assert stat.S_IMODE((tmp_path / "guest_9").lstat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+
+
+async def test_unix_dial_host_port(tmp_path: Path) -> None:
+    host = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with host:
+        await host.bind(str(tmp_path / "host_2000"))
+        host.listen()
+        transport = UnixTransport(str(tmp_path))
+        stream = await transport.dial(2000)
+        accepted, _ = await host.accept()
+        with accepted:
+            async with stream:
+                await stream.send_all(b"stdout bytes")
+                assert await accepted.recv(100) == b"stdout bytes"
+
+
+async def test_unix_dial_failure_leaks_nothing(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        await UnixTransport(str(tmp_path)).dial(1)
+    with pytest.raises(ValueError):
+        await UnixTransport(str(tmp_path)).dial(-1)
+
+
+def _vsock_available() -> str | None:
+    """None if AF_VSOCK sockets can be created here, else the reason they cannot."""
+    try:
+        socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM).close()
+    except OSError as exc:
+        return f"AF_VSOCK unavailable: {exc}"
+    return None
+
+
+def _vsock_loopback_available() -> str | None:
+    """None if the vsock loopback transport is loaded (or loads), else why not."""
+    if Path("/sys/module/vsock_loopback").exists():
+        return None
+    modprobe = shutil.which("modprobe")
+    if modprobe is None:
+        return "no vsock_loopback module loaded and no modprobe to load it"
+    result = subprocess.run(
+        [modprobe, "vsock_loopback"], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        return f"modprobe vsock_loopback failed: {result.stderr.strip()}"
+    return None
+
+
+@pytest.fixture
+def vsock() -> None:
+    reason = _vsock_available()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def vsock_loopback(vsock: None) -> None:
+    reason = _vsock_loopback_available()
+    if reason:
+        pytest.skip(reason)
+
+
+async def test_vsock_listen(vsock: None) -> None:
+    transport = VsockTransport()
+    port = 40000 + os.getpid() % 20000
+    listener = await transport.listen(port)
+    async with listener:
+        assert listener.socket.family == socket.AF_VSOCK
+        assert listener.socket.getsockname() == (socket.VMADDR_CID_ANY, port)
+        # A second listener on the same port fails cleanly, without leaking its socket.
+        with pytest.raises(OSError):
+            await transport.listen(port)
+
+
+async def test_vsock_dial_through_loopback(vsock_loopback: None) -> None:
+    port = 40000 + (os.getpid() + 1) % 20000
+    async with await VsockTransport().listen(port) as listener:
+        # The loopback transport serves CID 1 (VMADDR_CID_LOCAL).
+        with trio.fail_after(5):
+            stream = await VsockTransport(host_cid=1).dial(port)
+            async with stream, await listener.accept() as server:
+                await stream.send_all(b"over vsock")
+                assert await server.receive_some(100) == b"over vsock"
+
+
+async def test_vsock_dial_cancelled_or_failed_leaks_nothing(vsock: None) -> None:
+    """Exercises the dial path on any kernel: it connects, fails, or is cancelled, and in every
+    case its socket is closed (the autouse fixture checks /proc/self/fd). CID 1 is local (the
+    loopback transport, if loaded), so nothing leaves this machine."""
+    with trio.move_on_after(0.2):
+        try:
+            stream = await VsockTransport(host_cid=1).dial(9)
+        except OSError:
+            return
+        await stream.aclose()

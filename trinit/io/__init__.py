@@ -1,0 +1,27 @@
+"""Byte movement between trinit's children and the host.
+
+Owns: raw fd ownership (:class:`OwnedFd`, :func:`make_pipe`), the host transports (vsock or
+unix sockets, :class:`Transport`), stdio pumps for pipes (:class:`OutputPump`,
+:class:`InputPump`), the PTY relay (:class:`PtyRelay`) and the socket relay of ProxyVsock
+(:func:`relay`). Everything here closes what it owns when it ends or is cancelled.
+"""
+
+from ._fd import PIPE_SIZE, OwnedFd, make_pipe
+from ._pty import PtyRelay
+from ._pump import InputPump, OutputPump
+from ._relay import relay
+from ._transport import Transport, UnixTransport, VsockTransport, parse_transport
+
+__all__ = [
+    "PIPE_SIZE",
+    "InputPump",
+    "OutputPump",
+    "OwnedFd",
+    "PtyRelay",
+    "Transport",
+    "UnixTransport",
+    "VsockTransport",
+    "make_pipe",
+    "parse_transport",
+    "relay",
+]

@@ -1,0 +1,620 @@
+"""Serve a purerpc ``Servicer`` over any trio listener: our own HTTP/2 server loop.
+
+Who calls it: the agent's root nursery runs :func:`serve` with the transport's listener
+(AF_VSOCK in a guest, AF_UNIX in development and tests). Only the servicer's
+``.service`` description (method functions and protobuf types) comes from purerpc; the
+connection handling below replaces ``purerpc.Server``, which cannot be used. Its defects,
+and how this module fixes each one:
+
+- ``Server`` binds a TCP port on all interfaces (SO_REUSEPORT) and sets TCP options on
+  every socket, which fails on AF_UNIX and AF_VSOCK. -> :func:`serve` takes any
+  ``trio.abc.Listener`` it is handed and never touches socket options.
+- ``grpc-timeout`` is ignored. -> Every RPC runs in a ``trio.CancelScope`` whose deadline
+  comes from the header; on expiry the handler is cancelled and DEADLINE_EXCEEDED sent.
+- RST_STREAM from the client is ignored, so handlers of abandoned calls run forever. ->
+  A reset cancels that RPC's scope; losing the connection cancels all its RPCs (they run
+  in the connection's nursery).
+- An oversized message raises out of the connection loop and kills every RPC on the
+  connection. -> The length prefix is checked per RPC (``_wire.UnaryRequestReader``); only
+  that RPC fails, with RESOURCE_EXHAUSTED, and the rest of its body is discarded while the
+  connection keeps its flow-control windows open.
+- Handler exceptions reach the client as CANCELLED with a Python repr of ``sys.exc_info()``
+  (a traceback) in the message. -> :func:`trinit.errors.to_status` maps them: domain errors
+  keep their code and message, purerpc status exceptions keep their status, anything else
+  is INTERNAL with one line; the traceback goes to the ``trinit.rpc`` logger at debug.
+
+Theory of operation (one connection):
+
+- One reader task (``_Connection._read_loop``) owns ``h2.connection.H2Connection``'s input
+  side: it feeds received bytes to h2, collects each request's body, and starts one task
+  per RPC when the request has ended (for unary-request RPCs the whole request is needed
+  before the handler can run). Rejections that need no handler (unknown method, oversized
+  or malformed framing) are answered directly by the reader without a task.
+- RPC tasks write responses into h2's output buffer synchronously (no await between h2
+  calls, so h2 state is never seen half-updated) and wake the writer task.
+- One writer task owns the socket's send side; because it runs after the tasks woken in
+  the same scheduler batch, responses of concurrent RPCs leave in one ``send_all``. Only
+  the writer awaits a send, so cancelling an RPC can never cut a frame in half.
+- Outbound flow control: DATA is passed to h2 only as far as the peer's window allows; the
+  rest waits in the RPC's queue and is resumed on WINDOW_UPDATE/SETTINGS. A streaming
+  handler is not asked for its next message until its previous one has been handed to h2.
+- Inbound flow control: received DATA is acknowledged at once (its size is bounded by the
+  message limit), so large requests stream at full speed.
+
+Invariants: no RPC task outlives its connection; no handler exception escapes its RPC;
+h2 is touched only from tasks of its own connection and never across an ``await``.
+"""
+
+from __future__ import annotations
+
+import collections
+import inspect
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Final, NoReturn
+
+import h2.config  # type: ignore[import-untyped, unused-ignore]
+import h2.connection  # type: ignore[import-untyped, unused-ignore]
+import h2.errors  # type: ignore[import-untyped, unused-ignore]
+import h2.events  # type: ignore[import-untyped, unused-ignore]
+import h2.exceptions  # type: ignore[import-untyped, unused-ignore]
+import h2.settings  # type: ignore[import-untyped, unused-ignore]
+import purerpc
+import trio
+from purerpc.rpc import Cardinality
+
+from trinit.errors import Code, InvalidArgument, TrinitError, describe
+
+from . import _wire
+from ._hpack import LiteralEncoder
+
+__all__ = ["serve"]
+
+_log = logging.getLogger("trinit.rpc")
+
+DEFAULT_MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
+
+# Bytes asked of the socket per receive: large, so a 4 MiB request takes few wakeups.
+_RECEIVE_BYTES: Final = 256 * 1024
+# Our receive windows. Received data is consumed at once, so these only bound what is in
+# flight; large windows keep large requests from waiting on WINDOW_UPDATE round trips.
+_STREAM_WINDOW: Final = 4 * 1024 * 1024
+_CONNECTION_WINDOW: Final = 16 * 1024 * 1024
+# Largest DATA frame the client may send us. h2's frame buffer copies its remaining input
+# after every frame, so moderate frames are cheaper than huge ones.
+_MAX_INBOUND_FRAME: Final = 64 * 1024
+_MAX_CONCURRENT_STREAMS: Final = 4096
+_MAX_HEADER_LIST_BYTES: Final = 64 * 1024
+# How long a connection that is going away may spend flushing its last frames (GOAWAY).
+_CLOSE_FLUSH_SECONDS: Final = 1.0
+
+_RESPONSE_HEADERS: Final = list(_wire.RESPONSE_HEADERS)
+_OK_TRAILERS: Final = _wire.trailers(Code.OK, "")
+
+
+class _Method:
+    """One servicer method, resolved once per :func:`serve` call."""
+
+    __slots__ = ("call", "name", "request_type", "response_type", "streaming")
+
+    def __init__(self, name: str, call: Callable[..., Any], signature: Any) -> None:
+        self.name = name
+        self.call = call
+        self.request_type: Any = signature.request_type
+        self.response_type: Any = signature.response_type
+        self.streaming = signature.cardinality == Cardinality.UNARY_STREAM
+
+
+def _method_table(servicer: purerpc.Servicer) -> dict[bytes, _Method]:
+    """``:path`` -> method, for every unary-request method of the servicer's service."""
+    service = servicer.service
+    table: dict[bytes, _Method] = {}
+    for name, bound in service.methods.items():
+        cardinality = bound.signature.cardinality
+        if cardinality not in (Cardinality.UNARY_UNARY, Cardinality.UNARY_STREAM):
+            # The SandboxContext API has no client-streaming RPC; such a method is
+            # answered UNIMPLEMENTED like an unknown one.
+            _log.warning("%s/%s: client-streaming RPCs are not supported", service.name, name)
+            continue
+        path = f"/{service.name}/{name}"
+        table[path.encode()] = _Method(path, bound.method_fn, bound.signature)
+    return table
+
+
+class _Call:
+    """State of one RPC (one HTTP/2 stream) on a connection."""
+
+    __slots__ = (
+        "deadline",
+        "drained",
+        "headers_sent",
+        "method",
+        "pending",
+        "reader",
+        "remote_closed",
+        "reset",
+        "scope",
+        "started_at",
+        "stream_id",
+        "trailers",
+    )
+
+    def __init__(self, stream_id: int, method: _Method, reader: _wire.UnaryRequestReader) -> None:
+        self.stream_id = stream_id
+        self.method = method
+        self.reader: _wire.UnaryRequestReader | None = reader
+        self.deadline = float("inf")
+        self.started_at = trio.current_time()
+        # Created here, entered by the RPC task: a reset before the task runs still cancels.
+        self.scope = trio.CancelScope()
+        self.headers_sent = False
+        self.remote_closed = False
+        self.reset = False
+        # Framed response bytes waiting for flow-control window, then the trailers.
+        self.pending: collections.deque[memoryview] = collections.deque()
+        self.trailers: list[tuple[bytes, bytes]] | None = None
+        # Set when ``pending`` empties, for a streaming handler waiting to produce more.
+        self.drained: trio.Event | None = None
+
+
+class _Connection:
+    """One client connection: its h2 state machine, its RPCs and its writer."""
+
+    def __init__(
+        self, stream: trio.abc.Stream, methods: dict[bytes, _Method], max_message_bytes: int
+    ) -> None:
+        self._stream = stream
+        self._methods = methods
+        self._max_message_bytes = max_message_bytes
+        self._h2 = h2.connection.H2Connection(
+            h2.config.H2Configuration(
+                client_side=False,
+                header_encoding=None,
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+                validate_inbound_headers=False,
+            )
+        )
+        self._h2.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: _MAX_CONCURRENT_STREAMS,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _STREAM_WINDOW,
+                h2.settings.SettingCodes.MAX_FRAME_SIZE: _MAX_INBOUND_FRAME,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: _MAX_HEADER_LIST_BYTES,
+            },
+        )
+        # These settings are h2's values from the start (not pending an ACK), so h2 never
+        # applies their side effects itself: set the frame size limit by hand.
+        self._h2.max_inbound_frame_size = _MAX_INBOUND_FRAME
+        self._h2.encoder = LiteralEncoder()
+        self._calls: dict[int, _Call] = {}
+        # Calls whose output waits for window, in the order they blocked.
+        self._blocked: dict[int, _Call] = {}
+        self._write_lot = trio.lowlevel.ParkingLot()
+        self._write_scheduled = False
+        self._writer_sending = False
+        # Bytes taken from h2 but not yet sent: they go out before anything else.
+        self._unsent = b""
+        # The socket's fd for the eager path of _flush_after_rpc (-1: always use the writer).
+        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
+        self._closing = False
+        self._writer_done = trio.Event()
+        self._rpc_nursery: trio.Nursery | None = None
+
+    async def run(self) -> None:
+        """Serve until the peer closes, the socket breaks or we are cancelled.
+
+        On return (or cancellation) every RPC task of this connection has been cancelled
+        and has finished. The stream itself is closed by the caller.
+        """
+        h2c = self._h2
+        h2c.initiate_connection()
+        h2c.increment_flow_control_window(_CONNECTION_WINDOW - 65535)
+        async with trio.open_nursery() as connection_nursery:
+            connection_nursery.start_soon(self._writer)
+            self._schedule_write()
+            async with trio.open_nursery() as rpc_nursery:
+                self._rpc_nursery = rpc_nursery
+                await self._read_loop()
+                rpc_nursery.cancel_scope.cancel()
+            # Let the writer flush what is left (a GOAWAY, typically), within bounds.
+            self._closing = True
+            self._schedule_write()
+            with trio.move_on_after(_CLOSE_FLUSH_SECONDS):
+                await self._writer_done.wait()
+            connection_nursery.cancel_scope.cancel()
+
+    # -- socket I/O -------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        h2c = self._h2
+        receive_some = self._stream.receive_some
+        while True:
+            data = await receive_some(_RECEIVE_BYTES)
+            if not data:
+                _log.debug("connection closed by peer")
+                return
+            try:
+                events = h2c.receive_data(data)
+            except h2.exceptions.ProtocolError as exc:
+                # h2 has queued a GOAWAY; run() flushes it on the way out.
+                _log.warning("HTTP/2 protocol error, closing connection: %s", describe(exc))
+                return
+            for event in events:
+                self._dispatch(event)
+            if h2c._data_to_send:  # SETTINGS/PING acks, WINDOW_UPDATEs, rejections
+                self._schedule_write()
+
+    def _schedule_write(self) -> None:
+        if not self._write_scheduled:
+            self._write_scheduled = True
+            self._write_lot.unpark_all()
+
+    async def _writer(self) -> None:
+        """The only task that sends on the socket (so a frame is never cut by a cancel)."""
+        h2c = self._h2
+        send_all = self._stream.send_all
+        try:
+            while True:
+                data = self._unsent or h2c.data_to_send()
+                self._unsent = b""
+                if data:
+                    self._writer_sending = True
+                    await send_all(data)
+                    self._writer_sending = False
+                elif self._closing:
+                    return
+                else:
+                    self._write_scheduled = False
+                    await self._write_lot.park()
+        finally:
+            self._writer_done.set()
+
+    def _flush_after_rpc(self) -> None:
+        """Send what an RPC task produced: at once if it is alone, else in the next batch.
+
+        With no other RPC in flight on the connection there is nothing to batch with, so
+        the bytes go out now with one non-blocking write from this task, saving a switch to
+        the writer task. A write never blocks or awaits here, so a cancel cannot cut a frame;
+        whatever the socket does not take is handed to the writer.
+        """
+        if self._calls or self._writer_sending or self._write_scheduled or self._fd < 0:
+            self._schedule_write()
+            return
+        data = self._h2.data_to_send()
+        if not data:
+            return
+        try:
+            sent = os.write(self._fd, data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            sent = 0  # the writer's send_all reports the broken socket and ends the connection
+        if sent < len(data):
+            self._unsent = data[sent:]
+            self._schedule_write()
+
+    # -- inbound events -----------------------------------------------------------------
+
+    def _dispatch(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.DataReceived):
+            self._on_data(event)
+        elif isinstance(event, h2.events.RequestReceived):
+            self._on_request(event)
+        elif isinstance(event, h2.events.StreamEnded):
+            self._on_request_ended(event.stream_id)
+        elif isinstance(event, h2.events.StreamReset):
+            self._on_reset(event.stream_id)
+        elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
+            if self._blocked:
+                self._resume_blocked()
+        # Other events (settings acks, pings, priority, GOAWAY) need nothing from us:
+        # h2 answers pings itself and a GOAWAY is followed by the peer closing.
+
+    def _on_request(self, event: h2.events.RequestReceived) -> None:
+        stream_id = event.stream_id
+        path = b""
+        timeout: bytes | None = None
+        content_type = b""
+        encoding = b"identity"
+        for name, value in event.headers:
+            if name == b":path":
+                path = value
+            elif name == b"grpc-timeout":
+                timeout = value
+            elif name == b"content-type":
+                content_type = value
+            elif name == b"grpc-encoding":
+                encoding = value
+        method = self._methods.get(path)
+        if method is None:
+            name = path.decode("utf-8", "replace")
+            self._reject(stream_id, name, Code.UNIMPLEMENTED, f"unknown method {name}")
+            return
+        if not content_type.startswith(b"application/grpc"):
+            self._reject(stream_id, method.name, Code.INTERNAL, "content-type is not gRPC")
+            return
+        if encoding != b"identity":
+            self._reject(
+                stream_id, method.name, Code.UNIMPLEMENTED, "compressed requests not supported"
+            )
+            return
+        call = _Call(stream_id, method, _wire.UnaryRequestReader(self._max_message_bytes))
+        if timeout is not None:
+            try:
+                call.deadline = call.started_at + _wire.parse_grpc_timeout(timeout)
+            except ValueError as exc:
+                self._reject(stream_id, method.name, Code.INTERNAL, str(exc))
+                return
+        self._calls[stream_id] = call
+
+    def _on_data(self, event: h2.events.DataReceived) -> None:
+        stream_id = event.stream_id
+        # Hand the window back at once: what we keep is bounded by the message limit.
+        self._h2.acknowledge_received_data(event.flow_controlled_length, stream_id)
+        call = self._calls.get(stream_id)
+        if call is None or call.reader is None:
+            return  # the RPC was already answered; discard the rest of its body
+        try:
+            call.reader.feed(event.data)
+        except TrinitError as exc:
+            self._abort_request(call, exc)
+
+    def _on_request_ended(self, stream_id: int) -> None:
+        call = self._calls.get(stream_id)
+        if call is None:
+            return
+        call.remote_closed = True
+        reader = call.reader
+        if reader is None:
+            return
+        call.reader = None
+        try:
+            payload = reader.finish()
+        except TrinitError as exc:
+            self._abort_request(call, exc)
+            return
+        assert self._rpc_nursery is not None
+        self._rpc_nursery.start_soon(self._run_call, call, payload)
+
+    def _on_reset(self, stream_id: int) -> None:
+        call = self._calls.pop(stream_id, None)
+        self._blocked.pop(stream_id, None)
+        if call is None:
+            return
+        call.reset = True
+        call.reader = None
+        call.pending.clear()
+        call.trailers = None
+        call.scope.cancel()
+        if call.drained is not None:
+            call.drained.set()
+
+    def _abort_request(self, call: _Call, exc: TrinitError) -> None:
+        """Fail an RPC whose request could not be read; nothing else is affected."""
+        call.reader = None
+        self._calls.pop(call.stream_id, None)
+        self._reject(call.stream_id, call.method.name, exc.code, exc.message, call.started_at)
+
+    def _reject(
+        self,
+        stream_id: int,
+        name: str,
+        code: Code,
+        message: str,
+        started_at: float | None = None,
+    ) -> None:
+        """Answer a stream with a trailers-only status and ask the client to stop sending."""
+        h2c = self._h2
+        try:
+            h2c.send_headers(stream_id, _wire.trailers_only(code, message), end_stream=True)
+            # RFC 9113 8.1: after a complete response, RST_STREAM(NO_ERROR) tells the
+            # client to stop sending the request body without failing the response.
+            if h2c._get_stream_by_id(stream_id).open:
+                h2c.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
+        except h2.exceptions.H2Error as exc:
+            _log.debug("%s: could not send status: %s", name, describe(exc))
+        self._schedule_write()
+        self._log_call(name, code, started_at)
+
+    # -- RPC tasks ----------------------------------------------------------------------
+
+    async def _run_call(self, call: _Call, payload: bytes) -> None:
+        """Run one handler and answer its RPC. Never raises (except Cancelled).
+
+        If the connection is cancelled, the handler is cancelled and nothing is sent.
+        """
+        method = call.method
+        code, message = Code.OK, ""
+        try:
+            with call.scope:
+                call.scope.deadline = call.deadline
+                try:
+                    request = method.request_type.FromString(payload)
+                except Exception as exc:  # protobuf's DecodeError, whatever its module
+                    raise InvalidArgument(f"malformed request: {describe(exc)}") from None
+                result = method.call(request, None)
+                if method.streaming:
+                    await self._stream_responses(call, result)
+                else:
+                    response = await result
+                    self._send_message(call, self._serialize(method, response))
+        except Exception as exc:
+            code, message = _wire.status_of(exc)
+            if not _wire.is_expected(exc):
+                _log.warning("%s failed: %s", method.name, message)
+                _log.debug("%s traceback", method.name, exc_info=exc)
+        if call.reset:
+            code, message = Code.CANCELLED, "cancelled by the client"
+        elif call.scope.cancelled_caught:
+            code, message = Code.DEADLINE_EXCEEDED, "deadline exceeded"
+        self._finish(call, code, message)
+        self._flush_after_rpc()
+        self._log_call(method.name, code, call.started_at)
+
+    async def _stream_responses(self, call: _Call, result: Any) -> None:
+        """Send each message of a server-streaming handler as it is produced."""
+        if inspect.isawaitable(result):
+            # e.g. the generated base class's ``async def`` that raises UNIMPLEMENTED
+            result = await result
+        if not hasattr(result, "__aiter__"):
+            raise TypeError(f"{call.method.name} did not return an async iterator")
+        responses: AsyncIterator[Any] = result
+        try:
+            async for response in responses:
+                self._send_message(call, self._serialize(call.method, response))
+                self._flush_after_rpc()
+                if call.pending:
+                    call.drained = trio.Event()
+                    await call.drained.wait()
+                    call.drained = None
+        finally:
+            # Run the generator's cleanup now (in this task, under its cancel scope),
+            # not whenever the garbage collector finds it.
+            aclose = getattr(responses, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    @staticmethod
+    def _serialize(method: _Method, response: Any) -> bytes:
+        if not isinstance(response, method.response_type):
+            raise TypeError(
+                f"{method.name} returned {type(response).__name__}, "
+                f"expected {method.response_type.__name__}"
+            )
+        data: bytes = response.SerializeToString()
+        return data
+
+    def _send_message(self, call: _Call, payload: bytes) -> None:
+        """Queue one response message; sends what the flow-control window allows now."""
+        if call.reset:
+            return
+        h2c = self._h2
+        stream_id = call.stream_id
+        if not call.headers_sent:
+            h2c.send_headers(stream_id, _RESPONSE_HEADERS)
+            call.headers_sent = True
+        framed = _wire.frame_message(payload)
+        if not call.pending and len(framed) <= min(
+            h2c.local_flow_control_window(stream_id), h2c.max_outbound_frame_size
+        ):
+            h2c.send_data(stream_id, framed)
+        else:
+            call.pending.append(memoryview(framed))
+            self._blocked[stream_id] = call
+            self._resume_blocked()
+
+    def _resume_blocked(self) -> None:
+        """Give waiting DATA to h2 as far as the windows allow; then send due trailers."""
+        h2c = self._h2
+        max_frame = h2c.max_outbound_frame_size
+        for stream_id, call in list(self._blocked.items()):
+            pending = call.pending
+            while pending:
+                window = h2c.local_flow_control_window(stream_id)
+                if window <= 0:
+                    break
+                view = pending[0]
+                size = min(len(view), window, max_frame)
+                h2c.send_data(stream_id, view[:size])
+                if size == len(view):
+                    pending.popleft()
+                else:
+                    pending[0] = view[size:]
+            if pending:
+                if h2c.outbound_flow_control_window <= 0:
+                    break  # the connection window is shut: later streams cannot go either
+                continue
+            del self._blocked[stream_id]
+            if call.trailers is not None:
+                self._send_trailers(call, call.trailers)
+            if call.drained is not None:
+                call.drained.set()
+        self._schedule_write()
+
+    def _finish(self, call: _Call, code: Code, message: str) -> None:
+        """End the RPC's response with its status (after any DATA still waiting)."""
+        if call.reset:
+            return
+        try:
+            if call.headers_sent:
+                fields = _OK_TRAILERS if code == Code.OK else _wire.trailers(code, message)
+            else:
+                fields = _wire.trailers_only(code, message)
+            if call.pending:
+                call.trailers = fields  # sent by _resume_blocked once the data is out
+            else:
+                self._send_trailers(call, fields)
+        except h2.exceptions.H2Error as exc:
+            _log.debug("%s: could not send status: %s", call.method.name, describe(exc))
+            self._calls.pop(call.stream_id, None)
+            self._blocked.pop(call.stream_id, None)
+
+    def _send_trailers(self, call: _Call, fields: list[tuple[bytes, bytes]]) -> None:
+        h2c = self._h2
+        stream_id = call.stream_id
+        call.trailers = None
+        self._calls.pop(stream_id, None)
+        h2c.send_headers(stream_id, fields, end_stream=True)
+        if not call.remote_closed:
+            h2c.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
+
+    @staticmethod
+    def _log_call(name: str, code: Code, started_at: float | None) -> None:
+        if _log.isEnabledFor(logging.DEBUG):
+            if started_at is None:
+                _log.debug("%s %s", name, code.name)
+            else:
+                elapsed_ms = (trio.current_time() - started_at) * 1000
+                _log.debug("%s %s %.3f ms", name, code.name, elapsed_ms)
+
+
+async def _serve_connection(
+    stream: trio.abc.Stream, methods: dict[bytes, _Method], max_message_bytes: int
+) -> None:
+    """Run one connection; its failures are logged and never reach the server loop."""
+    try:
+        await _Connection(stream, methods, max_message_bytes).run()
+    except* (trio.BrokenResourceError, trio.ClosedResourceError) as group:
+        _log.debug("connection lost: %s", describe(group.exceptions[0]))
+    except* Exception as group:
+        _log.warning("connection failed: %s", describe(group.exceptions[0]))
+        _log.debug("connection failure", exc_info=group)
+
+
+async def serve(
+    listener: trio.abc.Listener[trio.SocketStream],
+    servicer: purerpc.Servicer,
+    *,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Serve ``servicer`` (gRPC over cleartext HTTP/2) on every connection ``listener`` accepts.
+
+    Runs until cancelled; ``task_status.started()`` is called once the listener is being
+    accepted on. Each connection gets a task and each RPC a task inside it; any number of
+    connections and concurrent RPCs are served. Request messages larger than
+    ``max_message_bytes`` fail their RPC with RESOURCE_EXHAUSTED.
+
+    Handlers are the servicer's methods: ``async def M(self, request) -> response`` for
+    unary RPCs and async generators for server-streaming ones. A handler that raises a
+    :class:`trinit.errors.TrinitError` fails its RPC with that error's code and message;
+    a purerpc ``RpcFailedError`` keeps its status; any other exception becomes INTERNAL with
+    a one-line message (logged at warning, traceback at debug). A ``grpc-timeout`` cancels
+    the handler at the deadline (DEADLINE_EXCEEDED); a client reset cancels it too.
+
+    Cancellation: cancelling ``serve`` cancels every connection and RPC handler, waits for
+    them to finish, and closes the listener and every accepted stream.
+    """
+    methods = _method_table(servicer)
+
+    async def handle(stream: trio.SocketStream) -> None:
+        await _serve_connection(stream, methods, max_message_bytes)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, handle, [listener])
+        task_status.started()
+        await trio.sleep_forever()
+    raise AssertionError("unreachable")  # pragma: no cover

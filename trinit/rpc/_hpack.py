@@ -1,0 +1,81 @@
+"""An HPACK encoder for our response headers that never uses the dynamic table.
+
+Why: hpack's ``Encoder`` searches the 61-entry static table linearly for every header and
+logs each one, which costs more than the rest of a trivial RPC's send path. Our responses
+only ever carry a handful of fields (``:status``, ``content-type``, ``grpc-status``,
+``grpc-message``), so we emit them as "literal header field without indexing" (RFC 7541
+6.2.2). Such a representation does not read or change the dynamic table, so an encoding
+computed once stays valid for the life of the connection and can be cached.
+
+Invariants:
+- Output is plain RFC 7541 that any decoder accepts; no Huffman coding.
+- When the peer has changed SETTINGS_HEADER_TABLE_SIZE, the next block must start with a
+  dynamic table size update; we then let hpack's own encoder produce that block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+import hpack  # type: ignore[import-untyped, unused-ignore]
+
+__all__ = ["LiteralEncoder", "encode_literal"]
+
+# Static table entries (RFC 7541 appendix A) that we may use.
+_STATIC_FIELDS: Final = {(b":status", b"200"): 8}
+_STATIC_NAMES: Final = {b":status": 8, b"content-type": 31}
+_CACHE_LIMIT: Final = 64
+
+
+def _integer(value: int, prefix_bits: int, first: int) -> bytes:
+    """RFC 7541 5.1 integer with an N-bit prefix; ``first`` holds the high flag bits."""
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes((first | value,))
+    out = bytearray((first | limit,))
+    value -= limit
+    while value >= 128:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _string(data: bytes) -> bytes:
+    return _integer(len(data), 7, 0x00) + data
+
+
+def encode_literal(name: bytes, value: bytes) -> bytes:
+    """One header field, as indexed (static table only) or literal without indexing."""
+    index = _STATIC_FIELDS.get((name, value))
+    if index is not None:
+        return _integer(index, 7, 0x80)
+    name_index = _STATIC_NAMES.get(name)
+    if name_index is not None:
+        return _integer(name_index, 4, 0x00) + _string(value)
+    return b"\x00" + _string(name) + _string(value)
+
+
+class LiteralEncoder(hpack.Encoder):  # type: ignore[misc]
+    """Drop-in for ``h2.connection.H2Connection.encoder`` (headers given as bytes pairs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cache: dict[tuple[bytes, bytes], bytes] = {}
+
+    def encode(self, headers: Iterable[tuple[bytes, bytes]], huffman: bool = True) -> bytes:
+        if self.header_table.resized or self.table_size_changes:
+            encoded: bytes = super().encode(headers, huffman)
+            return encoded
+        cache = self._cache
+        parts = []
+        for name, value in headers:
+            key = (name, value)
+            block = cache.get(key)
+            if block is None:
+                block = encode_literal(name, value)
+                if name != b"grpc-message" and len(cache) < _CACHE_LIMIT:
+                    cache[key] = block
+            parts.append(block)
+        return b"".join(parts)
