@@ -58,8 +58,11 @@ def bench_runc(rootfs: str, runs: int) -> list[float] | None:
         times = []
         for i in range(runs + 2):
             start = time.perf_counter()
-            subprocess.run([runc, "run", "--bundle", bundle, f"trinit-bench-{os.getpid()}-{i}"],
-                           check=True, stdin=subprocess.DEVNULL)
+            subprocess.run(
+                [runc, "run", "--bundle", bundle, f"trinit-bench-{os.getpid()}-{i}"],
+                check=True,
+                stdin=subprocess.DEVNULL,
+            )
             elapsed = time.perf_counter() - start
             if i >= 2:
                 times.append(elapsed)
@@ -74,8 +77,10 @@ def main() -> None:
     try:
         build_busybox_rootfs(rootfs)
         ours = statistics.median(bench_trinit(rootfs, runs))
-        print(f"trinit: mount+create+start+wait+delete of /bin/true: median {ours * 1000:.1f} ms "
-              f"over {runs} runs")
+        print(
+            f"trinit: mount+create+start+wait+delete of /bin/true: median {ours * 1000:.1f} ms "
+            f"over {runs} runs"
+        )
         theirs_all = bench_runc(rootfs, runs)
         if theirs_all is None:
             print("runc not installed: no baseline (apt-get install runc)")

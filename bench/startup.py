@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,8 +29,19 @@ def first_answer(directory: str) -> tuple[float, int]:
     request = pb.GetenvRequest(key="PATH").SerializeToString()
     start = time.perf_counter()
     agent = subprocess.Popen(
-        [sys.executable, "-m", "trinit", "agent", "--transport", f"unix:{directory}",
-         "--log-level", "warning"], cwd=ROOT, stdin=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "trinit",
+            "agent",
+            "--transport",
+            f"unix:{directory}",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         while not os.path.exists(sock_path):
             time.sleep(0.001)
@@ -85,10 +95,11 @@ def main() -> None:
         rss.append(r)
     base = statistics.median(bare_python() for _ in range(runs))
     med = statistics.median(times)
-    print(f"startup to first RPC: median {med * 1000:.1f} ms over {runs} runs "
-          f"(goal <= 200 ms; bare python start {base * 1000:.1f} ms, ratio {med / base:.2f}x)")
+    print(
+        f"startup to first RPC: median {med * 1000:.1f} ms over {runs} runs "
+        f"(goal <= 200 ms; bare python start {base * 1000:.1f} ms, ratio {med / base:.2f}x)"
+    )
     print(f"idle RSS: median {statistics.median(rss) / 1024:.1f} MiB (goal <= 40 MiB)")
-
 
 
 if __name__ == "__main__":

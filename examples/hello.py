@@ -22,15 +22,21 @@ def main() -> None:
             print(f"agent up: {agent.transport} (pid {agent.pid})")
 
             root = host.mount_rootfs("hello", rootfs)
-            result = host.run("hello", busybox_spec(root, ["sh", "-c", "echo hello from $(hostname); id"]))
+            result = host.run(
+                "hello", busybox_spec(root, ["sh", "-c", "echo hello from $(hostname); id"])
+            )
             print(f"[hello] exit {result.exit_code}:\n{result.stdout.decode()}", end="")
 
             root = host.mount_rootfs("upper", rootfs)
-            result = host.run("upper", busybox_spec(root, ["tr", "a-z", "A-Z"]), input=b"stdin works\n")
+            result = host.run(
+                "upper", busybox_spec(root, ["tr", "a-z", "A-Z"]), input=b"stdin works\n"
+            )
             print(f"[upper] exit {result.exit_code}: {result.stdout.decode()}", end="")
 
             root = host.mount_rootfs("box", rootfs)
-            init = host.process("box", busybox_spec(root, ["sleep", "1000"]), stdout=False, stderr=False)
+            init = host.process(
+                "box", busybox_spec(root, ["sleep", "1000"]), stdout=False, stderr=False
+            )
             init.create()
             print(f"[box] init pid {init.start()}")
             ps = host.run("box", busybox_spec(root, ["ps", "-o", "pid,args"]), process_id="ps")

@@ -38,16 +38,27 @@ def generate(out_dir: Path) -> None:
         if rc != 0:
             raise SystemExit(f"protoc failed with {rc}")
         descriptor_set = Path(tmp) / "sandbox.desc"
-        protoc.main(["protoc", f"-I{PROTO_DIR}", f"-I{include}",
-                     f"--descriptor_set_out={descriptor_set}", str(PROTO_DIR / "sandbox.proto")])
+        protoc.main(
+            [
+                "protoc",
+                f"-I{PROTO_DIR}",
+                f"-I{include}",
+                f"--descriptor_set_out={descriptor_set}",
+                str(PROTO_DIR / "sandbox.proto"),
+            ]
+        )
         (Path(tmp) / "sandbox_grpc.py").write_text(render_purerpc(descriptor_set.read_bytes()))
         out_dir.mkdir(parents=True, exist_ok=True)
         for name in GENERATED:
             text = (Path(tmp) / name).read_text()
-            text = re.sub(r"^import sandbox_pb2 as", "from . import sandbox_pb2 as", text, flags=re.M)
+            text = re.sub(
+                r"^import sandbox_pb2 as", "from . import sandbox_pb2 as", text, flags=re.M
+            )
             (out_dir / name).write_text(text)
     init = out_dir / "__init__.py"
-    init.write_text('"""Generated from proto/sandbox.proto by scripts/gen_proto.py; do not edit."""\n')
+    init.write_text(
+        '"""Generated from proto/sandbox.proto by scripts/gen_proto.py; do not edit."""\n'
+    )
 
 
 def render_purerpc(descriptor_set: bytes) -> str:
@@ -64,6 +75,7 @@ def render_purerpc(descriptor_set: bytes) -> str:
     lines = [
         '"""purerpc stubs generated from proto/sandbox.proto by scripts/gen_proto.py."""',
         "",
+        "from collections.abc import AsyncIterator",
         "from typing import Any",
         "",
         "import purerpc",
@@ -78,6 +90,14 @@ def render_purerpc(descriptor_set: bytes) -> str:
         lines.append(f'    SERVICE_NAME = "{full}"')
         lines.append("")
         for m in service.method:
+            if m.server_streaming:
+                lines += [
+                    f"    async def {m.name}(self, input_message: Any) -> AsyncIterator[Any]:",
+                    f'        raise UnimplementedError("{m.name} is not implemented")',
+                    "        yield  # an async generator, like the handlers that override it",
+                    "",
+                ]
+                continue
             lines += [
                 f"    async def {m.name}(self, input_message: Any) -> Any:",
                 f'        raise UnimplementedError("{m.name} is not implemented")',
@@ -89,9 +109,12 @@ def render_purerpc(descriptor_set: bytes) -> str:
             f'        service_obj = purerpc.Service("{full}")',
         ]
         for m in service.method:
-            card = {(False, False): "UNARY_UNARY", (False, True): "UNARY_STREAM",
-                    (True, False): "STREAM_UNARY", (True, True): "STREAM_STREAM"}[
-                (m.client_streaming, m.server_streaming)]
+            card = {
+                (False, False): "UNARY_UNARY",
+                (False, True): "UNARY_STREAM",
+                (True, False): "STREAM_UNARY",
+                (True, True): "STREAM_STREAM",
+            }[(m.client_streaming, m.server_streaming)]
             lines += [
                 "        service_obj.add_method(",
                 f'            "{m.name}",',

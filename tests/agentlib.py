@@ -45,19 +45,29 @@ class Container:
     def spec(self, args: list[str], **overrides: Any) -> dict[str, Any]:
         return _host_spec(self.root, args, **overrides)
 
-    def run(self, args: list[str], *, input: bytes | None = None, timeout: float = 60,
-            **overrides: Any) -> Result:
+    def run(
+        self, args: list[str], *, input: bytes | None = None, timeout: float = 60, **overrides: Any
+    ) -> Result:
         """Run ``args`` as the init of this container (create, start, wait, delete)."""
         return self.host.run(self.id, self.spec(args, **overrides), input=input, timeout=timeout)
 
     def start_init(self, args: list[str] | None = None, **kw: Any) -> Process:
-        proc = self.host.process(self.id, self.spec(args or ["sleep", "100000"]),
-                                 stdout=False, stderr=False, **kw)
+        proc = self.host.process(
+            self.id, self.spec(args or ["sleep", "100000"]), stdout=False, stderr=False, **kw
+        )
         proc.create()
         proc.start()
         return proc
 
-    def exec(self, exec_id: str, args: list[str], *, input: bytes | None = None,
-             timeout: float = 60, **overrides: Any) -> Result:
-        return self.host.run(self.id, self.spec(args, **overrides), process_id=exec_id,
-                             input=input, timeout=timeout)
+    def exec(
+        self,
+        exec_id: str,
+        args: list[str],
+        *,
+        input: bytes | None = None,
+        timeout: float = 60,
+        **overrides: Any,
+    ) -> Result:
+        return self.host.run(
+            self.id, self.spec(args, **overrides), process_id=exec_id, input=input, timeout=timeout
+        )

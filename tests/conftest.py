@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from trinit.host import LocalAgent  # noqa: E402
+from trinit.host import LocalAgent
 
 
 @pytest.fixture

@@ -59,8 +59,13 @@ def test_kill_before_start_and_kill_9(agent) -> None:
 
 def test_lookup_error_codes(agent) -> None:
     stub = agent.host.stub
-    assert _code(stub.StartProcess, pb.StartProcessRequest(id="x")) == grpc.StatusCode.INVALID_ARGUMENT
-    assert _code(stub.WaitProcess, pb.WaitProcessRequest(id="x", containerID="nope")) == grpc.StatusCode.NOT_FOUND
+    assert (
+        _code(stub.StartProcess, pb.StartProcessRequest(id="x")) == grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert (
+        _code(stub.WaitProcess, pb.WaitProcessRequest(id="x", containerID="nope"))
+        == grpc.StatusCode.NOT_FOUND
+    )
     ctr = Container(agent.host)
     init = ctr.start_init()
     for call, req in (
@@ -72,27 +77,38 @@ def test_lookup_error_codes(agent) -> None:
         (stub.CloseProcessStdin, pb.CloseProcessStdinRequest(id="ghost", containerID=ctr.id)),
     ):
         assert _code(call, req) == grpc.StatusCode.FAILED_PRECONDITION
-    duplicate = pb.CreateProcessRequest(id=ctr.id, containerID=ctr.id,
-                                        configuration=json.dumps(ctr.spec(["true"])).encode())
+    duplicate = pb.CreateProcessRequest(
+        id=ctr.id, containerID=ctr.id, configuration=json.dumps(ctr.spec(["true"])).encode()
+    )
     assert _code(stub.CreateProcess, duplicate) == grpc.StatusCode.ALREADY_EXISTS
-    mismatch = pb.CreateProcessRequest(id="other", containerID="newc",
-                                       configuration=json.dumps(ctr.spec(["true"])).encode())
+    mismatch = pb.CreateProcessRequest(
+        id="other", containerID="newc", configuration=json.dumps(ctr.spec(["true"])).encode()
+    )
     assert _code(stub.CreateProcess, mismatch) == grpc.StatusCode.INVALID_ARGUMENT
     # resize of a non-terminal process is UNIMPLEMENTED
-    assert _code(stub.ResizeProcess, pb.ResizeProcessRequest(
-        id=ctr.id, containerID=ctr.id, rows=10, columns=10)) == grpc.StatusCode.UNIMPLEMENTED
+    assert (
+        _code(
+            stub.ResizeProcess,
+            pb.ResizeProcessRequest(id=ctr.id, containerID=ctr.id, rows=10, columns=10),
+        )
+        == grpc.StatusCode.UNIMPLEMENTED
+    )
     assert _code(init.start) == grpc.StatusCode.INTERNAL  # started twice
     init.kill(9)
     init.wait(timeout=30)
     init.delete()
-    assert _code(stub.WaitProcess, pb.WaitProcessRequest(id=ctr.id, containerID=ctr.id)) == grpc.StatusCode.NOT_FOUND
+    assert (
+        _code(stub.WaitProcess, pb.WaitProcessRequest(id=ctr.id, containerID=ctr.id))
+        == grpc.StatusCode.NOT_FOUND
+    )
 
 
 def test_terminal_and_resize(agent) -> None:
     host = agent.host
     ctr = Container(host)
-    spec = ctr.spec(["sh", "-c", "tty; read line; stty size; echo got $line"],
-                    process={"terminal": True})
+    spec = ctr.spec(
+        ["sh", "-c", "tty; read line; stty size; echo got $line"], process={"terminal": True}
+    )
     proc = host.process(ctr.id, spec, stdin=True)
     proc.create()
     proc.start()
@@ -148,7 +164,10 @@ def test_bad_input_never_takes_the_agent_down(agent) -> None:
     good = ctr.spec(["true"])
 
     def create(config: bytes, cid: str = "bad") -> grpc.StatusCode:
-        return _code(stub.CreateProcess, pb.CreateProcessRequest(id=cid, containerID=cid, configuration=config))
+        return _code(
+            stub.CreateProcess,
+            pb.CreateProcessRequest(id=cid, containerID=cid, configuration=config),
+        )
 
     assert create(b"{not json") == grpc.StatusCode.INTERNAL
     _alive(agent)

@@ -51,12 +51,14 @@ def test_250mib_stdout_and_stderr_exact(agent) -> None:
             assert data.count(0) == len(data)
             with lock:
                 counts[name] += len(data)
+
         return add
 
     size = 250 * 1024 * 1024
     script = f"head -c {size} /dev/zero & head -c {size} /dev/zero >&2; wait"
-    proc = host.process(ctr.id, ctr.spec(["sh", "-c", script]),
-                        stdout_sink=sink("out"), stderr_sink=sink("err"))
+    proc = host.process(
+        ctr.id, ctr.spec(["sh", "-c", script]), stdout_sink=sink("out"), stderr_sink=sink("err")
+    )
     proc.create()
     proc.start()
     assert proc.wait(timeout=300) == 0

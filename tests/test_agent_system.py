@@ -24,23 +24,43 @@ def _code(call, *args, **kw) -> grpc.StatusCode:
 def test_files_stat_and_dns(agent) -> None:
     stub = agent.host.stub
     stub.Mkdir(pb.MkdirRequest(path="/run/t/a/b", all=True, perms=0o750))
-    stub.WriteFile(pb.WriteFileRequest(
-        path="/run/t/a/b/f", data=b"hello", mode=0o640,
-        flags=pb.WriteFileRequest.WriteFileFlags(create_if_missing=True)))
+    stub.WriteFile(
+        pb.WriteFileRequest(
+            path="/run/t/a/b/f",
+            data=b"hello",
+            mode=0o640,
+            flags=pb.WriteFileRequest.WriteFileFlags(create_if_missing=True),
+        )
+    )
     st = stub.Stat(pb.StatRequest(path="/run/t/a/b/f")).stat
     assert (st.size, st.mode & 0o777) == (5, 0o640)
     assert stub.Stat(pb.StatRequest(path="/run/t/a/b")).stat.mode & 0o777 == 0o750
     assert _code(stub.Stat, pb.StatRequest(path="/run/t/missing")) == grpc.StatusCode.NOT_FOUND
-    stub.ConfigureDns(pb.ConfigureDnsRequest(
-        location="/run/t", nameservers=["8.8.8.8", "1.1.1.1"], domain="example.com",
-        searchDomains=["internal.com", "test.com"], options=["ndots:2", "timeout:1"]))
+    stub.ConfigureDns(
+        pb.ConfigureDnsRequest(
+            location="/run/t",
+            nameservers=["8.8.8.8", "1.1.1.1"],
+            domain="example.com",
+            searchDomains=["internal.com", "test.com"],
+            options=["ndots:2", "timeout:1"],
+        )
+    )
     data, archive = agent.host.copy_out("/run/t/etc/resolv.conf")
     assert not archive
-    assert data == (b"nameserver 8.8.8.8\nnameserver 1.1.1.1\ndomain example.com\n"
-                    b"search internal.com test.com\noptions ndots:2 timeout:1\n")
-    stub.ConfigureHosts(pb.ConfigureHostsRequest(location="/run/t", entries=[
-        pb.ConfigureHostsRequest.HostsEntry(ipAddress="127.0.0.1", hostnames=["localhost"],
-                                            comment="Testaroo")]))
+    assert data == (
+        b"nameserver 8.8.8.8\nnameserver 1.1.1.1\ndomain example.com\n"
+        b"search internal.com test.com\noptions ndots:2 timeout:1\n"
+    )
+    stub.ConfigureHosts(
+        pb.ConfigureHostsRequest(
+            location="/run/t",
+            entries=[
+                pb.ConfigureHostsRequest.HostsEntry(
+                    ipAddress="127.0.0.1", hostnames=["localhost"], comment="Testaroo"
+                )
+            ],
+        )
+    )
     assert agent.host.copy_out("/run/t/etc/hosts")[0] == b"127.0.0.1 localhost # Testaroo \n"
 
 
@@ -53,9 +73,13 @@ def test_copy_round_trips(agent) -> None:
     assert host.copy_out("/run/copy/empty") == (b"", False)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
-        for name, kind, content in (("./", tarfile.DIRTYPE, b""), ("sub/", tarfile.DIRTYPE, b""),
-                                    ("sub/deep/", tarfile.DIRTYPE, b""), ("emptydir/", tarfile.DIRTYPE, b""),
-                                    ("sub/deep/file", tarfile.REGTYPE, b"nested")):
+        for name, kind, content in (
+            ("./", tarfile.DIRTYPE, b""),
+            ("sub/", tarfile.DIRTYPE, b""),
+            ("sub/deep/", tarfile.DIRTYPE, b""),
+            ("emptydir/", tarfile.DIRTYPE, b""),
+            ("sub/deep/file", tarfile.REGTYPE, b"nested"),
+        ):
             info = tarfile.TarInfo(name.rstrip("/") or ".")
             info.type = kind
             info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
@@ -73,8 +97,18 @@ def test_copy_round_trips(agent) -> None:
         assert {"./", "sub/deep/file", "emptydir", "link"} <= names | {"./"}
         assert tar.extractfile("sub/deep/file").read() == b"nested"
         assert tar.getmember("link").linkname == "sub/deep/file"
-    assert _code(lambda: list(host.stub.Copy(pb.CopyRequest(
-        direction=pb.CopyRequest.COPY_OUT, path="/run/nope", vsock_port=1)))) == grpc.StatusCode.NOT_FOUND
+    assert (
+        _code(
+            lambda: list(
+                host.stub.Copy(
+                    pb.CopyRequest(
+                        direction=pb.CopyRequest.COPY_OUT, path="/run/nope", vsock_port=1
+                    )
+                )
+            )
+        )
+        == grpc.StatusCode.NOT_FOUND
+    )
 
 
 def test_proxy_into_and_out_of_with_half_close(agent) -> None:
@@ -94,12 +128,22 @@ def test_proxy_into_and_out_of_with_half_close(agent) -> None:
             conn.sendall(data.upper())  # the other direction still flows after half-close
 
     threading.Thread(target=echo_upper, daemon=True).start()
-    guest_sock = "/tmp/trinit-proxy-test-%d.sock" % os.getpid()
-    stub.ProxyVsock(pb.ProxyVsockRequest(id="in", vsock_port=port, guestPath=guest_sock,
-                                         guestSocketPermissions=0o600, action=pb.ProxyVsockRequest.INTO))
-    assert _code(stub.ProxyVsock, pb.ProxyVsockRequest(
-        id="in", vsock_port=port, guestPath=guest_sock, action=pb.ProxyVsockRequest.INTO)) in (
-        grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.INTERNAL)
+    guest_sock = f"/tmp/trinit-proxy-test-{os.getpid()}.sock"
+    stub.ProxyVsock(
+        pb.ProxyVsockRequest(
+            id="in",
+            vsock_port=port,
+            guestPath=guest_sock,
+            guestSocketPermissions=0o600,
+            action=pb.ProxyVsockRequest.INTO,
+        )
+    )
+    assert _code(
+        stub.ProxyVsock,
+        pb.ProxyVsockRequest(
+            id="in", vsock_port=port, guestPath=guest_sock, action=pb.ProxyVsockRequest.INTO
+        ),
+    ) in (grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.INTERNAL)
     assert os.stat(guest_sock).st_mode & 0o777 == 0o600
     client = socket.socket(socket.AF_UNIX)
     client.connect(guest_sock)
@@ -114,7 +158,9 @@ def test_proxy_into_and_out_of_with_half_close(agent) -> None:
     stub.StopVsockProxy(pb.StopVsockProxyRequest(id="in"))
     assert not os.path.exists(guest_sock)
     assert _code(stub.StopVsockProxy, pb.StopVsockProxyRequest(id="in")) in (
-        grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INTERNAL)
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.INTERNAL,
+    )
     service.close()
 
     # OUT_OF: a guest unix service exposed on the guest port (DIR/guest_<P>).
@@ -131,8 +177,14 @@ def test_proxy_into_and_out_of_with_half_close(agent) -> None:
 
     threading.Thread(target=reply_once, daemon=True).start()
     out_port = host.ports.next()
-    stub.ProxyVsock(pb.ProxyVsockRequest(id="out", vsock_port=out_port, guestPath=guest_service_path,
-                                         action=pb.ProxyVsockRequest.OUT_OF))
+    stub.ProxyVsock(
+        pb.ProxyVsockRequest(
+            id="out",
+            vsock_port=out_port,
+            guestPath=guest_service_path,
+            action=pb.ProxyVsockRequest.OUT_OF,
+        )
+    )
     c = socket.socket(socket.AF_UNIX)
     c.connect(str(agent.directory / f"guest_{out_port}"))
     c.sendall(b"ping")

@@ -15,12 +15,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_generated_code_is_fresh(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_proto.py"), "--out", str(tmp_path)],
-                   check=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_proto.py"), "--out", str(tmp_path)], check=True
+    )
     for generated in sorted(tmp_path.iterdir()):
         committed = ROOT / "trinit" / "_proto" / generated.name
         assert committed.read_text() == generated.read_text(), (
-            f"{committed} is stale: run scripts/gen_proto.py")
+            f"{committed} is stale: run scripts/gen_proto.py"
+        )
 
 
 def test_service_identity_and_rpcs() -> None:
@@ -42,7 +44,10 @@ def _fields(message: str) -> dict[str, tuple[int, int, bool]]:
 
 def test_selected_field_numbers_and_presence() -> None:
     T = descriptor_pb2.FieldDescriptorProto
-    assert _fields("KillRequest") == {"pid": (1, T.TYPE_INT32, False), "signal": (3, T.TYPE_INT32, False)}
+    assert _fields("KillRequest") == {
+        "pid": (1, T.TYPE_INT32, False),
+        "signal": (3, T.TYPE_INT32, False),
+    }
     create = _fields("CreateProcessRequest")
     assert create["containerID"] == (2, T.TYPE_STRING, True)
     assert create["stdin"] == (3, T.TYPE_UINT32, True)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 from trinit import errors
@@ -83,13 +84,19 @@ class FakeBackend:
 def spec(rootfs: Path, *args: str) -> bytes:
     import json
 
-    return json.dumps({
-        "ociVersion": "",
-        "process": {"args": list(args) or ["true"], "cwd": "/", "env": [],
-                    "user": {"uid": 0, "gid": 0}},
-        "root": {"path": str(rootfs)},
-        "linux": {},
-    }).encode()
+    return json.dumps(
+        {
+            "ociVersion": "",
+            "process": {
+                "args": list(args) or ["true"],
+                "cwd": "/",
+                "env": [],
+                "user": {"uid": 0, "gid": 0},
+            },
+            "root": {"path": str(rootfs)},
+            "linux": {},
+        }
+    ).encode()
 
 
 class HostSide:
@@ -114,13 +121,20 @@ def rootfs(tmp_path: Path) -> Path:
     return tmp_path / "rootfs"
 
 
-async def _registry(nursery: trio.Nursery, tmp_path: Path, backend_factory=FakeBackend,
-                    drain_grace: float = 2.0):
+async def _registry(
+    nursery: trio.Nursery, tmp_path: Path, backend_factory=FakeBackend, drain_grace: float = 2.0
+):
     reaper = Reaper()
     backend = backend_factory(reaper)
     hostside = HostSide()
-    registry = ContainerRegistry(nursery, reaper=reaper, backend=backend, dial=hostside.dial,
-                                 bundle_root=str(tmp_path / "bundles"), drain_grace=drain_grace)
+    registry = ContainerRegistry(
+        nursery,
+        reaper=reaper,
+        backend=backend,
+        dial=hostside.dial,
+        bundle_root=str(tmp_path / "bundles"),
+        drain_grace=drain_grace,
+    )
     return registry, backend, hostside
 
 
@@ -151,7 +165,7 @@ async def test_reaper_reaps_real_children() -> None:
     reaper = Reaper()
     async with trio.open_nursery() as nursery:
         await nursery.start(reaper.run)
-        pid = os.posix_spawn("/bin/sh", ["sh", "-c", "exit 3"], os.environ)
+        pid = os.posix_spawn("/bin/sh", ["sh", "-c", "exit 3"], os.environ)  # noqa: ASYNC221
         watch = reaper.register(pid)
         with trio.fail_after(10):
             status = await watch.wait()
@@ -162,7 +176,7 @@ async def test_reaper_reaps_real_children() -> None:
 # ------------------------------------------------------------- containers
 async def test_wait_before_start_then_exit(tmp_path: Path, rootfs: Path) -> None:
     async with trio.open_nursery() as nursery:
-        registry, backend, hostside = await _registry(nursery, tmp_path)
+        registry, backend, _ = await _registry(nursery, tmp_path)
         await registry.create_process("c1", "c1", spec(rootfs), StdioPorts())
         _, init = registry.lookup("c1", "c1")
         results: list[int] = []
@@ -178,7 +192,7 @@ async def test_wait_before_start_then_exit(tmp_path: Path, rootfs: Path) -> None
         backend.exit(pid, 5 << 8)
         with trio.fail_after(5):
             while not results:
-                await trio.sleep(0)
+                await trio.lowlevel.checkpoint()
         assert results == [5]
         await registry.delete_process("c1", "c1")
         assert registry.containers() == []
@@ -226,7 +240,7 @@ async def test_init_death_kills_execs_and_returns_waits(tmp_path: Path, rootfs: 
         backend.exit(init_pid, 0)
         with trio.fail_after(5):
             while len(codes) < 2:
-                await trio.sleep(0)
+                await trio.lowlevel.checkpoint()
         assert codes == {"running": 137, "unstarted": NEVER_RAN_EXIT_CODE}
         assert any(pid == exec_pid and sig == signal.SIGKILL for _, pid, sig in backend.signals)
         with pytest.raises(errors.FailedPrecondition):
@@ -239,7 +253,9 @@ async def test_delete_kills_reaps_and_leaves_nothing(tmp_path: Path, rootfs: Pat
     fds_before = set(os.listdir("/proc/self/fd"))
     async with trio.open_nursery() as nursery:
         registry, backend, hostside = await _registry(nursery, tmp_path)
-        await registry.create_process("c1", "c1", spec(rootfs), StdioPorts(stdin=1, stdout=2, stderr=3))
+        await registry.create_process(
+            "c1", "c1", spec(rootfs), StdioPorts(stdin=1, stdout=2, stderr=3)
+        )
         await registry.create_process("e1", "c1", spec(rootfs), StdioPorts(stdout=4))
         init_pid = await registry.start_process("c1", "c1")
         exec_pid = await registry.start_process("e1", "c1")
@@ -255,7 +271,7 @@ async def test_delete_kills_reaps_and_leaves_nothing(tmp_path: Path, rootfs: Pat
 
 async def test_failed_start_reports_helper_text(tmp_path: Path, rootfs: Path) -> None:
     async with trio.open_nursery() as nursery:
-        registry, backend, _ = await _registry(nursery, tmp_path)
+        registry, _, _ = await _registry(nursery, tmp_path)
         await registry.create_process("c1", "c1", spec(rootfs), StdioPorts())
         _, init = registry.lookup("c1", "c1")
         init._helper_args.append("nosuchprog")

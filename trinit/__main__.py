@@ -18,12 +18,22 @@ def _agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     agent.add_argument("--transport", default="vsock", help="vsock (default) or unix:DIR")
     agent.add_argument("--port", type=int, default=1024, help="API port (default 1024)")
     agent.add_argument("--host-cid", type=int, default=2, help="host CID to dial (default 2)")
-    agent.add_argument("--log-level", default="info",
-                       help="trace|debug|info|notice|warning|error|critical (default info)")
-    agent.add_argument("--cgroup-root", default="/sys/fs/cgroup",
-                       help="cgroup2 hierarchy for container cgroups (default /sys/fs/cgroup)")
-    agent.add_argument("--drain-grace", type=float, default=2.0,
-                       help="seconds to keep draining stdio held open by descendants after exit")
+    agent.add_argument(
+        "--log-level",
+        default="info",
+        help="trace|debug|info|notice|warning|error|critical (default info)",
+    )
+    agent.add_argument(
+        "--cgroup-root",
+        default="/sys/fs/cgroup",
+        help="cgroup2 hierarchy for container cgroups (default /sys/fs/cgroup)",
+    )
+    agent.add_argument(
+        "--drain-grace",
+        type=float,
+        default=2.0,
+        help="seconds to keep draining stdio held open by descendants after exit",
+    )
 
 
 #: inode of the initial PID namespace (PROC_PID_INIT_INO); fixed by the kernel
@@ -67,7 +77,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not args or args[0].startswith("-"):
         args = ["agent", *args]
-    parser = argparse.ArgumentParser(prog="trinit", description="guest init daemon for lightweight VMs")
+    parser = argparse.ArgumentParser(
+        prog="trinit", description="guest init daemon for lightweight VMs"
+    )
     parser.add_argument("--version", action="version", version=f"trinit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _agent_parser(sub)

@@ -16,10 +16,9 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from trinit import errors
+from trinit import errors, system
 from trinit._proto import sandbox_pb2 as pb
 from trinit._proto.sandbox_grpc import SandboxContextServicer
-from trinit import system
 from trinit.nursery import ContainerRegistry, StdioPorts
 from trinit.nursery._process import Dial
 from trinit.nursery._proxies import ProxyTable
@@ -42,7 +41,7 @@ def _opt(message: Any, name: str) -> Any:
     return getattr(message, name) if message.HasField(name) else None
 
 
-class Servicer(SandboxContextServicer):  # type: ignore[misc]
+class Servicer(SandboxContextServicer):
     def __init__(self, registry: ContainerRegistry, dial: Dial, proxies: ProxyTable) -> None:
         self._registry = registry
         self._dial = dial
@@ -51,7 +50,9 @@ class Servicer(SandboxContextServicer):  # type: ignore[misc]
     # ------------------------------------------------------------- processes
     async def CreateProcess(self, request: Any) -> Any:
         with operation("createProcess"):
-            ports = StdioPorts(_opt(request, "stdin"), _opt(request, "stdout"), _opt(request, "stderr"))
+            ports = StdioPorts(
+                _opt(request, "stdin"), _opt(request, "stdout"), _opt(request, "stderr")
+            )
             await self._registry.create_process(
                 request.id, _opt(request, "containerID"), request.configuration, ports
             )
@@ -167,8 +168,13 @@ class Servicer(SandboxContextServicer):  # type: ignore[misc]
 
     async def ProxyVsock(self, request: Any) -> Any:
         with operation("proxyVsock: failed to setup vsock proxy"):
-            await self._proxies.start(request.id, request.action, request.vsock_port,
-                                      request.guestPath, _opt(request, "guestSocketPermissions"))
+            await self._proxies.start(
+                request.id,
+                request.action,
+                request.vsock_port,
+                request.guestPath,
+                _opt(request, "guestSocketPermissions"),
+            )
         return pb.ProxyVsockResponse()
 
     async def StopVsockProxy(self, request: Any) -> Any:

@@ -1,5 +1,6 @@
 """purerpc stubs generated from proto/sandbox.proto by scripts/gen_proto.py."""
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import purerpc
@@ -38,8 +39,9 @@ class SandboxContextServicer(purerpc.Servicer):
     async def WriteFile(self, input_message: Any) -> Any:
         raise UnimplementedError("WriteFile is not implemented")
 
-    async def Copy(self, input_message: Any) -> Any:
+    async def Copy(self, input_message: Any) -> AsyncIterator[Any]:
         raise UnimplementedError("Copy is not implemented")
+        yield  # an async generator, like the handlers that override it
 
     async def Stat(self, input_message: Any) -> Any:
         raise UnimplementedError("Stat is not implemented")

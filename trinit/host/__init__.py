@@ -2,7 +2,17 @@
 
 from ._client import Host, Process, Result, oci_spec
 from ._local import LocalAgent
-from ._rootfs import build_busybox_rootfs, busybox_spec
 from ._ports import HostPort, PortAllocator
+from ._rootfs import build_busybox_rootfs, busybox_spec
 
-__all__ = ["Host", "HostPort", "LocalAgent", "PortAllocator", "Process", "Result", "build_busybox_rootfs", "busybox_spec", "oci_spec"]
+__all__ = [
+    "Host",
+    "HostPort",
+    "LocalAgent",
+    "PortAllocator",
+    "Process",
+    "Result",
+    "build_busybox_rootfs",
+    "busybox_spec",
+    "oci_spec",
+]

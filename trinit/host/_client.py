@@ -40,8 +40,14 @@ class Host:
     ``vsock`` give ``guest_cid`` too.
     """
 
-    def __init__(self, transport: str, *, port: int = 1024, guest_cid: int | None = None,
-                 max_message_bytes: int = 8 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        transport: str,
+        *,
+        port: int = 1024,
+        guest_cid: int | None = None,
+        max_message_bytes: int = 8 * 1024 * 1024,
+    ) -> None:
         self.transport = transport
         if transport.startswith("unix:"):
             target = f"unix:{transport[5:]}/guest_{port}"
@@ -53,10 +59,12 @@ class Host:
             raise ValueError(f"unknown transport {transport!r}")
         self.channel = grpc.insecure_channel(
             target,
-            options=[("grpc.max_send_message_length", max_message_bytes),
-                     ("grpc.max_receive_message_length", max_message_bytes)],
+            options=[
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.max_receive_message_length", max_message_bytes),
+            ],
         )
-        self.stub = SandboxContextStub(self.channel)
+        self.stub = SandboxContextStub(self.channel)  # type: ignore[no-untyped-call]
         self.ports = PortAllocator()
 
     def close(self) -> None:
@@ -77,8 +85,15 @@ class Host:
         self.stub.Mount(pb.MountRequest(type="", source=source, destination=dest, options=["bind"]))
         return dest
 
-    def copy_in(self, data: bytes, path: str, *, mode: int = 0, create_parents: bool = False,
-                is_archive: bool = False) -> None:
+    def copy_in(
+        self,
+        data: bytes,
+        path: str,
+        *,
+        mode: int = 0,
+        create_parents: bool = False,
+        is_archive: bool = False,
+    ) -> None:
         """COPY_IN: serve ``data`` on a fresh host port; the guest dials it and writes
         ``path`` (a file, or with ``is_archive`` a gzip tar extracted into the directory)."""
         port = self.ports.next()
@@ -86,9 +101,18 @@ class Host:
         sender = threading.Thread(target=_serve_bytes, args=(listener, data), daemon=True)
         sender.start()
         try:
-            replies = list(self.stub.Copy(pb.CopyRequest(
-                direction=pb.CopyRequest.COPY_IN, path=path, mode=mode,
-                create_parents=create_parents, vsock_port=port, is_archive=is_archive)))
+            replies = list(
+                self.stub.Copy(
+                    pb.CopyRequest(
+                        direction=pb.CopyRequest.COPY_IN,
+                        path=path,
+                        mode=mode,
+                        create_parents=create_parents,
+                        vsock_port=port,
+                        is_archive=is_archive,
+                    )
+                )
+            )
         finally:
             sender.join(30)
             listener.close()
@@ -101,8 +125,9 @@ class Host:
         listener = HostPort.listen(self.transport, port)
         received = bytearray()
         try:
-            replies = self.stub.Copy(pb.CopyRequest(
-                direction=pb.CopyRequest.COPY_OUT, path=path, vsock_port=port))
+            replies = self.stub.Copy(
+                pb.CopyRequest(direction=pb.CopyRequest.COPY_OUT, path=path, vsock_port=port)
+            )
             metadata = next(replies)
             conn = listener.accept(30)
             with conn:
@@ -113,17 +138,45 @@ class Host:
         if not rest or rest[-1].status != pb.CopyResponse.COMPLETE or rest[-1].error:
             raise RuntimeError(f"copy out failed: {rest}")
         if not metadata.is_archive and len(received) != metadata.total_size:
-            raise RuntimeError(f"copy out: got {len(received)} bytes, expected {metadata.total_size}")
+            raise RuntimeError(
+                f"copy out: got {len(received)} bytes, expected {metadata.total_size}"
+            )
         return bytes(received), metadata.is_archive
 
-    def process(self, container_id: str, spec: dict[str, Any], *, process_id: str | None = None,
-                stdin: bool = False, stdout: bool = True, stderr: bool = True,
-                stdout_sink: Sink | None = None, stderr_sink: Sink | None = None) -> Process:
-        return Process(self, container_id, process_id or container_id, spec, stdin=stdin,
-                       stdout=stdout, stderr=stderr, stdout_sink=stdout_sink, stderr_sink=stderr_sink)
+    def process(
+        self,
+        container_id: str,
+        spec: dict[str, Any],
+        *,
+        process_id: str | None = None,
+        stdin: bool = False,
+        stdout: bool = True,
+        stderr: bool = True,
+        stdout_sink: Sink | None = None,
+        stderr_sink: Sink | None = None,
+    ) -> Process:
+        return Process(
+            self,
+            container_id,
+            process_id or container_id,
+            spec,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            stdout_sink=stdout_sink,
+            stderr_sink=stderr_sink,
+        )
 
-    def run(self, container_id: str, spec: dict[str, Any], *, process_id: str | None = None,
-            input: bytes | None = None, delete: bool = True, timeout: float | None = None) -> Result:
+    def run(
+        self,
+        container_id: str,
+        spec: dict[str, Any],
+        *,
+        process_id: str | None = None,
+        input: bytes | None = None,
+        delete: bool = True,
+        timeout: float | None = None,
+    ) -> Result:
         """Create, start, feed stdin, wait and (by default) delete; returns code and output."""
         proc = self.process(container_id, spec, process_id=process_id, stdin=input is not None)
         try:
@@ -165,11 +218,16 @@ class Process:
         return bool(self.spec.get("process", {}).get("terminal", False))
 
     def create(self, accept_timeout: float = 30.0) -> None:
-        wanted = [("stdin", self.stdin), ("stdout", self.stdout),
-                  ("stderr", self.stderr and not self.terminal)]
+        wanted = [
+            ("stdin", self.stdin),
+            ("stdout", self.stdout),
+            ("stderr", self.stderr and not self.terminal),
+        ]
         request = pb.CreateProcessRequest(
-            id=self.process_id, containerID=self.container_id,
-            configuration=json.dumps(self.spec).encode())
+            id=self.process_id,
+            containerID=self.container_id,
+            configuration=json.dumps(self.spec).encode(),
+        )
         for name, on in wanted:
             if on:
                 port = self.host.ports.next()
@@ -179,17 +237,22 @@ class Process:
         for name, listener in self._listeners.items():
             self._conns[name] = listener.accept(accept_timeout)
             listener.close()
-        for name, sink, buf in (("stdout", self.stdout_sink, self.stdout_data),
-                                ("stderr", self.stderr_sink, self.stderr_data)):
+        for name, sink, buf in (
+            ("stdout", self.stdout_sink, self.stdout_data),
+            ("stderr", self.stderr_sink, self.stderr_data),
+        ):
             conn = self._conns.get(name)
             if conn is not None:
-                thread = threading.Thread(target=_drain, args=(conn, sink or buf.extend), daemon=True)
+                thread = threading.Thread(
+                    target=_drain, args=(conn, sink or buf.extend), daemon=True
+                )
                 thread.start()
                 self._readers.append(thread)
 
     def start(self) -> int:
         reply = self.host.stub.StartProcess(
-            pb.StartProcessRequest(id=self.process_id, containerID=self.container_id))
+            pb.StartProcessRequest(id=self.process_id, containerID=self.container_id)
+        )
         self.pid = reply.pid
         return int(reply.pid)
 
@@ -198,20 +261,26 @@ class Process:
 
     def close_stdin(self) -> None:
         self.host.stub.CloseProcessStdin(
-            pb.CloseProcessStdinRequest(id=self.process_id, containerID=self.container_id))
+            pb.CloseProcessStdinRequest(id=self.process_id, containerID=self.container_id)
+        )
 
     def resize(self, rows: int, columns: int) -> None:
-        self.host.stub.ResizeProcess(pb.ResizeProcessRequest(
-            id=self.process_id, containerID=self.container_id, rows=rows, columns=columns))
+        self.host.stub.ResizeProcess(
+            pb.ResizeProcessRequest(
+                id=self.process_id, containerID=self.container_id, rows=rows, columns=columns
+            )
+        )
 
     def kill(self, signal: int) -> None:
-        self.host.stub.KillProcess(pb.KillProcessRequest(
-            id=self.process_id, containerID=self.container_id, signal=signal))
+        self.host.stub.KillProcess(
+            pb.KillProcessRequest(id=self.process_id, containerID=self.container_id, signal=signal)
+        )
 
     def wait(self, timeout: float | None = None) -> int:
         reply = self.host.stub.WaitProcess(
             pb.WaitProcessRequest(id=self.process_id, containerID=self.container_id),
-            timeout=timeout)
+            timeout=timeout,
+        )
         return int(reply.exitCode)
 
     def join_output(self, timeout: float = 30.0) -> None:
@@ -226,7 +295,8 @@ class Process:
             return
         self._deleted = True
         self.host.stub.DeleteProcess(
-            pb.DeleteProcessRequest(id=self.process_id, containerID=self.container_id))
+            pb.DeleteProcessRequest(id=self.process_id, containerID=self.container_id)
+        )
 
     def close(self) -> None:
         for listener in self._listeners.values():
@@ -261,18 +331,32 @@ def _drain(conn: socket.socket, sink: Sink) -> None:
         sink(bytes(view[:n]))
 
 
-def oci_spec(rootfs: str, args: Sequence[str], *, env: Sequence[str] = (), cwd: str = "/",
-             terminal: bool = False, hostname: str = "", user: dict[str, Any] | None = None,
-             mounts: list[dict[str, Any]] | None = None, linux: dict[str, Any] | None = None,
-             ) -> dict[str, Any]:
+def oci_spec(
+    rootfs: str,
+    args: Sequence[str],
+    *,
+    env: Sequence[str] = (),
+    cwd: str = "/",
+    terminal: bool = False,
+    hostname: str = "",
+    user: dict[str, Any] | None = None,
+    mounts: list[dict[str, Any]] | None = None,
+    linux: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """A minimal OCI spec shaped like the host's (spec 10)."""
     return {
         "ociVersion": "",
-        "process": {"args": list(args), "cwd": cwd, "env": list(env), "terminal": terminal,
-                    "user": user or {"uid": 0, "gid": 0}},
+        "process": {
+            "args": list(args),
+            "cwd": cwd,
+            "env": list(env),
+            "terminal": terminal,
+            "user": user or {"uid": 0, "gid": 0},
+        },
         "hostname": hostname,
         "root": {"path": rootfs, "readonly": False},
         "mounts": mounts if mounts is not None else [],
-        "linux": linux if linux is not None else {"namespaces": [{"type": t, "path": ""} for t in
-                                                  ("pid", "mount", "uts", "ipc")]},
+        "linux": linux
+        if linux is not None
+        else {"namespaces": [{"type": t, "path": ""} for t in ("pid", "mount", "uts", "ipc")]},
     }

@@ -50,8 +50,9 @@ def _remove_cgroup_tree(path: str) -> None:
 class LocalAgent:
     cgroup_root: str | None = None
 
-    def __init__(self, directory: Path, proc: subprocess.Popen[bytes], log_path: Path,
-                 owns_directory: bool) -> None:
+    def __init__(
+        self, directory: Path, proc: subprocess.Popen[bytes], log_path: Path, owns_directory: bool
+    ) -> None:
         self.directory = directory
         self.transport = f"unix:{directory}"
         self.proc = proc
@@ -60,9 +61,15 @@ class LocalAgent:
         self._owns_directory = owns_directory
 
     @classmethod
-    def start(cls, directory: Path | None = None, *, log_level: str = "debug",
-              extra_args: tuple[str, ...] = (), timeout: float = 20.0,
-              cgroups: bool = True) -> LocalAgent:
+    def start(
+        cls,
+        directory: Path | None = None,
+        *,
+        log_level: str = "debug",
+        extra_args: tuple[str, ...] = (),
+        timeout: float = 20.0,
+        cgroups: bool = True,
+    ) -> LocalAgent:
         """Start an agent; with ``cgroups`` its container cgroups live in a fresh directory
         of the machine's cgroup2 hierarchy, removed again by :meth:`remove`."""
         owns = directory is None
@@ -79,15 +86,36 @@ class LocalAgent:
             extra_args = ("--cgroup-root", cgroup_root, *extra_args)
         script = 'mount -t tmpfs -o mode=755 tmpfs /run && exec "$0" -m trinit agent "$@"'
         cmd = [
-            "unshare", "--pid", "--fork", "--mount", "--uts", "--ipc", "--net", "--mount-proc",
-            "--propagation", "private", "--kill-child=SIGKILL",
-            "sh", "-c", script, sys.executable,
-            "--transport", f"unix:{directory}", "--log-level", log_level, *extra_args,
+            "unshare",
+            "--pid",
+            "--fork",
+            "--mount",
+            "--uts",
+            "--ipc",
+            "--net",
+            "--mount-proc",
+            "--propagation",
+            "private",
+            "--kill-child=SIGKILL",
+            "sh",
+            "-c",
+            script,
+            sys.executable,
+            "--transport",
+            f"unix:{directory}",
+            "--log-level",
+            log_level,
+            *extra_args,
         ]
         package_root = Path(__file__).resolve().parent.parent.parent
         with open(log_path, "wb") as log_file:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_file,
-                                    stderr=log_file, cwd=str(package_root))
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                cwd=str(package_root),
+            )
         agent = cls(directory, proc, log_path, owns)
         agent.cgroup_root = cgroup_root
         sock = directory / "guest_1024"

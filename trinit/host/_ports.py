@@ -17,7 +17,9 @@ class PortAllocator:
     """Hands out port numbers unlikely to collide with another host in the same directory."""
 
     def __init__(self, start: int | None = None) -> None:
-        self._counter = itertools.count(start if start is not None else random.randint(20000, 60000))
+        self._counter = itertools.count(
+            start if start is not None else random.randint(20000, 60000)
+        )
         self._lock = threading.Lock()
 
     def next(self) -> int:

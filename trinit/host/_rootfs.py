@@ -88,14 +88,16 @@ def busybox_spec(rootfs: str, args: list[str], **overrides: Any) -> dict[str, An
     mounts = [
         _mount("proc", "proc", "/proc", []),
         _mount("tmpfs", "tmpfs", "/dev", ["nosuid", "mode=755"]),
-        *[
-            _mount("none", f"/dev/{name}", f"/dev/{name}", ["bind"])
-            for name in DEVICE_BINDS
-        ],
-        _mount("tmpfs", "shm", "/dev/shm",
-               ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
-        _mount("devpts", "devpts", "/dev/pts",
-               ["nosuid", "noexec", "newinstance", "gid=5", "mode=0620", "ptmxmode=0666"]),
+        *[_mount("none", f"/dev/{name}", f"/dev/{name}", ["bind"]) for name in DEVICE_BINDS],
+        _mount(
+            "tmpfs", "shm", "/dev/shm", ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]
+        ),
+        _mount(
+            "devpts",
+            "devpts",
+            "/dev/pts",
+            ["nosuid", "noexec", "newinstance", "gid=5", "mode=0620", "ptmxmode=0666"],
+        ),
         _mount("tmpfs", "tmpfs", "/tmp", ["nosuid", "nodev", "mode=1777"]),
     ]
     caps = list(DEFAULT_CAPABILITIES)
@@ -137,5 +139,3 @@ def busybox_spec(rootfs: str, args: list[str], **overrides: Any) -> dict[str, An
         else:
             spec[key] = value
     return spec
-
-

@@ -10,8 +10,8 @@ from ._registry import ContainerRegistry
 __all__ = [
     "NEVER_RAN_EXIT_CODE",
     "CgroupHooks",
-    "ContainerCgroups",
     "Container",
+    "ContainerCgroups",
     "ContainerRegistry",
     "ExitStatus",
     "ExitWatch",

@@ -35,7 +35,9 @@ def is_cgroup2(path: str) -> bool:
             for line in info:
                 head, _, tail = line.partition(" - ")
                 point = head.split(" ")[4]
-                if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+                if (target == point or target.startswith(point.rstrip("/") + "/")) and len(
+                    point
+                ) >= len(best):
                     best, best_type = point, tail.split(" ")[0]
     except OSError:
         return False

@@ -96,7 +96,9 @@ class Container:
         return proc
 
     # ----------------------------------------------------------------- tree
-    async def run(self, *, task_status: trio.TaskStatus[Container] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[Container] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Own the container's processes until :meth:`delete` (or cancellation)."""
         try:
             async with trio.open_nursery() as nursery:

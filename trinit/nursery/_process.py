@@ -105,8 +105,8 @@ class ManagedProcess:
     def running(self) -> bool:
         return self.pid is not None and not self._exited.is_set()
 
-    def _fields(self) -> dict[str, object]:
-        return fields(container=self.container_id, process=self.process_id, pid=self.pid)
+    def _fields(self, **more: object) -> dict[str, object]:
+        return fields(container=self.container_id, process=self.process_id, pid=self.pid, **more)
 
     def set_parent_pid(self, pid: int) -> None:
         """Execs join the init's namespaces; the helper needs the init's pid (spec 6.3)."""
@@ -137,9 +137,7 @@ class ManagedProcess:
 
             if self.terminal:
                 stdin = await connect(ports.stdin, "stdin") if ports.stdin is not None else None
-                stdout = (
-                    await connect(ports.stdout, "stdout") if ports.stdout is not None else None
-                )
+                stdout = await connect(ports.stdout, "stdout") if ports.stdout is not None else None
                 self._pty_sockets = (stdin, stdout)
             else:
                 if ports.stdin is not None:
@@ -220,9 +218,7 @@ class ManagedProcess:
             log.error("process did not exit after SIGKILL", extra=self._fields())
 
     # ----------------------------------------------------------------- start
-    async def start(
-        self, before_ack: Callable[[int], Awaitable[None]] | None = None
-    ) -> int:
+    async def start(self, before_ack: Callable[[int], Awaitable[None]] | None = None) -> int:
         """Launch the process; returns its pid (as seen by trinit).
 
         Raises FailedPrecondition when not startable, Internal with the helper's text when
@@ -231,7 +227,9 @@ class ManagedProcess:
         if self._nursery is None:
             raise errors.FailedPrecondition("process is not supervised (container gone?)")
         if self.state is not State.CREATED:
-            raise errors.Internal(f"process {self.process_id} is {self.state.name.lower()}, cannot start")
+            raise errors.Internal(
+                f"process {self.process_id} is {self.state.name.lower()}, cannot start"
+            )
         self._lifecycle.apply(Event.START_REQUESTED)
         assert self._child_stdio is not None
         pids: list[int] = []
@@ -313,7 +311,7 @@ class ManagedProcess:
         self._exited.set()
         self._exited_or_gone.set()
         self._finished.set()
-        log.info("process exited", extra={"fields": {**self._fields()["fields"], "status": exit_code}})  # type: ignore[dict-item]
+        log.info("process exited", extra=self._fields(status=exit_code))
         if self.on_exit is not None:
             self.on_exit(self)
 
@@ -335,7 +333,9 @@ class ManagedProcess:
         """
         await self._exited_or_gone.wait()
         if not self._exited.is_set():
-            raise errors.FailedPrecondition(f"process {self.process_id} was deleted before it exited")
+            raise errors.FailedPrecondition(
+                f"process {self.process_id} was deleted before it exited"
+            )
         assert self._exit_code is not None and self._exited_at is not None
         return self._exit_code, self._exited_at
 
@@ -350,7 +350,9 @@ class ManagedProcess:
             return
         except OSError as exc:
             if exc.errno == errno.EINVAL:
-                raise errors.InvalidArgument(f"failed to kill process: invalid signal {sig}") from exc
+                raise errors.InvalidArgument(
+                    f"failed to kill process: invalid signal {sig}"
+                ) from exc
             raise errors.Internal(f"failed to kill process: {exc.strerror or exc}") from exc
         except (ValueError, OverflowError) as exc:
             raise errors.InvalidArgument(f"failed to kill process: invalid signal {sig}") from exc
@@ -367,7 +369,7 @@ class ManagedProcess:
             if self._pty is not None:
                 await self._pty.close_stdin()
             else:
-                stdin, stdout = self._pty_sockets
+                stdin, _ = self._pty_sockets
                 if stdin is not None:
                     await stdin.aclose()
             return

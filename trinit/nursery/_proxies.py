@@ -32,16 +32,21 @@ OUT_OF = 1
 _BACKLOG = 128
 
 
+def _prepare_socket_path(path: str) -> None:
+    """Create the parents of ``path`` and remove a stale file there (vminitd unlinks too)."""
+    os.makedirs(os.path.dirname(path) or "/", exist_ok=True)
+    try:
+        if os.path.lexists(path):
+            os.unlink(path)
+    except IsADirectoryError as exc:
+        raise errors.Internal(f"{path} is a directory") from exc
+
+
 async def _unix_listener(path: str, permissions: int | None) -> trio.SocketListener:
     """Listen at ``path`` (parents created, stale file replaced), mode ``permissions`` or
     0777 as vminitd leaves it. The mode is set on the socket inode before bind so no wider
     mode is ever visible, then fixed up after bind (the umask may have removed bits)."""
-    os.makedirs(os.path.dirname(path) or "/", exist_ok=True)
-    try:
-        if os.path.exists(path) or os.path.islink(path):
-            os.unlink(path)
-    except IsADirectoryError as exc:
-        raise errors.Internal(f"{path} is a directory") from exc
+    await trio.to_thread.run_sync(_prepare_socket_path, path)
     mode = 0o777 if permissions is None else permissions & 0o7777
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -66,8 +71,14 @@ async def _unix_dial(path: str) -> trio.SocketStream:
 
 
 class VsockProxy:
-    def __init__(self, proxy_id: str, action: int, listener: trio.SocketListener,
-                 dial: Callable[[], Awaitable[trio.SocketStream]], socket_file: str | None) -> None:
+    def __init__(
+        self,
+        proxy_id: str,
+        action: int,
+        listener: trio.SocketListener,
+        dial: Callable[[], Awaitable[trio.SocketStream]],
+        socket_file: str | None,
+    ) -> None:
         self.proxy_id = proxy_id
         self.action = action
         self._listener = listener
@@ -85,7 +96,9 @@ class VsockProxy:
                         try:
                             inbound = await self._listener.accept()
                         except (trio.BrokenResourceError, OSError) as exc:
-                            log.warning(f"proxy accept failed: {exc}", extra=fields(proxy=self.proxy_id))
+                            log.warning(
+                                f"proxy accept failed: {exc}", extra=fields(proxy=self.proxy_id)
+                            )
                             await trio.sleep(0.1)
                             continue
                         connections.start_soon(self._connect, inbound)
@@ -120,8 +133,9 @@ class ProxyTable:
         self._transport = transport
         self._proxies: dict[str, VsockProxy] = {}
 
-    async def start(self, proxy_id: str, action: int, port: int, guest_path: str,
-                    permissions: int | None) -> None:
+    async def start(
+        self, proxy_id: str, action: int, port: int, guest_path: str, permissions: int | None
+    ) -> None:
         if not proxy_id:
             raise errors.InvalidArgument("proxy id is empty")
         if proxy_id in self._proxies:

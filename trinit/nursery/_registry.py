@@ -130,7 +130,9 @@ class ContainerRegistry:
                 )
             path = container.bundle / "execs" / exec_id / "process.json"
             await trio.to_thread.run_sync(write_json, path, process)
-            proc = self._new_process(exec_id, container.container_id, ["exec", "--process-path", str(path)], terminal)
+            proc = self._new_process(
+                exec_id, container.container_id, ["exec", "--process-path", str(path)], terminal
+            )
             await proc.open_stdio(self._dial, ports)
             try:
                 await container.adopt(proc)
@@ -167,7 +169,9 @@ class ContainerRegistry:
         self._containers[container_id] = container
         log.info("created container", extra=fields(container=container_id))
 
-    def _new_process(self, pid_id: str, container_id: str, args: list[str], terminal: bool) -> ManagedProcess:
+    def _new_process(
+        self, pid_id: str, container_id: str, args: list[str], terminal: bool
+    ) -> ManagedProcess:
         return ManagedProcess(
             pid_id,
             container_id,
@@ -202,7 +206,9 @@ class ContainerRegistry:
         with INTERNAL); an empty id list means every container."""
         from ._cgroups import container_statistics
 
-        chosen = [self.container(cid) for cid in container_ids] if container_ids else self.containers()
+        chosen = (
+            [self.container(cid) for cid in container_ids] if container_ids else self.containers()
+        )
         pairs = [(c.container_id, c.spec) for c in chosen]
         return await trio.to_thread.run_sync(container_statistics, self._cgroups, pairs, categories)
 
@@ -212,8 +218,10 @@ class ContainerRegistry:
             try:
                 await container.delete()
             except errors.TrinitError as exc:
-                log.error(f"failed to delete container: {exc.message}",
-                          extra=fields(container=container.container_id))
+                log.error(
+                    f"failed to delete container: {exc.message}",
+                    extra=fields(container=container.container_id),
+                )
             self._containers.pop(container.container_id, None)
 
 
