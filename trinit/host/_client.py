@@ -183,7 +183,10 @@ class Host:
             proc.create()
             proc.start()
             if input is not None:
-                proc.write(input)
+                try:
+                    proc.write(input)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the process exited without reading all of its input
                 proc.close_stdin()
             code = proc.wait(timeout=timeout)
             proc.join_output()

@@ -123,9 +123,16 @@ class LocalAgent:
         while not sock.exists():
             if proc.poll() is not None or time.monotonic() > deadline:
                 agent.stop()
-                raise RuntimeError(f"agent did not start:\n{agent.log()}")
+                log = agent.log()
+                agent.remove()
+                raise RuntimeError(f"agent did not start:\n{log}")
             time.sleep(0.005)
-        agent.host.wait_ready(timeout)
+        try:
+            agent.host.wait_ready(timeout)
+        except BaseException:
+            agent.stop()
+            agent.remove()
+            raise
         return agent
 
     @property
