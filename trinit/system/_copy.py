@@ -35,14 +35,13 @@ from __future__ import annotations
 
 import errno
 import functools
-import gzip
 import logging
 import os
 import shutil
 import stat as stat_mod
-import tarfile
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -50,6 +49,9 @@ from trinit._proto import sandbox_pb2 as pb
 from trinit.errors import Internal, InvalidArgument, NotFound, TrinitError
 
 from ._common import has_nul, os_reason, run_blocking
+
+if TYPE_CHECKING:
+    import tarfile
 
 log = logging.getLogger(__name__)
 
@@ -350,6 +352,8 @@ def _extract_archive(reader: _StreamReader, target: str) -> int:
     count = 0
     directories: list[tuple[list[str], tarfile.TarInfo]] = []
     try:
+        import tarfile  # loaded on first use: keeps agent start-up fast
+
         with tarfile.open(fileobj=reader, mode="r|*", bufsize=_TAR_BUFSIZE) as tar:  # type: ignore[call-overload]
             while (member := tar.next()) is not None:
                 tar.members.clear()  # stream mode keeps every TarInfo; nothing here needs them
@@ -460,6 +464,9 @@ def _add_tree(tar: tarfile.TarFile, path: str) -> None:
 def _write_archive(root: str, writer: _StreamWriter) -> None:
     """A gzip pax tar of ``root``: ``./`` first, then its contents with relative names.
     Runs in a worker thread."""
+    import gzip  # loaded on first use: keeps agent start-up fast
+    import tarfile
+
     with gzip.GzipFile(fileobj=writer, mode="wb", compresslevel=_GZIP_LEVEL, mtime=0) as gz:
         with tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             _add_tree(tar, root)
