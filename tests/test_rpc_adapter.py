@@ -9,6 +9,7 @@ h2 client in the trio loop instead, so it can run under MockClock with exact tim
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
@@ -19,6 +20,7 @@ import grpc
 import h2.config  # type: ignore[import-untyped, unused-ignore]
 import h2.connection  # type: ignore[import-untyped, unused-ignore]
 import h2.events  # type: ignore[import-untyped, unused-ignore]
+import hpack  # type: ignore[import-untyped, unused-ignore]
 import pytest
 import trio
 import trio.testing
@@ -27,7 +29,8 @@ from trinit._proto import sandbox_pb2 as pb
 from trinit._proto import sandbox_pb2_grpc as pb_grpc
 from trinit._proto.sandbox_grpc import SandboxContextServicer
 from trinit.errors import Code, NotFound
-from trinit.rpc import serve
+from trinit.rpc import _wire, serve
+from trinit.rpc._hpack import LiteralEncoder
 
 T = TypeVar("T")
 
@@ -36,7 +39,7 @@ MiB = 1024 * 1024
 CALL_TIMEOUT = 20.0
 
 
-class Servicer(SandboxContextServicer):  # type: ignore[misc]
+class Servicer(SandboxContextServicer):
     """Getenv's key selects a behaviour; the events let tests wait for handler state."""
 
     def __init__(self) -> None:
@@ -55,6 +58,9 @@ class Servicer(SandboxContextServicer):  # type: ignore[misc]
             raise ValueError("boom\n  File secret.py, line 1")
         if key == "notfound":
             raise NotFound("no such thing")
+        if key == "group":
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._fail_not_found)
         if key == "forever":
             try:
                 self.started.set()
@@ -70,6 +76,9 @@ class Servicer(SandboxContextServicer):  # type: ignore[misc]
             return pb.GetenvResponse(value="x" * int(key[4:]))
         return pb.GetenvResponse(value=f"value-of-{key}")
 
+    async def _fail_not_found(self) -> None:
+        raise NotFound("raised inside a nursery")
+
     async def WriteFile(self, request: pb.WriteFileRequest) -> pb.WriteFileResponse:
         self.written.append(len(request.data))
         return pb.WriteFileResponse()
@@ -81,6 +90,12 @@ class Servicer(SandboxContextServicer):  # type: ignore[misc]
         yield pb.CopyResponse(status=pb.CopyResponse.METADATA, total_size=1)
         if request.path == "fail":
             raise NotFound("copy: path vanished")
+        if request.path == "endless":
+            try:
+                while True:
+                    yield pb.CopyResponse(error="e" * (3 * MiB))
+            finally:
+                self.cancelled.set()
         if request.path == "large":
             for index in range(4):
                 yield pb.CopyResponse(error=str(index) * (3 * MiB))
@@ -114,7 +129,7 @@ class Harness:
         self.channel = grpc.insecure_channel(
             f"unix:{path}", options=[("grpc.use_local_subchannel_pool", 1)]
         )
-        self.stub = pb_grpc.SandboxContextStub(self.channel)
+        self.stub = pb_grpc.SandboxContextStub(self.channel)  # type: ignore[no-untyped-call]
 
     @property
     def accepted(self) -> int:
@@ -211,6 +226,32 @@ async def test_domain_error_keeps_code_and_message(harness: Harness) -> None:
     error = await harness.getenv_error("notfound")
     assert error.code() == grpc.StatusCode.NOT_FOUND
     assert error.details() == "no such thing"
+
+
+async def test_single_error_in_exception_group_keeps_its_code(harness: Harness) -> None:
+    error = await harness.getenv_error("group")
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert error.details() == "raised inside a nursery"
+
+
+async def test_unimplemented_base_streaming_method(tmp_path: Path) -> None:
+    path = str(tmp_path / "api.sock")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(serve, await _listen_unix(path), SandboxContextServicer()))
+        with grpc.insecure_channel(f"unix:{path}") as channel:
+            stub = pb_grpc.SandboxContextStub(channel)  # type: ignore[no-untyped-call]
+
+            def copy() -> grpc.RpcError:
+                try:
+                    list(stub.Copy(pb.CopyRequest(), timeout=CALL_TIMEOUT))
+                except grpc.RpcError as exc:
+                    return exc
+                raise AssertionError("the call succeeded")
+
+            error = await trio.to_thread.run_sync(copy)
+        assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert error.details() == "Copy is not implemented"
+        nursery.cancel_scope.cancel()
 
 
 async def test_unimplemented_base_method(harness: Harness) -> None:
@@ -369,6 +410,20 @@ async def test_stream_large_messages_respect_flow_control(harness: Harness) -> N
 # -- cancellation ----------------------------------------------------------------------
 
 
+async def test_client_cancel_of_a_stream_blocked_on_flow_control(harness: Harness) -> None:
+    responses = harness.stub.Copy(pb.CopyRequest(path="endless"), timeout=CALL_TIMEOUT)
+    first = await harness.run(lambda: next(responses))
+    assert first.status == pb.CopyResponse.METADATA
+    # The client now reads nothing more: the handler fills the windows and waits.
+    await trio.testing.wait_all_tasks_blocked()
+    assert not harness.servicer.cancelled.is_set()
+    await harness.run(responses.cancel)
+    with trio.fail_after(CALL_TIMEOUT):
+        await harness.servicer.cancelled.wait()
+    assert await harness.getenv("after") == "value-of-after"
+    assert harness.accepted == 1
+
+
 async def test_client_deadline_cancels_handler(harness: Harness) -> None:
     error = await harness.expect_error(
         lambda: harness.stub.Getenv(pb.GetenvRequest(key="forever"), timeout=0.3)
@@ -483,4 +538,145 @@ async def test_socket_close_without_reset_cancels_handlers(tmp_path: Path) -> No
             await servicer.started.wait()
             await stream.aclose()  # no RST_STREAM, no GOAWAY: the connection just ends
             await servicer.cancelled.wait()
+        nursery.cancel_scope.cancel()
+
+
+async def test_no_fd_left_behind(tmp_path: Path) -> None:
+    path = str(tmp_path / "api.sock")
+    before = set(os.listdir("/proc/self/fd"))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(serve, await _listen_unix(path), Servicer()))
+        for _ in range(3):
+            async with await trio.open_unix_socket(path) as stream:
+                payload = pb.GetenvRequest(key="k").SerializeToString()
+                with trio.fail_after(CALL_TIMEOUT):
+                    fields = await RawClient(stream).call("Getenv", payload, grpc_timeout="10S")
+                assert fields[b"grpc-status"] == b"0"
+        nursery.cancel_scope.cancel()
+    assert set(os.listdir("/proc/self/fd")) == before
+
+
+# -- pure parts --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (b"5S", 5.0),
+        (b"2500m", 2.5),
+        (b"1H", 3600.0),
+        (b"3M", 180.0),
+        (b"7u", 7e-6),
+        (b"99999999n", 0.099999999),
+    ],
+)
+def test_parse_grpc_timeout(value: bytes, seconds: float) -> None:
+    assert _wire.parse_grpc_timeout(value) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("value", [b"", b"S", b"5", b"5s", b"123456789S", b"-1S", b"1.5S"])
+def test_parse_grpc_timeout_rejects(value: bytes) -> None:
+    with pytest.raises(ValueError):
+        _wire.parse_grpc_timeout(value)
+
+
+def test_grpc_message_encoding() -> None:
+    assert _wire.encode_grpc_message("plain text: ok") == b"plain text: ok"
+    assert _wire.encode_grpc_message("100% caf\u00e9\nsecond line") == b"100%25 caf%C3%A9"
+    assert len(_wire.encode_grpc_message("x" * 5000)) == 1024
+
+
+def _framed(payload: bytes) -> bytes:
+    return _wire.frame_message(payload)
+
+
+def test_request_reader_whole_and_split() -> None:
+    whole = _wire.UnaryRequestReader(100)
+    whole.feed(_framed(b"hello"))
+    assert whole.finish() == b"hello"
+    split = _wire.UnaryRequestReader(100)
+    data = _framed(b"hello")
+    for index in range(len(data)):
+        split.feed(data[index : index + 1])
+    assert split.finish() == b"hello"
+    empty = _wire.UnaryRequestReader(100)
+    empty.feed(_framed(b""))
+    assert empty.finish() == b""
+
+
+def test_request_reader_errors() -> None:
+    with pytest.raises(_wire.MessageTooLarge, match="of 101 bytes exceeds the limit of 100"):
+        _wire.UnaryRequestReader(100).feed(b"\x00\x00\x00\x00\x65")
+    with pytest.raises(_wire.ProtocolViolation, match="compressed"):
+        _wire.UnaryRequestReader(100).feed(b"\x01\x00\x00\x00\x01x")
+    two = _wire.UnaryRequestReader(100)
+    two.feed(_framed(b"a"))
+    with pytest.raises(_wire.ProtocolViolation, match="more than one"):
+        two.feed(_framed(b"b"))
+    partial_message = _wire.UnaryRequestReader(100)
+    partial_message.feed(_framed(b"abc")[:-1])
+    with pytest.raises(_wire.ProtocolViolation, match="ended before"):
+        partial_message.finish()
+    with pytest.raises(_wire.ProtocolViolation, match="ended before"):
+        _wire.UnaryRequestReader(100).finish()
+
+
+def test_literal_encoder_round_trips_through_hpack() -> None:
+    encoder = LiteralEncoder()
+    decoder = hpack.Decoder()
+    blocks = [
+        [(b":status", b"200"), (b"content-type", b"application/grpc")],
+        [(b"grpc-status", b"0")],
+        [(b"grpc-status", b"13"), (b"grpc-message", b"x" * 300)],
+        [(b":status", b"200"), (b"content-type", b"application/grpc")],
+    ]
+    for block in blocks:
+        assert decoder.decode(encoder.encode(block), raw=True) == block
+    # a peer's SETTINGS_HEADER_TABLE_SIZE change must be announced: hpack does that block
+    encoder.header_table_size = 1024
+    assert decoder.decode(encoder.encode(blocks[0]), raw=True) == blocks[0]
+    assert decoder.header_table_size == 1024
+    assert decoder.decode(encoder.encode(blocks[1]), raw=True) == blocks[1]
+
+
+def test_status_of() -> None:
+    from purerpc.grpclib.exceptions import UnimplementedError
+
+    assert _wire.status_of(NotFound("gone")) == (Code.NOT_FOUND, "gone")
+    assert _wire.status_of(UnimplementedError("nope")) == (Code.UNIMPLEMENTED, "nope")
+    assert _wire.status_of(OSError(2, "No such file")) == (
+        Code.INTERNAL,
+        "FileNotFoundError: [Errno 2] No such file",
+    )
+    group = ExceptionGroup("g", [ExceptionGroup("h", [NotFound("deep")])])
+    assert _wire.status_of(group) == (Code.NOT_FOUND, "deep")
+    two = ExceptionGroup("g", [NotFound("a"), NotFound("b")])
+    assert _wire.status_of(two)[0] == Code.INTERNAL
+
+
+async def test_window_update_for_a_finished_stream_is_ignored(tmp_path: Path) -> None:
+    path = str(tmp_path / "api.sock")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(serve, await _listen_unix(path), Servicer()))
+        async with await trio.open_unix_socket(path) as stream:
+            client = RawClient(stream)
+            payload = pb.GetenvRequest(key="k").SerializeToString()
+            with trio.fail_after(CALL_TIMEOUT):
+                first = await client.call("Getenv", payload, grpc_timeout="10S")
+                assert first[b"grpc-status"] == b"0"
+                # A second stream makes h2 clean up stream 1; then a late WINDOW_UPDATE
+                # for stream 1 arrives (length 4, type 8, stream 1, increment 1000).
+                second = await client.start("Getenv", payload, grpc_timeout="10S")
+                await stream.send_all(bytes.fromhex("000004 08 00 00000001 000003e8"))
+                fields: dict[bytes, bytes] = {}
+                while b"grpc-status" not in fields:
+                    data = await stream.receive_some(65536)
+                    assert data, "the server closed the connection"
+                    for event in client.h2.receive_data(data):
+                        if isinstance(event, h2.events.TrailersReceived):
+                            assert event.stream_id == second
+                            fields.update(dict(event.headers))
+                assert fields[b"grpc-status"] == b"0"
+                third = await client.call("Getenv", payload, grpc_timeout="10S")
+                assert third[b"grpc-status"] == b"0"
         nursery.cancel_scope.cancel()

@@ -23,6 +23,10 @@ and how this module fixes each one:
   keep their code and message, purerpc status exceptions keep their status, anything else
   is INTERNAL with one line; the traceback goes to the ``trinit.rpc`` logger at debug.
 
+One defect of h2 3.2 (which purerpc pins) is fixed too: a late WINDOW_UPDATE for a
+stream that has ended and been cleaned up killed the whole connection with GOAWAY
+(``_H2Connection``); grpc-core clients send such frames under load.
+
 Theory of operation (one connection):
 
 - One reader task (``_Connection._read_loop``) owns ``h2.connection.H2Connection``'s input
@@ -31,10 +35,23 @@ Theory of operation (one connection):
   before the handler can run). Rejections that need no handler (unknown method, oversized
   or malformed framing) are answered directly by the reader without a task.
 - RPC tasks write responses into h2's output buffer synchronously (no await between h2
-  calls, so h2 state is never seen half-updated) and wake the writer task.
-- One writer task owns the socket's send side; because it runs after the tasks woken in
-  the same scheduler batch, responses of concurrent RPCs leave in one ``send_all``. Only
-  the writer awaits a send, so cancelling an RPC can never cut a frame in half.
+  calls, so h2 state is never seen half-updated), then flush (``_flush_after_rpc``).
+- Sending: an RPC that is alone on its connection writes its bytes at once with one
+  non-blocking ``os.write`` (no task switch: the cheapest path for sequential calls).
+  Otherwise the writer task is woken; it runs after every task of the current scheduler
+  batch, so the responses of concurrent RPCs leave in one ``send_all``. Whatever a
+  non-blocking write leaves over goes to the writer too. Nothing ever awaits in the middle
+  of sending a frame except the writer, which is only cancelled with the whole
+  connection, so cancelling an RPC can never cut a frame in half. (A write to a closed
+  peer gets EPIPE rather than a signal because Python ignores SIGPIPE, as trio's own
+  sends also assume.)
+- Receiving: 256 KiB reads; on a socket the reader waits for readability first when its
+  previous read drained the socket, which saves a failed read per request on an idle
+  connection.
+- Responses' header blocks come from ``_hpack.LiteralEncoder`` (cached, dynamic-table
+  free), which is cheaper than hpack's encoder. Inbound header validation by h2 is off:
+  the host is trusted and only ``:path``, ``content-type``, ``grpc-timeout`` and
+  ``grpc-encoding`` are read, each checked here.
 - Outbound flow control: DATA is passed to h2 only as far as the peer's window allows; the
   rest waits in the RPC's queue and is resumed on WINDOW_UPDATE/SETTINGS. A streaming
   handler is not asked for its next message until its previous one has been handed to h2.
@@ -158,6 +175,24 @@ class _Call:
         self.drained: trio.Event | None = None
 
 
+class _H2Connection(h2.connection.H2Connection):  # type: ignore[misc]
+    """h2 3.2 (pinned by purerpc) with one defect fixed.
+
+    h2 3.2 treats a WINDOW_UPDATE for a stream that ended normally and has already been
+    cleaned up as a connection error and sends GOAWAY, killing every RPC on the
+    connection. RFC 9113 section 5.1 says such frames may still arrive after END_STREAM
+    and must be ignored; grpc-core clients do send them under load. (purerpc's own h2
+    patch only covers streams not yet cleaned up.)
+    """
+
+    def _receive_window_update_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
+        try:
+            result: tuple[list[Any], list[Any]] = super()._receive_window_update_frame(frame)
+        except h2.exceptions.StreamClosedError:
+            return [], []
+        return result
+
+
 class _Connection:
     """One client connection: its h2 state machine, its RPCs and its writer."""
 
@@ -167,7 +202,7 @@ class _Connection:
         self._stream = stream
         self._methods = methods
         self._max_message_bytes = max_message_bytes
-        self._h2 = h2.connection.H2Connection(
+        self._h2 = _H2Connection(
             h2.config.H2Configuration(
                 client_side=False,
                 header_encoding=None,
@@ -199,6 +234,7 @@ class _Connection:
         self._unsent = b""
         # The socket's fd for the eager path of _flush_after_rpc (-1: always use the writer).
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
+        self._drained = True
         self._closing = False
         self._writer_done = trio.Event()
         self._rpc_nursery: trio.Nursery | None = None
@@ -228,11 +264,34 @@ class _Connection:
 
     # -- socket I/O -------------------------------------------------------------------
 
+    async def _receive(self) -> bytes | bytearray:
+        """Next bytes from the peer (b"" at EOF).
+
+        For a socket, wait for readability *before* reading when the last read drained the
+        socket: an idle connection then costs no failed (EAGAIN) read per request.
+        """
+        fd = self._fd
+        if fd < 0:
+            return await self._stream.receive_some(_RECEIVE_BYTES)
+        if self._drained:
+            await trio.lowlevel.wait_readable(fd)
+        else:
+            await trio.lowlevel.checkpoint()
+        while True:
+            try:
+                data = os.read(fd, _RECEIVE_BYTES)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(fd)
+                continue
+            except OSError as exc:  # ECONNRESET and friends: the peer is gone
+                raise trio.BrokenResourceError(describe(exc)) from exc
+            self._drained = len(data) < _RECEIVE_BYTES
+            return data
+
     async def _read_loop(self) -> None:
         h2c = self._h2
-        receive_some = self._stream.receive_some
         while True:
-            data = await receive_some(_RECEIVE_BYTES)
+            data = await self._receive()
             if not data:
                 _log.debug("connection closed by peer")
                 return
@@ -244,7 +303,9 @@ class _Connection:
                 return
             for event in events:
                 self._dispatch(event)
-            if h2c._data_to_send:  # SETTINGS/PING acks, WINDOW_UPDATEs, rejections
+            # SETTINGS/PING acks, WINDOW_UPDATEs, rejections. (h2 3.2, pinned by purerpc, has
+            # no public "is there output" query; waking the writer for nothing costs a batch.)
+            if h2c._data_to_send:
                 self._schedule_write()
 
     def _schedule_write(self) -> None:
@@ -380,17 +441,9 @@ class _Connection:
         self._rpc_nursery.start_soon(self._run_call, call, payload)
 
     def _on_reset(self, stream_id: int) -> None:
-        call = self._calls.pop(stream_id, None)
-        self._blocked.pop(stream_id, None)
-        if call is None:
-            return
-        call.reset = True
-        call.reader = None
-        call.pending.clear()
-        call.trailers = None
-        call.scope.cancel()
-        if call.drained is not None:
-            call.drained.set()
+        call = self._calls.get(stream_id)
+        if call is not None:
+            self._drop(call)
 
     def _abort_request(self, call: _Call, exc: TrinitError) -> None:
         """Fail an RPC whose request could not be read; nothing else is affected."""
@@ -412,7 +465,10 @@ class _Connection:
             h2c.send_headers(stream_id, _wire.trailers_only(code, message), end_stream=True)
             # RFC 9113 8.1: after a complete response, RST_STREAM(NO_ERROR) tells the
             # client to stop sending the request body without failing the response.
-            if h2c._get_stream_by_id(stream_id).open:
+            # (h2 has seen every frame we dispatch events for, so "open" here means the
+            # client has not ended its side.)
+            stream = h2c.streams.get(stream_id)
+            if stream is not None and stream.open:
                 h2c.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
         except h2.exceptions.H2Error as exc:
             _log.debug("%s: could not send status: %s", name, describe(exc))
@@ -441,6 +497,12 @@ class _Connection:
                 else:
                     response = await result
                     self._send_message(call, self._serialize(method, response))
+        except h2.exceptions.H2Error as exc:
+            # Sending failed: the client reset the stream or is closing the connection.
+            _log.debug("%s: response not sent: %s", method.name, describe(exc))
+            self._drop(call)
+            self._log_call(method.name, Code.CANCELLED, call.started_at)
+            return
         except Exception as exc:
             code, message = _wire.status_of(exc)
             if not _wire.is_expected(exc):
@@ -512,24 +574,28 @@ class _Connection:
         max_frame = h2c.max_outbound_frame_size
         for stream_id, call in list(self._blocked.items()):
             pending = call.pending
-            while pending:
-                window = h2c.local_flow_control_window(stream_id)
-                if window <= 0:
-                    break
-                view = pending[0]
-                size = min(len(view), window, max_frame)
-                h2c.send_data(stream_id, view[:size])
-                if size == len(view):
-                    pending.popleft()
-                else:
-                    pending[0] = view[size:]
-            if pending:
-                if h2c.outbound_flow_control_window <= 0:
-                    break  # the connection window is shut: later streams cannot go either
-                continue
-            del self._blocked[stream_id]
-            if call.trailers is not None:
-                self._send_trailers(call, call.trailers)
+            try:
+                while pending:
+                    window = h2c.local_flow_control_window(stream_id)
+                    if window <= 0:
+                        break
+                    view = pending[0]
+                    size = min(len(view), window, max_frame)
+                    h2c.send_data(stream_id, view[:size])
+                    if size == len(view):
+                        pending.popleft()
+                    else:
+                        pending[0] = view[size:]
+                if pending:
+                    if h2c.outbound_flow_control_window <= 0:
+                        break  # the connection window is shut: later streams wait too
+                    continue
+                del self._blocked[stream_id]
+                if call.trailers is not None:
+                    self._send_trailers(call, call.trailers)
+            except h2.exceptions.H2Error as exc:
+                _log.debug("%s: response not sent: %s", call.method.name, describe(exc))
+                self._drop(call)
             if call.drained is not None:
                 call.drained.set()
         self._schedule_write()
@@ -549,8 +615,20 @@ class _Connection:
                 self._send_trailers(call, fields)
         except h2.exceptions.H2Error as exc:
             _log.debug("%s: could not send status: %s", call.method.name, describe(exc))
-            self._calls.pop(call.stream_id, None)
-            self._blocked.pop(call.stream_id, None)
+            self._drop(call)
+
+    def _drop(self, call: _Call) -> None:
+        """Forget an RPC whose stream can carry nothing more (reset by the client, or h2
+        refused to send on it): cancel its handler and discard its unsent output."""
+        self._calls.pop(call.stream_id, None)
+        self._blocked.pop(call.stream_id, None)
+        call.reset = True
+        call.reader = None
+        call.pending.clear()
+        call.trailers = None
+        call.scope.cancel()
+        if call.drained is not None:
+            call.drained.set()
 
     def _send_trailers(self, call: _Call, fields: list[tuple[bytes, bytes]]) -> None:
         h2c = self._h2
@@ -585,7 +663,7 @@ async def _serve_connection(
 
 
 async def serve(
-    listener: trio.abc.Listener[trio.SocketStream],
+    listener: trio.abc.Listener[trio.abc.Stream],
     servicer: purerpc.Servicer,
     *,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
@@ -610,7 +688,7 @@ async def serve(
     """
     methods = _method_table(servicer)
 
-    async def handle(stream: trio.SocketStream) -> None:
+    async def handle(stream: trio.abc.Stream) -> None:
         await _serve_connection(stream, methods, max_message_bytes)
 
     async with trio.open_nursery() as nursery:
