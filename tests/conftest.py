@@ -35,3 +35,13 @@ def _session_rootfs_cleanup() -> Iterator[None]:
     from agentlib import cleanup_rootfs
 
     cleanup_rootfs()
+
+
+@pytest.fixture
+def no_fd_leak() -> Iterator[None]:
+    """Fails the test if it leaves any fd open in this process."""
+    from iolib import open_fds
+
+    before = open_fds()
+    yield
+    assert open_fds() - before == set()

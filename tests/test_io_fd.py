@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
 
 import pytest
 import trio
@@ -12,16 +11,7 @@ import trio.testing
 
 from trinit.io import PIPE_SIZE, OwnedFd, make_pipe
 
-
-def _open_fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture(autouse=True)
-def no_fd_leak() -> Iterator[None]:
-    before = _open_fds()
-    yield
-    assert _open_fds() - before == set()
+pytestmark = pytest.mark.usefixtures("no_fd_leak")
 
 
 def test_close_forgets_the_number() -> None:

@@ -7,38 +7,21 @@ import fcntl
 import logging
 import os
 import select
-import socket
 import struct
-import subprocess
-import sys
 import termios
 import tty
-from collections.abc import Iterator
 
 import pytest
 import trio
 import trio.testing
+from iolib import spawn_python, stream_pair, write_blocking
 
 from trinit.errors import Internal
 from trinit.io import OwnedFd, PtyRelay
 
 KiB = 1024
 
-
-def _open_fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture(autouse=True)
-def no_fd_leak() -> Iterator[None]:
-    before = _open_fds()
-    yield
-    assert _open_fds() - before == set()
-
-
-def _stream_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
-    host, guest = trio.socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    return trio.SocketStream(host), trio.SocketStream(guest)
+pytestmark = pytest.mark.usefixtures("no_fd_leak")
 
 
 class Pty:
@@ -62,16 +45,6 @@ def _read_exactly(fd: int, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def _spawn_python(script: str, stdout: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", script], stdout=stdout)
-
-
-def _write_blocking(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 async def _receive_exactly(stream: trio.SocketStream, size: int) -> bytes:
     chunks = []
     while size:
@@ -84,8 +57,8 @@ async def _receive_exactly(stream: trio.SocketStream, size: int) -> bytes:
 
 async def test_bytes_both_ways_and_close_at_exit() -> None:
     pty = Pty()
-    host_in, guest_in = _stream_pair()
-    host_out, guest_out = _stream_pair()
+    host_in, guest_in = stream_pair()
+    host_out, guest_out = stream_pair()
     relay = PtyRelay(pty.master, guest_in, guest_out)
     to_program = os.urandom(128 * KiB)
     from_program = os.urandom(128 * KiB)
@@ -100,7 +73,7 @@ async def test_bytes_both_ways_and_close_at_exit() -> None:
                 assert got == to_program
 
             async def program_writes() -> None:
-                await trio.to_thread.run_sync(_write_blocking, pty.slave.fileno(), from_program)
+                await trio.to_thread.run_sync(write_blocking, pty.slave.fileno(), from_program)
 
             async with trio.open_nursery() as program:
                 program.start_soon(program_reads)
@@ -133,7 +106,7 @@ async def test_resize_visible_on_slave() -> None:
 async def test_eio_is_not_eof_until_the_process_exits() -> None:
     """The slave closes (EIO on the master); a program opening it again is still relayed."""
     pty = Pty()
-    host_out, guest_out = _stream_pair()
+    host_out, guest_out = stream_pair()
     relay = PtyRelay(pty.master, None, guest_out)
     run_done = trio.Event()
     async with host_out, trio.open_nursery() as nursery:
@@ -161,7 +134,7 @@ async def test_eio_is_not_eof_until_the_process_exits() -> None:
 async def test_drain_on_exit_gets_everything_a_child_wrote() -> None:
     size = 256 * KiB
     pty = Pty()
-    host_out, guest_out = _stream_pair()
+    host_out, guest_out = stream_pair()
     relay = PtyRelay(pty.master, None, guest_out)
     script = (
         "import os\n"
@@ -171,7 +144,7 @@ async def test_drain_on_exit_gets_everything_a_child_wrote() -> None:
     async with host_out, trio.open_nursery() as nursery:
         nursery.start_soon(relay.run)
         with pty.slave:
-            child = await trio.to_thread.run_sync(_spawn_python, script, pty.slave.fileno())
+            child = await trio.to_thread.run_sync(spawn_python, script, pty.slave.fileno())
         received: list[bytes] = []
 
         async def host_reads() -> None:
@@ -186,8 +159,8 @@ async def test_drain_on_exit_gets_everything_a_child_wrote() -> None:
 
 async def test_close_stdin_keeps_the_master_open() -> None:
     pty = Pty()
-    host_in, guest_in = _stream_pair()
-    host_out, guest_out = _stream_pair()
+    host_in, guest_in = stream_pair()
+    host_out, guest_out = stream_pair()
     relay = PtyRelay(pty.master, guest_in, guest_out)
     async with host_in, host_out, trio.open_nursery() as nursery:
         await nursery.start(relay.run)
@@ -205,7 +178,7 @@ async def test_close_stdin_keeps_the_master_open() -> None:
 
 async def test_close_stdin_before_run_still_delivers() -> None:
     pty = Pty()
-    host_in, guest_in = _stream_pair()
+    host_in, guest_in = stream_pair()
     relay = PtyRelay(pty.master, guest_in, None)
     async with host_in:
         with pty.slave:
@@ -220,8 +193,8 @@ async def test_close_stdin_before_run_still_delivers() -> None:
 
 async def test_cancel_closes_everything() -> None:
     pty = Pty()
-    host_in, guest_in = _stream_pair()
-    host_out, guest_out = _stream_pair()
+    host_in, guest_in = stream_pair()
+    host_out, guest_out = stream_pair()
     relay = PtyRelay(pty.master, guest_in, guest_out)
     async with host_in, host_out:
         with pty.slave, trio.move_on_after(0.01):
@@ -235,7 +208,7 @@ async def test_drain_stops_after_grace_when_host_does_not_read(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     pty = Pty()
-    host_out, guest_out = _stream_pair()
+    host_out, guest_out = stream_pair()
     # The host never reads and its socket is already full.
     with contextlib.suppress(BlockingIOError):
         while True:
@@ -266,7 +239,7 @@ async def test_slave_closed_waits_with_backoff_not_spinning(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     pty = Pty()
-    host_out, guest_out = _stream_pair()
+    host_out, guest_out = stream_pair()
     relay = PtyRelay(pty.master, None, guest_out)
     reads = 0
     real_read = os.read

@@ -6,13 +6,11 @@ import fcntl
 import logging
 import os
 import socket
-import subprocess
-import sys
-from collections.abc import Iterator
 
 import pytest
 import trio
 import trio.testing
+from iolib import receive_all, spawn_python, stream_pair, write_blocking
 
 from trinit.io import InputPump, OutputPump, OwnedFd, make_pipe
 from trinit.io._copy import Copier, Ending, SpliceMode
@@ -20,44 +18,12 @@ from trinit.io._copy import Copier, Ending, SpliceMode
 KiB = 1024
 MiB = 1024 * KiB
 
-
-def _open_fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture(autouse=True)
-def no_fd_leak() -> Iterator[None]:
-    before = _open_fds()
-    yield
-    assert _open_fds() - before == set()
+pytestmark = pytest.mark.usefixtures("no_fd_leak")
 
 
 def _pattern(size: int) -> bytes:
     """Binary content where a lost, duplicated or reordered chunk shows."""
     return os.urandom(size)
-
-
-def _stream_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
-    """(host side, guest side) of a connected unix stream socket pair."""
-    host, guest = trio.socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    return trio.SocketStream(host), trio.SocketStream(guest)
-
-
-async def _receive_all(stream: trio.SocketStream) -> bytes:
-    chunks = []
-    while chunk := await stream.receive_some(MiB):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _spawn_python(script: str, stdout: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", script], stdout=stdout)
-
-
-def _write_blocking(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _read_blocking(fd: int) -> bytes:
@@ -74,17 +40,17 @@ def _read_blocking(fd: int) -> bytes:
 async def test_output_exact_bytes(size: int) -> None:
     data = _pattern(size)
     read_end, write_end = make_pipe()
-    host, guest = _stream_pair()
+    host, guest = stream_pair()
     pump = OutputPump("stdout", read_end, guest)
     async with host, trio.open_nursery() as nursery:
         nursery.start_soon(pump.run)
 
         async def writer() -> None:
             with write_end:
-                await trio.to_thread.run_sync(_write_blocking, write_end.fileno(), data)
+                await trio.to_thread.run_sync(write_blocking, write_end.fileno(), data)
 
         nursery.start_soon(writer)
-        assert await _receive_all(host) == data
+        assert await receive_all(host) == data
     assert pump.bytes_moved == size
     assert pump._copier.method == "splice"
     assert read_end.closed
@@ -102,19 +68,19 @@ async def test_writer_that_exits_at_once_loses_nothing() -> None:
         "while v: v = v[os.write(1, v):]\n"
     )
     with write_end:
-        child = await trio.to_thread.run_sync(_spawn_python, script, write_end.fileno())
+        child = await trio.to_thread.run_sync(spawn_python, script, write_end.fileno())
     assert await trio.to_thread.run_sync(child.wait) == 0
-    host, guest = _stream_pair()
+    host, guest = stream_pair()
     pump = OutputPump("stdout", read_end, guest)
     async with host, trio.open_nursery() as nursery:
         nursery.start_soon(pump.run)
-        assert await _receive_all(host) == bytes(i % 251 for i in range(size))
+        assert await receive_all(host) == bytes(i % 251 for i in range(size))
 
 
 async def test_output_backpressure_bounds_what_is_accepted() -> None:
     """A host that does not read stops the writer; nothing piles up in trinit."""
     read_end, write_end = make_pipe()
-    host, guest = _stream_pair()
+    host, guest = stream_pair()
     pump = OutputPump("stdout", read_end, guest)
     os.set_blocking(write_end.fileno(), False)
     chunk = _pattern(64 * KiB)
@@ -141,7 +107,7 @@ async def test_output_backpressure_bounds_what_is_accepted() -> None:
         assert accepted <= PIPE_AND_SOCKET_LIMIT
         assert pump.bytes_moved <= accepted
         write_end.close()
-        assert await _receive_all(host) == b"".join(written)
+        assert await receive_all(host) == b"".join(written)
 
 
 PIPE_AND_SOCKET_LIMIT = 16 * MiB  # splice fills pipe slots with up to 32 KiB each
@@ -149,7 +115,7 @@ PIPE_AND_SOCKET_LIMIT = 16 * MiB  # splice fills pipe slots with up to 32 KiB ea
 
 async def test_output_host_gone_ends_pump_and_closes_pipe() -> None:
     read_end, write_end = make_pipe()
-    host, guest = _stream_pair()
+    host, guest = stream_pair()
     pump = OutputPump("stdout", read_end, guest)
     await host.aclose()
     with write_end:
@@ -162,7 +128,7 @@ async def test_output_host_gone_ends_pump_and_closes_pipe() -> None:
 
 async def test_output_cancel_closes_both() -> None:
     read_end, write_end = make_pipe()
-    host, guest = _stream_pair()
+    host, guest = stream_pair()
     pump = OutputPump("stdout", read_end, guest)
     async with host:
         with write_end, trio.move_on_after(0.01):
@@ -177,7 +143,7 @@ async def test_output_grace_stops_a_pipe_held_open(
 ) -> None:
     """A descendant holds the write end and never writes: the pump stops at exactly grace."""
     read_end, write_end = make_pipe()  # write_end plays the descendant's inherited copy
-    host, guest = _stream_pair()
+    host, guest = stream_pair()
     pump = OutputPump("stdout", read_end, guest)
     finished_at: list[float] = []
     with write_end:
@@ -204,7 +170,7 @@ async def test_output_grace_not_used_when_pipe_closes(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     read_end, write_end = make_pipe()
-    host, guest = _stream_pair()
+    host, guest = stream_pair()
     pump = OutputPump("stderr", read_end, guest)
     async with host, trio.open_nursery() as nursery:
         nursery.start_soon(pump.run)
@@ -213,7 +179,7 @@ async def test_output_grace_not_used_when_pipe_closes(
         pump.process_exited(10.0)
         os.write(write_end.fileno(), b"last words")
         write_end.close()
-        assert await _receive_all(host) == b"last words"
+        assert await receive_all(host) == b"last words"
     assert trio.current_time() == start
     assert "truncated" not in caplog.text
 
@@ -222,7 +188,7 @@ async def test_output_falls_back_when_splice_refuses() -> None:
     """Not a pipe (a socket as the 'pipe'): splice says EINVAL, the buffered path moves it."""
     data = _pattern(3 * MiB)
     source_writer, source_reader = socket.socketpair()
-    host, guest = _stream_pair()
+    host, guest = stream_pair()
     pump = OutputPump("stdout", OwnedFd(source_reader.detach()), guest)
     async with host, trio.open_nursery() as nursery:
         nursery.start_soon(pump.run)
@@ -232,14 +198,14 @@ async def test_output_falls_back_when_splice_refuses() -> None:
                 source_writer.sendall(data)
 
         nursery.start_soon(trio.to_thread.run_sync, feed)
-        assert await _receive_all(host) == data
+        assert await receive_all(host) == data
     assert pump._copier.method == "buffered"
 
 
 async def test_copier_buffered_mode_exact() -> None:
     data = _pattern(10 * MiB)
     read_end, write_end = make_pipe()
-    host, guest = _stream_pair()
+    host, guest = stream_pair()
     os.set_blocking(read_end.fileno(), False)
     copier = Copier(read_end, guest.socket, SpliceMode.NONE)
     async with host, trio.open_nursery() as nursery:
@@ -253,10 +219,10 @@ async def test_copier_buffered_mode_exact() -> None:
 
         async def writer() -> None:
             with write_end:
-                await trio.to_thread.run_sync(_write_blocking, write_end.fileno(), data)
+                await trio.to_thread.run_sync(write_blocking, write_end.fileno(), data)
 
         nursery.start_soon(writer)
-        assert await _receive_all(host) == data
+        assert await receive_all(host) == data
     assert copier.bytes_moved == len(data)
 
 
@@ -267,7 +233,7 @@ async def test_copier_buffered_mode_exact() -> None:
 async def test_input_exact_bytes(size: int) -> None:
     data = _pattern(size)
     read_end, write_end = make_pipe()
-    host, guest = _stream_pair()
+    host, guest = stream_pair()
     pump = InputPump("stdin", guest, write_end)
     received: list[bytes] = []
     async with trio.open_nursery() as nursery:
@@ -293,7 +259,7 @@ async def test_close_stdin_delivers_everything_already_sent_then_eof() -> None:
     """The host writes, never closes its side, and calls CloseProcessStdin at once."""
     data = _pattern(3 * MiB)  # more than the pipe holds: delivery must wait for the reader
     read_end, write_end = make_pipe()
-    host, guest = _stream_pair()
+    host, guest = stream_pair()
     pump = InputPump("stdin", guest, write_end)
     received: list[bytes] = []
     run_returned = trio.Event()
@@ -321,7 +287,7 @@ async def test_close_stdin_delivers_everything_already_sent_then_eof() -> None:
 
 async def test_close_stdin_before_run_and_after_end() -> None:
     read_end, write_end = make_pipe()
-    host, guest = _stream_pair()
+    host, guest = stream_pair()
     pump = InputPump("stdin", guest, write_end)
     async with host:
         await host.send_all(b"early bytes")
@@ -334,7 +300,7 @@ async def test_close_stdin_before_run_and_after_end() -> None:
 
 async def test_close_stdin_with_nothing_buffered_wakes_idle_run() -> None:
     read_end, write_end = make_pipe()
-    host, guest = _stream_pair()
+    host, guest = stream_pair()
     pump = InputPump("stdin", guest, write_end)
     async with host, trio.open_nursery() as nursery:
         nursery.start_soon(pump.run)
@@ -346,7 +312,7 @@ async def test_close_stdin_with_nothing_buffered_wakes_idle_run() -> None:
 
 async def test_input_backpressure_when_child_does_not_read() -> None:
     read_end, write_end = make_pipe()
-    host, guest = _stream_pair()
+    host, guest = stream_pair()
     pump = InputPump("stdin", guest, write_end)
     raw_host = host.socket
     chunk = _pattern(64 * KiB)
@@ -377,7 +343,7 @@ async def test_input_backpressure_when_child_does_not_read() -> None:
 
 async def test_input_reader_gone_epipe() -> None:
     read_end, write_end = make_pipe()
-    host, guest = _stream_pair()
+    host, guest = stream_pair()
     pump = InputPump("stdin", guest, write_end)
     read_end.close()
     async with host:
@@ -390,7 +356,7 @@ async def test_input_reader_gone_epipe() -> None:
 
 async def test_input_cancel_closes_both() -> None:
     read_end, write_end = make_pipe()
-    host, guest = _stream_pair()
+    host, guest = stream_pair()
     pump = InputPump("stdin", guest, write_end)
     async with host:
         with read_end, trio.move_on_after(0.01):
@@ -401,7 +367,7 @@ async def test_input_cancel_closes_both() -> None:
 
 def test_child_end_stays_blocking() -> None:
     read_end, write_end = make_pipe()
-    host, guest = _stream_pair()
+    host, guest = stream_pair()
     with read_end, write_end, host.socket, guest.socket:
         OutputPump("stdout", read_end, guest)
         assert not os.get_blocking(read_end.fileno())

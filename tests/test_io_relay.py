@@ -3,47 +3,25 @@
 from __future__ import annotations
 
 import os
-import socket
-from collections.abc import Iterator
 
 import pytest
 import trio
 import trio.testing
+from iolib import receive_all, stream_pair
 
 from trinit.io import relay
 
 MiB = 1024 * 1024
 
-
-def _open_fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture(autouse=True)
-def no_fd_leak() -> Iterator[None]:
-    before = _open_fds()
-    yield
-    assert _open_fds() - before == set()
-
-
-def _stream_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
-    left, right = trio.socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    return trio.SocketStream(left), trio.SocketStream(right)
-
-
-async def _receive_all(stream: trio.SocketStream) -> bytes:
-    chunks = []
-    while chunk := await stream.receive_some(MiB):
-        chunks.append(chunk)
-    return b"".join(chunks)
+pytestmark = pytest.mark.usefixtures("no_fd_leak")
 
 
 class Setup:
     """client <-> [a  relay  b] <-> server"""
 
     def __init__(self) -> None:
-        self.client, self.a = _stream_pair()
-        self.b, self.server = _stream_pair()
+        self.client, self.a = stream_pair()
+        self.b, self.server = stream_pair()
 
 
 async def test_ten_mib_each_way_exact() -> None:
@@ -64,7 +42,7 @@ async def test_ten_mib_each_way_exact() -> None:
             await stream.send_eof()
 
         async def expect(stream: trio.SocketStream, data: bytes) -> None:
-            assert await _receive_all(stream) == data
+            assert await receive_all(stream) == data
 
         nursery.start_soon(send, s.client, to_server)
         nursery.start_soon(send, s.server, to_client)
@@ -88,7 +66,7 @@ async def test_half_close_keeps_the_other_direction_flowing() -> None:
         await s.client.send_all(b"request")
         await s.client.send_eof()
         # The server sees the request and then EOF (SHUT_WR propagated) ...
-        assert await _receive_all(s.server) == b"request"
+        assert await receive_all(s.server) == b"request"
         # ... and can still answer at length after the client stopped sending.
         answer = os.urandom(3 * MiB)
         nursery.start_soon(s.server.send_all, answer)

@@ -7,7 +7,6 @@ import shutil
 import socket
 import stat
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,16 +14,7 @@ import trio
 
 from trinit.io import Transport, UnixTransport, VsockTransport, parse_transport
 
-
-def _open_fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture(autouse=True)
-def no_fd_leak() -> Iterator[None]:
-    before = _open_fds()
-    yield
-    assert _open_fds() - before == set()
+pytestmark = pytest.mark.usefixtures("no_fd_leak")
 
 
 def test_parse_transport() -> None:
