@@ -37,6 +37,7 @@ from typing import Any
 
 import trio
 
+from trinit._mountinfo import mount_containing
 from trinit.errors import Internal, InvalidArgument, NotFound
 
 from . import _format
@@ -381,19 +382,10 @@ def _hierarchy_mount(path: str) -> tuple[str, str]:
     """(mount point, root within the hierarchy) of the cgroup2 mount containing ``path``.
 
     Falls back to ``(path, "/")`` when ``path`` is not on a cgroup2 mount (test trees)."""
-    target = os.path.realpath(path)
-    best: tuple[str, str] | None = None
     try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as info:
-            for line in info:
-                head, _, tail = line.partition(" - ")
-                if tail.split(" ")[0] != "cgroup2":
-                    continue
-                fields = head.split(" ")
-                point, root = fields[4], fields[3]
-                if target == point or target.startswith(point.rstrip("/") + "/"):
-                    if best is None or len(point) > len(best[0]):
-                        best = (point, root)
+        mount = mount_containing(path)
     except OSError:
-        pass
-    return best if best is not None else (path, "/")
+        mount = None
+    if mount is None or mount.fstype != "cgroup2":
+        return path, "/"
+    return mount.mount_point, mount.root

@@ -18,17 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from trinit._mountinfo import read_mounts
+
 from ._client import Host
 
 
 def find_cgroup2_mount() -> str | None:
     """Where this machine's cgroup2 hierarchy is mounted (/sys/fs/cgroup, or .../unified)."""
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as info:
-        for line in info:
-            head, _, tail = line.partition(" - ")
-            if tail.split(" ")[0] == "cgroup2":
-                return head.split(" ")[4]
-    return None
+    return next((m.mount_point for m in read_mounts() if m.fstype == "cgroup2"), None)
 
 
 def _remove_cgroup_tree(path: str) -> None:

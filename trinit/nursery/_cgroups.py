@@ -13,12 +13,12 @@ v1 tmpfs), cgroup management is off: logged once, containers run without limits.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import trio
 
 from trinit import errors
+from trinit._mountinfo import mount_containing
 from trinit.cgroup import CgroupManager
 
 from ._container import CgroupHooks
@@ -28,20 +28,11 @@ log = logging.getLogger("trinit.cgroup")
 
 def is_cgroup2(path: str) -> bool:
     """True when ``path`` lies on a cgroup2 filesystem (by the mount that contains it)."""
-    target = os.path.realpath(path)
-    best, best_type = "", ""
     try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as info:
-            for line in info:
-                head, _, tail = line.partition(" - ")
-                point = head.split(" ")[4]
-                if (target == point or target.startswith(point.rstrip("/") + "/")) and len(
-                    point
-                ) >= len(best):
-                    best, best_type = point, tail.split(" ")[0]
+        mount = mount_containing(path)
     except OSError:
         return False
-    return best_type == "cgroup2"
+    return mount is not None and mount.fstype == "cgroup2"
 
 
 def cgroups_path(spec: dict[str, Any]) -> str:

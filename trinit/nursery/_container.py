@@ -28,6 +28,7 @@ import trio
 
 from trinit import errors
 from trinit._log import fields
+from trinit._mountinfo import mounts_under
 
 from ._process import ManagedProcess
 
@@ -185,24 +186,6 @@ def write_json(path: Path, value: Any) -> None:
     os.replace(tmp, path)
 
 
-def mounts_under(path: Path) -> list[str]:
-    """Mount points at or below ``path`` in our mount namespace, deepest first.
-
-    From mountinfo rather than st_dev: a bind mount from the same filesystem has the same
-    st_dev as its parent.
-    """
-    top = os.path.realpath(path)
-    found: list[str] = []
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as info:
-        for line in info:
-            raw = line.split(" ", 5)[4]
-            point = raw.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n")
-            point = point.replace("\\134", "\\")
-            if point == top or point.startswith(top.rstrip("/") + "/"):
-                found.append(point)
-    return sorted(set(found), key=lambda p: p.count("/"), reverse=True)
-
-
 def remove_bundle(bundle: Path) -> None:
     """Unmount whatever is still mounted in the bundle (the rootfs normally), then delete it.
 
@@ -213,7 +196,7 @@ def remove_bundle(bundle: Path) -> None:
 
     if not bundle.exists():
         return
-    for point in mounts_under(bundle):
+    for point in mounts_under(str(bundle)):
         try:
             umount2(point, 0)
         except OSError as exc:
