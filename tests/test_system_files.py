@@ -269,7 +269,7 @@ _REAL_IOCTL = textwrap.dedent(
     from trinit._proto import sandbox_pb2 as pb
     from trinit._proto.sandbox_pb2 import FiTrimParams
     from trinit.system import filesystem_operation
-    from trinit.system._libc import mount
+    from trinit.exec._syscalls import mount
     from trinit.errors import TrinitError
 
     target = sys.argv[1]

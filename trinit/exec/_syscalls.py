@@ -298,3 +298,15 @@ def ptsname(fd: int) -> str:
     if err != 0:
         raise OSError(err, os.strerror(err))
     return os.fsdecode(buf.value)
+
+
+class _Timeval(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long)]
+
+
+def settimeofday(sec: int, usec: int) -> None:
+    """``settimeofday(2)`` without a timezone (SetTime)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.settimeofday(ctypes.byref(_Timeval(sec, usec)), None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))

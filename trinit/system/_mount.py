@@ -27,8 +27,8 @@ import trio
 
 from trinit._proto import sandbox_pb2 as pb
 from trinit.errors import Internal, InvalidArgument
+from trinit.exec import _syscalls as _libc
 
-from . import _libc
 from ._common import has_nul, os_reason, run_blocking, strerror
 
 log = logging.getLogger(__name__)

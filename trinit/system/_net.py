@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from trinit._proto import sandbox_pb2 as pb
 from trinit.errors import Internal, InvalidArgument, TrinitError
+from trinit.exec import _syscalls as _libc
 
-from . import _libc
 from ._common import has_nul, os_reason, run_blocking, strerror
 
 log = logging.getLogger(__name__)

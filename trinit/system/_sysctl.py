@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 from trinit._proto import sandbox_pb2 as pb
 from trinit.errors import Internal
+from trinit.exec import _syscalls as _libc
 
-from . import _libc
 from ._common import has_nul, os_reason, run_blocking
 
 PROC_SYS = "/proc/sys"
