@@ -13,9 +13,16 @@ import sys
 from trinit import __version__
 
 
+def _transport(value: str) -> str:
+    if value == "vsock" or (value.startswith("unix:") and len(value) > 5):
+        return value
+    raise argparse.ArgumentTypeError(f"unknown transport {value!r}: use vsock or unix:DIR")
+
+
 def _agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     agent = sub.add_parser("agent", help="serve the SandboxContext API (default)")
-    agent.add_argument("--transport", default="vsock", help="vsock (default) or unix:DIR")
+    agent.add_argument("--transport", default="vsock", type=_transport,
+                       help="vsock (default) or unix:DIR")
     agent.add_argument("--port", type=int, default=1024, help="API port (default 1024)")
     agent.add_argument("--host-cid", type=int, default=2, help="host CID to dial (default 2)")
     agent.add_argument(
@@ -75,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
 
         initfs_main(args[1:])
         return
-    if not args or args[0].startswith("-"):
+    if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help", "--version")):
         args = ["agent", *args]
     parser = argparse.ArgumentParser(
         prog="trinit", description="guest init daemon for lightweight VMs"

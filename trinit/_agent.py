@@ -62,7 +62,7 @@ async def run_agent(
             registry = ContainerRegistry(
                 root,
                 reaper=reaper,
-                backend=HelperBackend(),
+                backend=(backend := HelperBackend()),  # zygote pool: closed below
                 dial=transport.dial,
                 drain_grace=config.drain_grace,
                 cgroups=ContainerCgroups.for_root(config.cgroup_root),
@@ -80,6 +80,7 @@ async def run_agent(
             with trio.move_on_after(15):
                 await proxies.stop_all()
                 await registry.shutdown()
+            await backend.aclose()  # kill the waiting exec zygote (shielded, bounded)
             await trio.to_thread.run_sync(os.sync)
             root.cancel_scope.cancel()
     log.info("stopped")

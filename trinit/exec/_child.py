@@ -26,6 +26,14 @@ Deviations from vminitd's vmexec, on purpose:
 * stdio fds that are ``/dev/null`` are not chowned to the container user (like runc), since
   that node is shared with the VM.
 
+Warm start (``zygote_entry``, parent side in ``trinit.exec._zygote``): the same helper, spawned
+ahead of time with only a control socket (SOCK_SEQPACKET) as fd 3. It does all its imports,
+says so (one byte) and blocks for exactly one request: a message of NUL-separated fields
+``argc, argv_tail..., KEY=VALUE...`` carrying the 6 fds for 0..5 (SCM_RIGHTS). It answers
+one byte (the launcher's sign that the launch is now ours), puts the fds on 0..5, closes
+every other fd, replaces ``os.environ`` and runs :func:`main` exactly as a freshly spawned
+helper would. EOF or a malformed request makes it exit 0 without touching anything.
+
 Imports are the stdlib and the two tiny sibling modules only: Python start-up is most of the
 cost of starting a container process. Every import happens at module load: after pivot_root
 the interpreter's own files are out of reach, so a lazy import would fail.
@@ -835,6 +843,91 @@ def main(argv: list[str]) -> int:
 def entry() -> NoReturn:
     """Process entry point: exit with :func:`main`'s status without interpreter teardown."""
     os._exit(main(sys.argv[1:]))
+
+
+ZYGOTE_CONTROL_FD = 3
+ZYGOTE_MAX_REQUEST = 1 << 20
+ZYGOTE_FD_COUNT = 6  # stdio 0..2, sync, ack, error
+ZYGOTE_ACCEPTED = b"\x01"
+ZYGOTE_READY = b"\x02"
+
+
+def decode_request(data: bytes) -> tuple[list[str], dict[str, str]]:
+    """``argc, argv..., KEY=VALUE...`` (NUL-separated) -> (argv_tail, environment)."""
+    fields = [os.fsdecode(field) for field in data.split(b"\0")]
+    argc = int(fields[0])
+    if argc < 1 or len(fields) < 1 + argc:
+        raise ValueError("request shorter than its argc")
+    environment: dict[str, str] = {}
+    for item in fields[1 + argc :]:
+        key, sep, value = item.partition("=")
+        if not key or not sep:
+            raise ValueError(f"bad environment entry {item!r}")
+        environment[key] = value
+    return fields[1 : 1 + argc], environment
+
+
+def _receive_request() -> tuple[list[str], dict[str, str], list[int]] | None:
+    """Block for the one request on the control socket; None: exit quietly (EOF, junk)."""
+    import _socket  # zygotes only; before any pivot_root, so a lazy import is safe
+
+    control = _socket.socket(fileno=ZYGOTE_CONTROL_FD)
+    fds: list[int] = []
+    try:
+        control.send(ZYGOTE_READY)
+        data, ancillary, flags, _ = control.recvmsg(
+            ZYGOTE_MAX_REQUEST,
+            _socket.CMSG_SPACE(4 * ZYGOTE_FD_COUNT),
+            _socket.MSG_CMSG_CLOEXEC,
+        )
+        for level, kind, payload in ancillary:
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+                usable = len(payload) - len(payload) % 4
+                fds += [
+                    int.from_bytes(payload[i : i + 4], sys.byteorder, signed=True)
+                    for i in range(0, usable, 4)
+                ]
+        truncated = flags & (_socket.MSG_TRUNC | _socket.MSG_CTRUNC)
+        if not data or truncated or len(fds) != ZYGOTE_FD_COUNT:
+            return None
+        argv_tail, environment = decode_request(data)
+        control.send(ZYGOTE_ACCEPTED)
+    except (OSError, ValueError):
+        return None
+    control.detach()  # fd 3 is about to become the sync pipe
+    return argv_tail, environment, fds
+
+
+def _adopt_fds(fds: list[int]) -> None:
+    """Make ``fds`` our 0..5 (inheritable, like posix_spawn's dup2) and close every other fd."""
+    first_free = ZYGOTE_FD_COUNT
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, first_free) for fd in fds]
+    for target, fd in enumerate(high):
+        os.dup2(fd, target)  # also closes the control socket on fd 3
+    try:
+        sc.close_range(first_free, 0xFFFFFFFF, 0)
+    except OSError:  # kernel < 5.9
+        os.closerange(first_free, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+
+
+def zygote_entry() -> NoReturn:
+    """Warm-helper entry point: wait for one launch on fd 3, then become its helper.
+
+    Exits 0 without doing anything on EOF (the pool closed or trinit died) or a malformed
+    request; the launcher then spawns a fresh helper.
+    """
+    request = _receive_request()
+    if request is None:
+        os._exit(0)
+    argv_tail, environment, fds = request
+    try:
+        _adopt_fds(fds)
+    except OSError:
+        os._exit(1)  # unreachable in practice; the launcher sees EOF on the sync pipe
+    os.environ.clear()
+    os.environ.update(environment)
+    sys.argv[1:] = argv_tail
+    os._exit(main(argv_tail))
 
 
 if __name__ == "__main__":

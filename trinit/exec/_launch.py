@@ -11,6 +11,11 @@ The helper runs as ``python -I -S -c <bootstrap> <argv_tail>``: ``-I -S`` keeps 
 cheap and independent of the environment. The bootstrap registers ``trinit`` and
 ``trinit.exec`` as bare package stubs pointing at this source tree, so the helper imports
 ``_child`` and ``_syscalls`` without running the package ``__init__`` (which imports trio).
+
+:func:`launch_via` is the same protocol with the spawn step first offered to a warm helper
+(``trinit.exec._zygote``): a helper started earlier with :data:`ZYGOTE_BOOTSTRAP` that is
+handed this launch's argv, environment and fds 0..5 instead of being spawned now. Everything
+after the spawn step is identical, so both kinds of helper behave the same to the caller.
 """
 
 from __future__ import annotations
@@ -33,14 +38,21 @@ ERROR_READ_GRACE = 2.0
 
 _SOURCE_ROOT = str(Path(__file__).resolve().parents[2])
 
-BOOTSTRAP = (
-    "import sys\n"
-    f"R={_SOURCE_ROOT!r}\n"
-    "for n,p in(('trinit',R+'/trinit'),('trinit.exec',R+'/trinit/exec')):\n"
-    " m=type(sys)(n);m.__path__=[p];sys.modules[n]=m\n"
-    "from trinit.exec._child import entry\n"
-    "entry()\n"
-)
+
+def _bootstrap(entry: str) -> str:
+    return (
+        "import sys\n"
+        f"R={_SOURCE_ROOT!r}\n"
+        "for n,p in(('trinit',R+'/trinit'),('trinit.exec',R+'/trinit/exec')):\n"
+        " m=type(sys)(n);m.__path__=[p];sys.modules[n]=m\n"
+        f"from trinit.exec._child import {entry}\n"
+        f"{entry}()\n"
+    )
+
+
+BOOTSTRAP = _bootstrap("entry")
+ZYGOTE_BOOTSTRAP = _bootstrap("zygote_entry")
+"""A warm helper (``trinit.exec._zygote``): imports, then waits for one launch on fd 3."""
 
 _FIRST_FREE_FD = 6  # the helper's fds 0..5 are targets of the file actions
 
@@ -126,21 +138,27 @@ def _high_dup(fd: int, temporaries: list[int]) -> int:
     return dup
 
 
-def _spawn(
+def spawn_python(
     python: str,
-    argv_tail: list[str],
+    args: list[str],
+    fds: Mapping[int, int],
     env: Mapping[str, str],
-    stdio: tuple[int, int, int],
-    helper_ends: tuple[int, int, int],
 ) -> int:
+    """``posix_spawn`` ``python -I -S <args>`` with ``fds`` ({target: source}, borrowed;
+    targets below 6, see :func:`_high_dup`).
+
+    Default signal dispositions and an empty mask; blocking (vfork + exec): call it from a
+    worker thread. Every other fd of trinit is CLOEXEC and stays out.
+    """
     temporaries: list[int] = []
     try:
-        sources = [_high_dup(fd, temporaries) for fd in (*stdio, *helper_ends)]
-        actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(sources)]
-        argv = [python, "-I", "-S", "-c", BOOTSTRAP, *argv_tail]
+        actions = [
+            (os.POSIX_SPAWN_DUP2, _high_dup(source, temporaries), target)
+            for target, source in fds.items()
+        ]
         return os.posix_spawn(
             python,
-            argv,
+            [python, "-I", "-S", *args],
             env,
             file_actions=actions,
             setsigdef=_DEFAULT_SIGNALS,
@@ -149,6 +167,22 @@ def _spawn(
     finally:
         for fd in temporaries:
             os.close(fd)
+
+
+def _spawn(
+    python: str,
+    argv_tail: list[str],
+    env: Mapping[str, str],
+    stdio: tuple[int, int, int],
+    helper_ends: tuple[int, int, int],
+) -> int:
+    fds = dict(enumerate((*stdio, *helper_ends)))
+    return spawn_python(python, ["-c", BOOTSTRAP, *argv_tail], fds, env)
+
+
+Handoff = Callable[[list[str], Mapping[str, str], tuple[int, ...]], Awaitable[int | None]]
+"""Give a launch to a warm helper: ``(argv_tail, env, fds 0..5) -> helper pid``, or None if
+that helper is gone (nothing was started: the launch spawns a fresh helper instead)."""
 
 
 async def launch(
@@ -180,6 +214,25 @@ async def launch(
     still be alive: killing it is the caller's job. Nothing is left open except, on
     success, ``LaunchResult.pty_master``.
     """
+    return await launch_via(
+        None, argv_tail, stdio=stdio, on_pid=on_pid, python=python, env=env,
+        terminal=terminal, before_ack=before_ack,
+    )  # fmt: skip
+
+
+async def launch_via(
+    handoff: Handoff | None,
+    argv_tail: list[str],
+    *,
+    stdio: tuple[int, int, int],
+    on_pid: Callable[[int], None],
+    python: str = sys.executable,
+    env: Mapping[str, str] | None = None,
+    terminal: bool = False,
+    before_ack: Callable[[int], Awaitable[None]] | None = None,
+) -> LaunchResult:
+    """:func:`launch`, but first offered to ``handoff`` (a warm helper); a fresh spawn if
+    that returns None. Same contract as :func:`launch` in every other respect."""
     fds = _Fds()
     helper = _Fds()
     pty: list[int] = []  # the PTY master while this function still owns it
@@ -196,10 +249,14 @@ async def launch(
         for fd in (sync_r, ack_w, err_r):
             os.set_blocking(fd, False)
         try:
-            helper_pid = await trio.to_thread.run_sync(
-                _spawn, python, argv_tail, os.environ if env is None else env, stdio,
-                (sync_w, ack_r, err_w),
-            )  # fmt: skip
+            environment = os.environ if env is None else env
+            helper_pid = None
+            if handoff is not None:
+                helper_pid = await handoff(argv_tail, environment, (*stdio, sync_w, ack_r, err_w))
+            if helper_pid is None:
+                helper_pid = await trio.to_thread.run_sync(
+                    _spawn, python, argv_tail, environment, stdio, (sync_w, ack_r, err_w)
+                )
             on_pid(helper_pid)
             helper.close_all()
             pid = await _handshake(sync_r, ack_w, on_pid, terminal, before_ack, pty)

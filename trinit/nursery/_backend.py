@@ -37,11 +37,18 @@ class ProcessBackend(Protocol):
 
 
 class HelperBackend:
-    """Launches processes through the exec helper (spec 6.5) and signals them with kill(2)."""
+    """Launches processes through the exec helper (spec 6.5) and signals them with kill(2).
+
+    Owns a :class:`trinit.exec._zygote.HelperPool` (one warm helper waiting, so a launch
+    skips Python start-up); :meth:`aclose` kills that helper.
+    """
 
     def __init__(self, python: str = sys.executable, env: Mapping[str, str] | None = None) -> None:
+        from trinit.exec._zygote import HelperPool
+
         self._python = python
         self._env = env
+        self._pool = HelperPool()
 
     async def launch(
         self,
@@ -52,9 +59,7 @@ class HelperBackend:
         on_pid: Callable[[int], None],
         before_ack: Callable[[int], Awaitable[None]] | None = None,
     ) -> Launched:
-        from trinit.exec import launch
-
-        result = await launch(
+        result = await self._pool.launch(
             list(helper_args),
             stdio=stdio,
             on_pid=on_pid,
@@ -67,3 +72,7 @@ class HelperBackend:
 
     def kill(self, pid: int, sig: int) -> None:
         os.kill(pid, sig)
+
+    async def aclose(self) -> None:
+        """Kill the waiting warm helper; later launches spawn fresh helpers. Shielded."""
+        await self._pool.aclose()

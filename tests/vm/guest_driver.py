@@ -1,0 +1,506 @@
+"""The in-guest test driver: drives trinit (PID 1) over real AF_VSOCK through vsock_loopback.
+
+Runs inside the VM as an ordinary process (started by ``guest_preinit.py``), with trinit
+started ``--host-cid 1`` so the stdio connections trinit dials come back to the listeners
+this driver opens on CID 1. Each scenario reports one JSON line ``VMTEST {...}`` on the
+second serial port (``/dev/ttyS1``), which the pytest side reads from a file after QEMU
+exits; ``{"scenario": name, "ok": bool, "data": {...}, "error": text}``.
+
+``Kill(-1, SIGKILL)`` kills this driver too (it kills every process but PID 1). The driver
+therefore records its progress in ``/run/vmtest/state.json`` before that call; the preinit
+thread (inside PID 1, which the kill spares) starts it again and it resumes with the checks
+that PID 1 is still serving, then the shutdown scenario. Not a pytest module: it runs in the
+guest's interpreter with the packaged site-packages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+sys.path.insert(0, "/usr/lib/python{}.{}/site-packages".format(*sys.version_info[:2]))
+
+
+from trinit._proto import sandbox_pb2 as pb
+from trinit.host import Host, HostPort, build_busybox_rootfs, busybox_spec
+
+STATE = "/run/vmtest/state.json"
+RESPAWN = "/run/vmtest/respawn"
+ROOTFS = "/run/vmtest/rootfs"
+RESULTS = "/dev/ttyS1"
+DISK = "/dev/vda"
+MIB = 1 << 20
+API_PORT = 1024
+STDOUT_BYTES = int(os.environ.get("VMTEST_STDOUT_MIB", "250")) * MIB
+LINE = b"trinit stdio over vsock: 0123456789 abcdefghijklmnopqrstuvwxyz.\n"  # 64 bytes
+PATTERN_FILE = "/pattern.bin"  # inside the rootfs: LINE repeated to PATTERN_MIB
+PATTERN_MIB = 10
+SHUTDOWN_MARKER = b"TRINIT-SYNCED-BY-PID1"
+
+
+def uptime() -> float:
+    with open("/proc/uptime") as file:
+        return float(file.read().split()[0])
+
+
+def report(scenario: str, ok: bool, data: dict[str, Any] | None = None, error: str = "") -> None:
+    line = json.dumps({"scenario": scenario, "ok": ok, "data": data or {}, "error": error})
+    with open(RESULTS, "a") as port:
+        port.write(f"VMTEST {line}\n")
+    print(f"vmtest: {scenario}: {'ok' if ok else 'FAILED ' + error}", file=sys.stderr, flush=True)
+
+
+def scenario(name: str, body: Callable[[], dict[str, Any]]) -> bool:
+    try:
+        data = body()
+    except Exception as exc:
+        report(name, False, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+        return False
+    report(name, True, data)
+    return True
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise AssertionError(message)
+
+
+def load_state() -> dict[str, Any]:
+    try:
+        with open(STATE) as file:
+            return dict(json.load(file))
+    except FileNotFoundError:
+        return {}
+
+
+def save_state(state: dict[str, Any]) -> None:
+    os.makedirs(os.path.dirname(STATE), exist_ok=True)
+    with open(STATE + ".tmp", "w") as file:
+        json.dump(state, file)
+    os.replace(STATE + ".tmp", STATE)
+
+
+def pid1_start_time() -> str:
+    with open("/proc/1/stat") as file:
+        return file.read().rsplit(")", 1)[1].split()[19]
+
+
+def leave_trinit_cgroup() -> None:
+    """A respawned driver starts in trinit's cgroup (memory.high 80 MiB): move to the root."""
+    try:
+        with open("/sys/fs/cgroup/cgroup.procs", "w") as file:
+            file.write(str(os.getpid()))
+    except OSError:
+        pass
+
+
+class VsockRelay:
+    """grpcio (1.85) cannot dial ``vsock:CID:PORT`` targets ("Misformatted domain name"), so
+    the gRPC channel goes to a unix socket and this relay carries each connection over
+    AF_VSOCK to trinit's port. Only the API connection takes this hop; stdio connections are
+    direct AF_VSOCK (trinit dials the driver's vsock listeners)."""
+
+    def __init__(self, directory: str, port: int) -> None:
+        os.makedirs(directory, exist_ok=True)
+        self.path = os.path.join(directory, f"guest_{port}")
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+        self.port = port
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.path)
+        self.listener.listen(16)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            client, _ = self.listener.accept()
+            upstream = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+            try:
+                upstream.connect((1, self.port))
+            except OSError:
+                client.close()
+                upstream.close()
+                continue
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pipe, args=(src, dst), daemon=True).start()
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(1 << 16):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock, how in ((dst, socket.SHUT_WR), (src, socket.SHUT_RD)):
+            try:
+                sock.shutdown(how)
+            except OSError:
+                pass
+
+
+class Driver:
+    host: Host
+
+    def connect(self) -> None:
+        """Once trinit listens (and has mounted /run, where the relay's socket lives)."""
+        relay = VsockRelay("/run/vmtest/api", API_PORT)
+        self.host = Host(f"unix:{os.path.dirname(relay.path)}", port=API_PORT)
+        self.host.transport = "vsock"  # stdio listeners: real AF_VSOCK (trinit dials CID 1)
+
+    # ------------------------------------------------------------------ helpers
+    def spec(self, args: list[str], *, pid_ns: bool = True, **linux: Any) -> dict[str, Any]:
+        namespaces = ["cgroup", "ipc", "mount", "uts"] + (["pid"] if pid_ns else [])
+        spec = busybox_spec(self.rootfs_in_bundle, args)
+        spec["mounts"] += [
+            {"type": "sysfs", "source": "sysfs", "destination": "/sys", "options": ["ro"]},
+            {"type": "cgroup2", "source": "cgroup", "destination": "/sys/fs/cgroup",
+             "options": ["rw", "nosuid", "nodev", "noexec"]},
+        ]  # fmt: skip
+        spec["linux"]["namespaces"] = [{"type": kind, "path": ""} for kind in namespaces]
+        spec["linux"].update(linux)
+        return spec
+
+    rootfs_in_bundle = ""
+
+    def container(self, cid: str) -> None:
+        self.rootfs_in_bundle = self.host.mount_rootfs(cid, ROOTFS)
+
+    def start_init(self, cid: str, args: list[str], **kw: Any) -> Any:
+        self.container(cid)
+        proc = self.host.process(cid, self.spec(args, **kw), stdout=False, stderr=False)
+        proc.create()
+        proc.start()
+        return proc
+
+    # ---------------------------------------------------------------- scenarios
+    def boot(self) -> dict[str, Any]:
+        """Wait for trinit's listener with plain connects (cheap, no gRPC backoff), then
+        make the first RPC."""
+        deadline = time.monotonic() + 120
+        while True:
+            try:  # (AF_VSOCK itself is missing until trinit has loaded the modules)
+                with socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM) as probe:
+                    probe.connect((1, API_PORT))
+                break
+            except OSError:
+                check(time.monotonic() < deadline, "trinit did not listen within 120 s")
+                time.sleep(0.02)
+        listening = uptime()
+        self.connect()
+        self.host.wait_ready(timeout=60)
+        self.host.stub.Getenv(pb.GetenvRequest(key="PATH"), timeout=30)
+        answered = uptime()
+        leave_trinit_cgroup()
+        return {"listening_uptime": listening, "first_rpc_uptime": answered,
+                "pid1_start": pid1_start_time()}  # fmt: skip
+
+    def setup_rootfs(self) -> dict[str, Any]:
+        started = time.monotonic()
+        build_busybox_rootfs(ROOTFS)
+        check(PATTERN_MIB * MIB % len(LINE) == 0, "the pattern file must hold whole lines")
+        check(STDOUT_BYTES % (PATTERN_MIB * MIB) == 0, "size must be whole pattern files")
+        with open(ROOTFS + PATTERN_FILE, "wb") as file:
+            file.write(LINE * (PATTERN_MIB * MIB // len(LINE)))
+        return {"seconds": time.monotonic() - started}
+
+    def cgroup_limits(self) -> dict[str, Any]:
+        resources = {"memory": {"limit": 512 * MIB},
+                     "cpu": {"quota": 200000, "period": 100000}, "pids": {"limit": 64}}  # fmt: skip
+        self.limits_init = self.start_init("limits", ["sleep", "100000"], resources=resources)
+        result = self.host.run(
+            "limits", self.spec(["cat", "/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/cpu.max"]),
+            process_id="limits-cat", timeout=60,
+        )  # fmt: skip
+        lines = result.stdout.decode().splitlines()
+        check(result.exit_code == 0, f"cat exited {result.exit_code}: {result.stderr!r}")
+        check(lines == ["536870912", "200000 100000"], f"inside the container: {lines}")
+        return {"memory.max": lines[0], "cpu.max": lines[1]}
+
+    def oom(self) -> dict[str, Any]:
+        script = ("echo 33554432 > /sys/fs/cgroup/memory.max && "
+                  "exec dd if=/dev/zero of=/dev/null bs=96M count=1")  # fmt: skip
+        result = self.host.run("limits", self.spec(["sh", "-c", script]),
+                               process_id="limits-oom", timeout=120)  # fmt: skip
+        check(result.exit_code == 137, f"dd exited {result.exit_code}: {result.stderr!r}")
+        reply = self.host.stub.ContainerStatistics(
+            pb.ContainerStatisticsRequest(container_ids=["limits"]), timeout=30
+        )
+        stats = reply.containers[0]
+        data = {
+            "exit_code": result.exit_code,
+            "oom_kill": stats.memory_events.oom_kill,
+            "oom": stats.memory_events.oom,
+            "max_events": stats.memory_events.max,
+            "pids_current": stats.process.current,
+            "pids_limit": stats.process.limit,
+            "memory_usage": stats.memory.usage_bytes,
+            "memory_limit": stats.memory.limit_bytes,
+            "cpu_usage_usec": stats.cpu.usage_usec,
+        }
+        check(stats.memory_events.oom_kill > 0, f"oom_kill not counted: {data}")
+        check(stats.process.current > 0 and stats.memory.usage_bytes > 0, f"zero stats: {data}")
+        check(stats.cpu.usage_usec > 0, f"zero cpu: {data}")
+        self.limits_init.kill(signal.SIGKILL)
+        self.limits_init.wait(timeout=60)
+        self.limits_init.delete()
+        return data
+
+    def pids_limit(self) -> dict[str, Any]:
+        # A failed fork ends a non-interactive ash, so the forks happen in an inner shell;
+        # the outer one then uses builtins only (`cat` could not fork any more).
+        script = ("sh -c 'i=0; while [ $i -lt 40 ]; do sleep 1000 & i=$((i+1)); done'; "
+                  "read m < /sys/fs/cgroup/pids.max; read c < /sys/fs/cgroup/pids.current; "
+                  "echo $m $c")  # fmt: skip
+        self.container("pids")
+        result = self.host.run("pids", self.spec(["sh", "-c", script],
+                                                 resources={"pids": {"limit": 10}}), timeout=120)
+        lines = result.stdout.decode().split()
+        check(lines[:1] == ["10"], f"pids.max inside: {lines}, exit {result.exit_code}, "
+                                   f"stderr {result.stderr[-300:]!r}")
+        check(int(lines[1]) <= 10, f"pids.current above the limit: {lines}")
+        check(b"fork" in result.stderr, f"no fork failure reported: {result.stderr[-300:]!r}")
+        return {"pids.max": lines[0], "pids.current": lines[1],
+                "stderr_tail": result.stderr.decode(errors="replace")[-120:]}  # fmt: skip
+
+    def producer_only(self) -> dict[str, Any]:
+        """How fast the producer alone runs in this guest (the ceiling for both relays)."""
+        started = time.monotonic()
+        subprocess.run(["/bin/busybox", "sh", "-c",
+                        f"cd {ROOTFS} && {producer_command()} > /dev/null"],
+                       check=True)  # fmt: skip
+        seconds = time.monotonic() - started
+        rate = STDOUT_BYTES / MIB / seconds
+        return {"bytes": STDOUT_BYTES, "seconds": seconds, "mib_per_s": rate}
+
+    def stdout_bulk(self) -> dict[str, Any]:
+        checker = PatternCheck(LINE)
+        size = STDOUT_BYTES
+        self.container("bulk")
+        spec = self.spec(["sh", "-c", producer_command()])
+        proc = self.host.process("bulk", spec, stdout_sink=checker.feed)
+        proc.create()
+        started = time.monotonic()
+        proc.start()
+        code = proc.wait(timeout=600)
+        proc.join_output(timeout=120)
+        seconds = time.monotonic() - started
+        proc.close()
+        proc.delete()
+        check(code == 0, f"exit {code}: {proc.stderr_data[-300:]!r}")
+        check(checker.error is None, f"corrupt stdout: {checker.error}")
+        check(checker.count == size, f"got {checker.count} bytes, want {size}")
+        return {"bytes": size, "seconds": seconds, "mib_per_s": size / MIB / seconds}
+
+    def socat_stdio(self) -> dict[str, Any]:
+        """The same producer and the same receiver, relayed by socat instead of trinit."""
+        checker = PatternCheck(LINE)
+        size = STDOUT_BYTES
+        port = self.host.ports.next()
+        listener = HostPort.listen("vsock", port)
+        started = time.monotonic()
+        producer = subprocess.Popen(
+            ["/bin/busybox", "sh", "-c",
+             f"cd {ROOTFS} && {producer_command()} | socat -u - VSOCK-CONNECT:1:{port}"],
+        )  # fmt: skip
+        conn = listener.accept(60)
+        listener.close()
+        buf = bytearray(MIB)
+        view = memoryview(buf)
+        while n := conn.recv_into(view):
+            checker.feed(bytes(view[:n]))
+        seconds = time.monotonic() - started
+        conn.close()
+        code = producer.wait(60)
+        check(code == 0 and checker.error is None and checker.count == size,
+              f"socat relay: exit {code}, {checker.count} bytes, {checker.error}")  # fmt: skip
+        return {"bytes": size, "seconds": seconds, "mib_per_s": size / MIB / seconds}
+
+    def orphans(self) -> dict[str, Any]:
+        """Double-forked children of a container without a PID namespace land on PID 1.
+
+        The container's init starts ``count`` subshells through an intermediate ``sh`` that
+        exits at once, then waits; everything lives until the driver removes the hold file.
+        While they live, their parent must be PID 1; afterwards none may be left as a zombie.
+        """
+        count = 8
+        wait_hold = "while [ -e /orphans.hold ]; do sleep 0.2; done"
+        script = (f"i=0; while [ $i -lt {count} ]; do sh -c '({wait_hold}) & "
+                  f"echo $! >> /orphans.pids'; i=$((i+1)); done; {wait_hold}")  # fmt: skip
+        pid_file = os.path.join(ROOTFS, "orphans.pids")
+        hold = os.path.join(ROOTFS, "orphans.hold")
+        if os.path.exists(pid_file):
+            os.unlink(pid_file)
+        with open(hold, "w"):
+            pass
+        self.container("orphans")
+        proc = self.host.process("orphans", self.spec(["sh", "-c", script], pid_ns=False))
+        proc.create()
+        proc.start()
+        deadline = time.monotonic() + 60
+        pids: list[int] = []
+        while len(pids) < count:
+            check(time.monotonic() < deadline, f"orphans not started: {pids}")
+            time.sleep(0.1)
+            if os.path.exists(pid_file):
+                with open(pid_file) as file:
+                    pids = [int(p) for p in file.read().split()]
+        parents = {pid: ppid_of(pid) for pid in pids}
+        os.unlink(hold)
+        code = proc.wait(timeout=60)
+        proc.join_output()
+        while any(os.path.exists(f"/proc/{pid}") for pid in pids):
+            check(time.monotonic() < deadline, "orphans still present after 60 s")
+            time.sleep(0.1)
+        zombies = all_zombies()
+        proc.close()
+        proc.delete()
+        check(code == 0, f"init exit {code}: {proc.stderr_data!r}")
+        check(all(ppid == 1 for ppid in parents.values()), f"parents of the orphans: {parents}")
+        check(not zombies, f"zombies: {zombies}")
+        return {"orphans": count, "parents": sorted(set(parents.values())), "zombies": 0}
+
+    def kill_all(self, state: dict[str, Any]) -> None:
+        """Kill(-1, SIGKILL): this process dies; the respawned driver runs after_kill."""
+        victim = self.start_init("victim", ["sleep", "100000"])
+        state.update(phase="after-kill", victim_pid=victim.pid, kill_uptime=uptime())
+        save_state(state)
+        with open(RESPAWN, "w"):
+            pass
+        self.host.stub.Kill(pb.KillRequest(pid=-1, signal=9), timeout=30)
+        time.sleep(30)  # never reached if the kill worked
+        raise AssertionError("survived Kill(-1, 9)")
+
+    def after_kill(self, state: dict[str, Any]) -> dict[str, Any]:
+        self.connect()
+        self.host.wait_ready(timeout=60)
+        answered = uptime()
+        reply = self.host.stub.WaitProcess(
+            pb.WaitProcessRequest(id="victim", containerID="victim"), timeout=60
+        )
+        self.host.stub.DeleteProcess(pb.DeleteProcessRequest(id="victim", containerID="victim"))
+        check(reply.exitCode == 137, f"victim exit code {reply.exitCode}")
+        check(pid1_start_time() == state["pid1_start"], "PID 1 was restarted")
+        check(not os.path.exists(f"/proc/{state['victim_pid']}"), "victim still present")
+        return {"rpc_after_kill_s": answered - state["kill_uptime"], "victim_exit": reply.exitCode}
+
+    def shutdown(self) -> dict[str, Any]:
+        """Dirty a block-device page that only an explicit sync(2) writes back, SIGTERM PID 1.
+
+        Periodic writeback is switched off, and the device stays open (the last close of a
+        block device would flush it): the marker reaches the disk only through trinit's sync.
+        The host checks the disk image after QEMU exits."""
+        self.start_init("last", ["sleep", "100000"])
+        for name, value in (("dirty_writeback_centisecs", "0"),
+                            ("dirty_expire_centisecs", "360000")):  # fmt: skip
+            with open(f"/proc/sys/vm/{name}", "w") as file:
+                file.write(value)
+        deadline = time.monotonic() + 60
+        while not os.path.exists(DISK):
+            check(time.monotonic() < deadline, f"{DISK} did not appear")
+            time.sleep(0.1)
+        self.disk_fd = os.open(DISK, os.O_RDWR)
+        os.pwrite(self.disk_fd, SHUTDOWN_MARKER.ljust(4096, b"\0"), 0)
+        with open("/sys/block/vda/stat") as file:
+            writes = int(file.read().split()[4])
+        check(writes == 0, f"the disk was written before SIGTERM ({writes} writes)")
+        return {"disk_writes_before_sigterm": writes, "uptime": uptime()}
+
+
+def producer_command() -> str:
+    """``cat`` of the pattern file as often as STDOUT_BYTES needs (relative: runs in the
+    container's / or, for socat and producer_only, in the rootfs directory)."""
+    files = " ".join(["pattern.bin"] * (STDOUT_BYTES // (PATTERN_MIB * MIB)))
+    return f"cat {files}"
+
+
+class PatternCheck:
+    """Checks a byte stream against endless repetitions of one line, chunk by chunk."""
+
+    def __init__(self, line: bytes) -> None:
+        self.line = line
+        self.pattern = line * ((2 * MIB) // len(line) + 2)
+        self.count = 0
+        self.error: str | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        while view and self.error is None:
+            part = view[: MIB]
+            offset = self.count % len(self.line)
+            if self.pattern[offset: offset + len(part)] != part:
+                self.error = f"mismatch in the chunk at byte {self.count}"
+            self.count += len(part)
+            view = view[len(part):]
+
+
+def ppid_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return int(file.read().rsplit(")", 1)[1].split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def all_zombies() -> list[str]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as file:
+                    text = file.read()
+            except OSError:
+                continue
+            if text.rsplit(")", 1)[1].split()[0] == "Z":
+                found.append(text[:60])
+    return found
+
+
+def main() -> None:
+    threading.current_thread().name = "vmtest-driver"
+    driver = Driver()
+    state = load_state()
+    if state.get("phase") == "after-kill":
+        os.unlink(RESPAWN)
+        leave_trinit_cgroup()
+        scenario("kill_all", lambda: driver.after_kill(state))
+    else:
+        boot: dict[str, Any] = {}
+
+        def first_boot() -> dict[str, Any]:
+            boot.update(driver.boot())
+            return boot
+
+        if scenario("boot", first_boot):
+            state.update(pid1_start=boot["pid1_start"])
+            scenario("setup_rootfs", driver.setup_rootfs)
+            for name, body in (
+                ("cgroup_limits", driver.cgroup_limits), ("oom", driver.oom),
+                ("pids_limit", driver.pids_limit), ("stdout_bulk", driver.stdout_bulk),
+                ("socat_stdio", driver.socat_stdio),
+                ("producer_only", driver.producer_only), ("orphans", driver.orphans),
+            ):  # fmt: skip
+                scenario(name, body)
+            try:
+                driver.kill_all(state)
+            except Exception as exc:
+                report("kill_all", False, error=f"{type(exc).__name__}: {exc}")
+    # Always end the run: the host waits for the VM to power off.
+    if not hasattr(driver, "host"):
+        driver.connect()
+    scenario("shutdown_requested", driver.shutdown)
+    os.kill(1, signal.SIGTERM)
+    time.sleep(600)  # the VM powers off around us
+
+
+if __name__ == "__main__":
+    main()

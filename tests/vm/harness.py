@@ -1,0 +1,165 @@
+"""Host side of the VM tests and benchmarks: build the test initfs, boot it under QEMU, read
+the results.
+
+One boot runs every scenario in sequence (TCG is slow; a boot costs ~10 s): the in-guest
+driver (``guest_driver.py``) reports one ``VMTEST {json}`` line per scenario on the second
+serial port, which QEMU writes to a file; the console (first serial port) is kept for the
+boot log and the timeline. The VM powers itself off at the end (trinit's SIGTERM path), so
+QEMU's exit is the end of the run. The disk image attached as virtio-blk shows whether that
+path synced.
+
+Requirements: ``qemu-system-x86_64`` and a Debian kernel with its modules
+(``/boot/vmlinuz-<release>``, ``/lib/modules/<release>``), installed by
+``scripts/vm-deps.sh``; :class:`MissingDeps` says so when they are absent.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHUTDOWN_MARKER = b"TRINIT-SYNCED-BY-PID1"
+DISK_BYTES = 4 << 20
+
+
+class MissingDeps(RuntimeError):
+    pass
+
+
+@dataclass
+class Kernel:
+    image: str
+    release: str
+    modules_dir: str
+
+
+def find_kernel() -> Kernel:
+    """The newest /boot/vmlinuz-* that has /lib/modules/<release>."""
+    for image in sorted(glob.glob("/boot/vmlinuz-*"), reverse=True):
+        release = os.path.basename(image)[len("vmlinuz-"):]
+        modules = os.path.join("/lib/modules", release)
+        if os.path.exists(os.path.join(modules, "modules.dep")) and os.access(image, os.R_OK):
+            return Kernel(image, release, modules)
+    raise MissingDeps(
+        "no kernel: /boot/vmlinuz-<release> with /lib/modules/<release> not found; "
+        "run scripts/vm-deps.sh (apt-get install qemu-system-x86 linux-image-amd64)"
+    )
+
+
+def find_qemu() -> str:
+    qemu = shutil.which("qemu-system-x86_64")
+    if qemu is None:
+        raise MissingDeps("qemu-system-x86_64 not found; run scripts/vm-deps.sh "
+                          "(apt-get install qemu-system-x86 linux-image-amd64)")  # fmt: skip
+    return qemu
+
+
+def build_test_initfs(output: str, kernel: Kernel) -> Any:
+    """The production initfs plus the driver, grpcio, busybox, socat and virtio_blk."""
+    from trinit.initfs import InitfsOptions, build_initfs
+
+    options = InitfsOptions(
+        output=output,
+        modules_dir=kernel.modules_dir,
+        extra_kernel_modules=["virtio_blk"],
+        python_modules=["trinit.host", "subprocess", "json", "traceback"],
+        files=[(os.path.join(HERE, "guest_driver.py"), "/usr/lib/trinit-vmtest/guest_driver.py")],
+        binaries=[
+            ("/bin/busybox", "/bin/busybox"),
+            (shutil.which("socat") or "/usr/bin/socat", "/usr/bin/socat"),
+        ],
+        agent_args=["--host-cid", "1"],
+        preinit=os.path.join(HERE, "guest_preinit.py"),
+    )
+    return build_initfs(options)
+
+
+def qemu_command(qemu: str, kernel: Kernel, initfs: str, console: str, results: str,
+                 disk: str, *, cpus: int = 2, memory_mib: int = 2048) -> list[str]:
+    """The TCG command line the tests use (documented in docs/vm.md)."""
+    return [
+        qemu, "-accel", "tcg,thread=multi", "-smp", str(cpus), "-m", str(memory_mib),
+        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+        "-chardev", f"file,id=console,path={console}", "-serial", "chardev:console",
+        "-chardev", f"file,id=results,path={results}", "-serial", "chardev:results",
+        "-drive", f"file={disk},format=raw,if=virtio",
+        "-kernel", kernel.image, "-initrd", initfs,
+        "-append", "console=ttyS0 panic=-1 quiet",
+    ]  # fmt: skip
+
+
+@dataclass
+class VmRun:
+    results: dict[str, dict[str, Any]]
+    console: str
+    exit_code: int | None
+    wall_seconds: float
+    disk_head: bytes
+    initfs_bytes: int
+    timeline: dict[str, float] = field(default_factory=dict)
+
+    def result(self, name: str) -> dict[str, Any]:
+        if name not in self.results:
+            raise AssertionError(
+                f"scenario {name!r} did not report (QEMU exit {self.exit_code}); "
+                f"console tail:\n{self.console[-6000:]}"
+            )
+        return self.results[name]
+
+
+_TIMELINE = re.compile(r"boot: stage=(.+?) uptime=([0-9.]+)")
+_UPTIME_PREFIX = re.compile(r"^\[\s*[0-9.]+\]\s*")
+
+
+def run_vm(workdir: str, *, timeout: float = 280.0, stdout_mib: int | None = None) -> VmRun:
+    """Build the test initfs, boot it once and collect every scenario's result."""
+    qemu = find_qemu()
+    kernel = find_kernel()
+    os.makedirs(workdir, exist_ok=True)
+    initfs = os.path.join(workdir, "initfs-test.cpio.gz")
+    report = build_test_initfs(initfs, kernel)
+    console = os.path.join(workdir, "console.log")
+    results = os.path.join(workdir, "results.log")
+    disk = os.path.join(workdir, "disk.img")
+    with open(disk, "wb") as file:
+        file.truncate(DISK_BYTES)
+    command = qemu_command(qemu, kernel, initfs, console, results, disk)
+    if stdout_mib is not None:
+        command[-1] += f" VMTEST_STDOUT_MIB={stdout_mib}"  # the kernel passes it to init's env
+    started = time.monotonic()
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+        exit_code: int | None = proc.returncode
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        output, _ = proc.communicate()
+        exit_code = None
+    wall = time.monotonic() - started
+    text = _read(console) + output.decode(errors="replace")
+    parsed: dict[str, dict[str, Any]] = {}
+    for line in _read(results).splitlines():
+        if line.startswith("VMTEST "):
+            entry = json.loads(line[len("VMTEST "):])
+            parsed[entry["scenario"]] = entry
+    with open(disk, "rb") as file:
+        head = file.read(4096)
+    timeline = {m.group(1): float(m.group(2)) for m in _TIMELINE.finditer(text)}
+    return VmRun(parsed, text, exit_code, wall, head, report.compressed_bytes, timeline)
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            return file.read()
+    except FileNotFoundError:
+        return ""

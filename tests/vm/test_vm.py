@@ -1,0 +1,99 @@
+"""End-to-end tests in a real guest: QEMU (TCG) boots Debian's kernel with the trinit initfs.
+
+One boot runs every scenario (see ``guest_driver.py``); each test below checks one of them.
+The VM is booted once per session by the ``vm`` fixture. When QEMU or the kernel is missing
+the tests fail (not skip) and say to run ``scripts/vm-deps.sh``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import harness
+import pytest
+
+pytestmark = pytest.mark.vm
+
+MIB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.VmRun]:
+    try:
+        harness.find_qemu()
+        harness.find_kernel()
+    except harness.MissingDeps as exc:
+        pytest.fail(str(exc), pytrace=False)
+    run = harness.run_vm(str(tmp_path_factory.mktemp("vm")))
+    print(
+        f"\nVM run: {run.wall_seconds:.1f} s wall, initfs {run.initfs_bytes / MIB:.1f} MiB, "
+        f"QEMU exit {run.exit_code}, timeline {run.timeline}"
+    )
+    for name, entry in run.results.items():
+        print(f"  {name}: {'ok' if entry['ok'] else 'FAILED'} {entry['data']}")
+    yield run
+
+
+def ok(run: harness.VmRun, name: str) -> dict[str, object]:
+    entry = run.result(name)
+    assert entry["ok"], f"{name} failed in the guest:\n{entry['error']}"
+    data = entry["data"]
+    assert isinstance(data, dict)
+    return data
+
+
+def test_boot_to_first_rpc(vm: harness.VmRun) -> None:
+    data = ok(vm, "boot")
+    first_rpc = data["first_rpc_uptime"]
+    assert isinstance(first_rpc, float)
+    stages = list(vm.timeline)
+    assert stages[0] == "launcher" and "serving" in stages, vm.timeline
+    assert vm.timeline["serving"] <= first_rpc
+
+
+def test_container_sees_its_limits(vm: harness.VmRun) -> None:
+    data = ok(vm, "cgroup_limits")
+    assert data == {"memory.max": "536870912", "cpu.max": "200000 100000"}
+
+
+def test_oom_kill_counted_in_statistics(vm: harness.VmRun) -> None:
+    data = ok(vm, "oom")
+    assert data["exit_code"] == 137
+    for key in ("oom_kill", "pids_current", "memory_usage", "cpu_usage_usec"):
+        value = data[key]
+        assert isinstance(value, int) and value > 0, (key, data)
+
+
+def test_pids_limit_enforced(vm: harness.VmRun) -> None:
+    data = ok(vm, "pids_limit")
+    assert data["pids.max"] == "10"
+
+
+def test_250_mib_stdout_over_vsock_exact(vm: harness.VmRun) -> None:
+    data = ok(vm, "stdout_bulk")
+    assert data["bytes"] == 250 * MIB
+    ok(vm, "socat_stdio")  # the same transfer relayed by socat, for the benchmark
+
+
+def test_orphans_reaped_by_pid1(vm: harness.VmRun) -> None:
+    data = ok(vm, "orphans")
+    assert data["parents"] == [1] and data["zombies"] == 0
+
+
+def test_kill_minus_one_leaves_pid1_serving(vm: harness.VmRun) -> None:
+    data = ok(vm, "kill_all")
+    assert data["victim_exit"] == 137
+    assert "Kernel panic" not in vm.console
+
+
+def test_sigterm_deletes_syncs_and_powers_off(vm: harness.VmRun) -> None:
+    data = ok(vm, "shutdown_requested")
+    assert data["disk_writes_before_sigterm"] == 0
+    assert vm.exit_code == 0, f"QEMU did not exit cleanly:\n{vm.console[-4000:]}"
+    assert "received SIGTERM, shutting down" in vm.console
+    assert "powering off" in vm.console
+    assert vm.disk_head.startswith(harness.SHUTDOWN_MARKER), "the marker was not synced"
+
+
+def test_whole_run_fits_the_budget(vm: harness.VmRun) -> None:
+    assert vm.wall_seconds < 240

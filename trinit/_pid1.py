@@ -1,0 +1,338 @@
+"""PID-1 duties: the boot checklist, the late boot stage, and power-off (spec 9.2).
+
+Read :func:`run_as_pid1` top to bottom, like tini's ``main``: it is the whole life of trinit
+as the VM's init.
+
+1. ``prepare`` (synchronous, before trio starts, everything fatal):
+   mount /proc if absent; when / is the initramfs itself, bind-mount it over itself (see
+   :func:`make_root_pivotable`: containers could not pivot_root otherwise); mount devtmpfs
+   on /dev if the kernel did not (Debian's kernel is built without DEVTMPFS_MOUNT) and make
+   sure fds 0-2 are the console; RLIMIT_NOFILE soft and
+   hard to ``fs.nr_open``; ignore SIGPIPE (and SIGINT until the agent listens for it);
+   tmpfs /run, sysfs /sys, cgroup2 /sys/fs/cgroup (targets created 0755, already-mounted
+   targets left alone); load the kernel modules the API needs (vsock) from the initfs'
+   list; create trinit's own cgroup (memory.high 80 MiB, memory.low 50 MiB) and move in.
+2. The agent (``trinit._agent.run_agent``) starts its reaper (trinit is the reaper of every
+   orphan in the VM simply by being PID 1) and listens on vsock port 1024. As soon as it
+   listens it calls :meth:`Boot.on_serving`, which starts the late stage in the agent's root
+   nursery: the remaining kernel modules, binfmt_misc, the memory monitor of the own cgroup.
+   Slow or optional work therefore never delays the first RPC.
+3. When the agent returns (SIGTERM or SIGINT, e.g. ctrl-alt-del: containers are deleted and
+   the disks synced by the agent), sync once more and ``reboot(RB_POWER_OFF)``. PID 1 never
+   simply exits while things are fine: exiting panics the kernel.
+
+Failures: a failing boot step is logged (with traceback) to the console, the disks are synced
+and PID 1 exits with status 1, which panics the kernel: the VMM sees the panic and the log
+says why. A crash of the agent itself takes the same path (spec 9.2 step 9). RPC errors never
+get here: the RPC layer turns them into statuses.
+
+Every stage logs a timeline line with the uptime (CLOCK_BOOTTIME, seconds since the kernel
+started), e.g. ``boot: stage=serving uptime=1.234``; the launcher's first instruction is
+passed in ``TRINIT_LAUNCHED_AT`` so the interpreter start-up is on the timeline too.
+
+This module imports only the standard library at import time, so the launcher can reach
+the mounts before the heavier imports (trio, purerpc, protobuf) happen.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import resource
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    import trio
+
+    from trinit._agent import AgentConfig
+
+log = logging.getLogger("trinit.pid1")
+
+MODULE_LIST = "/etc/trinit/modules"
+"""Kernel modules to load, one ``early|late <path>`` per line, written by the initfs builder."""
+
+LAUNCHED_AT_ENV = "TRINIT_LAUNCHED_AT"
+
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_BIND = 0x1000
+MS_MOVE = 0x2000
+MS_RELATIME = 0x200000
+MNT_DETACH = 2
+RB_POWER_OFF = 0x4321FEDC
+_SYS_FINIT_MODULE = 313  # x86_64
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+# ---------------------------------------------------------------------- the timeline
+def uptime() -> float:
+    """Seconds since the kernel started (CLOCK_BOOTTIME; works before /proc is mounted)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+@dataclass
+class Timeline:
+    """The boot stages reached so far, each logged as it happens."""
+
+    stages: list[tuple[str, float]] = field(default_factory=list)
+
+    def mark(self, stage: str, at: float | None = None) -> None:
+        when = uptime() if at is None else at
+        self.stages.append((stage, when))
+        log.info(f"boot: stage={stage} uptime={when:.3f}")
+
+
+# -------------------------------------------------------------------- the checklist
+@dataclass
+class Boot:
+    """The state of one PID-1 boot; created by :func:`run_as_pid1`."""
+
+    cgroup_root: str = "/sys/fs/cgroup"
+    module_list: str = MODULE_LIST
+    timeline: Timeline = field(default_factory=Timeline)
+    own_cgroup: str | None = None
+
+    def prepare(self) -> None:
+        """Steps 1-7 of spec 9.2, synchronously. Raises on the first failing step."""
+        launched = os.environ.pop(LAUNCHED_AT_ENV, None)
+        log.info(f"trinit booting (python {sys.version.split()[0]}, pid {os.getpid()})")
+        if launched is not None:
+            self.timeline.mark("launcher", float(launched))
+        self.timeline.mark("imports done")  # interpreter start-up and trio, purerpc, protobuf
+        if not os.path.exists("/proc/self/stat"):
+            mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        if root_is_initramfs():
+            umount("/proc")
+            make_root_pivotable()
+            mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        if "/dev" not in mount_points():
+            os.makedirs("/dev", mode=0o755, exist_ok=True)
+            mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755")
+        ensure_console()
+        raise_nofile_limit()
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        # Until the agent listens for SIGINT (ctrl-alt-del), a KeyboardInterrupt would kill
+        # PID 1; the kernel does not deliver it to init while it is ignored.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        mounted = mount_points()
+        for source, target, fstype, flags in (
+            ("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV),
+            ("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC),
+            ("none", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC),
+        ):
+            if target not in mounted:
+                os.makedirs(target, mode=0o755, exist_ok=True)
+                mount(source, target, fstype, flags | MS_RELATIME)
+        self.timeline.mark("mounts")
+        loaded = load_modules(self._modules("early"))
+        self.timeline.mark(f"early modules ({loaded})")
+        from trinit.cgroup import CgroupManager, setup_own_cgroup
+
+        self.own_cgroup = setup_own_cgroup(CgroupManager(self.cgroup_root))
+        self.timeline.mark("own cgroup")
+
+    def on_serving(self, root: trio.Nursery) -> None:
+        """Called by the agent once the API listens: start the late stage in its nursery."""
+        self.timeline.mark("serving")
+        root.start_soon(self._late_stage)
+
+    async def _late_stage(self) -> None:
+        """Optional modules, binfmt_misc, then the memory monitor (until cancelled).
+
+        Failures here are logged and do not stop the agent: nothing the host needs to reach
+        the API depends on them. Cancellation (shutdown) stops the monitor and closes its fd.
+        """
+        import trio
+
+        from trinit.cgroup import MemoryMonitor
+
+        try:
+            loaded = await trio.to_thread.run_sync(load_modules, self._modules("late"))
+            await trio.to_thread.run_sync(mount_binfmt_misc)
+            self.timeline.mark(f"boot complete (late modules {loaded})")
+        except OSError as exc:
+            log.warning(f"boot: late stage: {exc}")
+        if self.own_cgroup is not None:
+            await MemoryMonitor().run(os.path.join(self.own_cgroup, "memory.events"))
+
+    def _modules(self, stage: str) -> list[str]:
+        try:
+            with open(self.module_list, encoding="utf-8") as file:
+                lines = [line.split(maxsplit=1) for line in file if line.strip()]
+        except FileNotFoundError:
+            return []
+        return [path.strip() for when, path in lines if when == stage]
+
+
+def run_as_pid1(config: AgentConfig) -> NoReturn:
+    """The life of PID 1: prepare, serve until told to stop, power off. Never returns."""
+    import trio
+
+    from trinit._agent import run_agent
+
+    boot = Boot(cgroup_root=config.cgroup_root)
+    try:
+        boot.prepare()
+    except BaseException:
+        die("boot failed")
+    try:
+        trio.run(run_agent, config, boot.on_serving)
+    except BaseException:
+        die("the agent crashed")
+    power_off()
+
+
+def die(what: str) -> NoReturn:
+    """Log ``what`` and the current exception to the console, sync and exit(1) (a panic)."""
+    text = traceback.format_exc()
+    try:
+        log.critical(f"{what}: {text.strip().splitlines()[-1]}")
+    finally:
+        # The console formatter hides tracebacks above debug level; a dying PID 1 shows it.
+        os.write(2, f"trinit: {what}\n{text}".encode(errors="replace"))
+        os.sync()
+        os._exit(1)
+
+
+def power_off() -> NoReturn:
+    """Sync and power the VM off; if the kernel refuses, exit (a panic) rather than hang."""
+    log.info(f"powering off (uptime {uptime():.3f})")
+    os.sync()
+    if _libc.reboot(ctypes.c_int(RB_POWER_OFF)) != 0:
+        log.critical(f"reboot(RB_POWER_OFF): {os.strerror(ctypes.get_errno())}")
+    os._exit(0)
+
+
+# ----------------------------------------------------------------------- the syscalls
+def mount(source: str, target: str, fstype: str, flags: int = 0, data: str | None = None) -> None:
+    """mount(2); raises OSError naming the target."""
+    rc = _libc.mount(
+        source.encode(), target.encode(), fstype.encode() if fstype else None,
+        ctypes.c_ulong(flags), None if data is None else data.encode(),
+    )  # fmt: skip
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {fstype} on {target}: {os.strerror(err)}")
+
+
+def mount_binfmt_misc(target: str = "/proc/sys/fs/binfmt_misc") -> None:
+    """Mount binfmt_misc if the kernel offers it (built in, or its module is loaded)."""
+    if os.path.isdir(target) and target not in mount_points():
+        mount("binfmt_misc", target, "binfmt_misc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def umount(target: str) -> None:
+    if _libc.umount2(target.encode(), MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"umount {target}: {os.strerror(err)}")
+
+
+def root_is_initramfs() -> bool:
+    """True when / is the kernel's rootfs (an initramfs nobody switched away from)."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as file:
+            for line in file:
+                head, _, tail = line.partition(" - ")
+                if head.split()[4] == "/":
+                    return tail.split()[0] == "rootfs"
+    except OSError:
+        pass
+    return False
+
+
+def make_root_pivotable(scratch: str = "/.trinit-root") -> None:
+    """Put a bind mount of the initramfs over / and chroot into it, without copying a byte.
+
+    pivot_root(2) refuses to move a root that has no parent mount (EINVAL), and the
+    initramfs is the one mount that has none, so the exec helper could not pivot_root into
+    a container. A bind mount of / moved onto / has the initramfs as its parent: after the
+    chroot, mounts made from here on (and every container's pivot_root) work as on a disk
+    root. Processes started earlier keep the old root.
+    """
+    os.makedirs(scratch, exist_ok=True)
+    mount("/", scratch, "", MS_BIND)
+    os.chdir(scratch)
+    mount(".", "/", "", MS_MOVE)
+    os.chroot(".")
+    os.chdir("/")
+    os.rmdir(scratch)
+
+
+def mount_points() -> set[str]:
+    """Mount points of this mount namespace (empty before /proc is mounted)."""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as file:
+            return {line.split()[1] for line in file if len(line.split()) > 1}
+    except FileNotFoundError:
+        return set()
+
+
+def ensure_console() -> None:
+    """Make fds 0, 1 and 2 valid: the kernel leaves them closed if /dev/console was missing.
+
+    Python then started with ``sys.stderr`` None; it and the log handlers are re-pointed."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            console = os.open("/dev/console", os.O_RDWR | os.O_NOCTTY)
+            if console != fd:
+                os.dup2(console, fd)
+                os.close(console)
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", buffering=1, closefd=False)
+        for handler in logging.getLogger("trinit").handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is None:
+                handler.setStream(sys.stderr)
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", buffering=1, closefd=False)
+
+
+def raise_nofile_limit(nr_open_path: str = "/proc/sys/fs/nr_open") -> int:
+    """Set RLIMIT_NOFILE soft and hard to ``fs.nr_open``; returns the value."""
+    with open(nr_open_path, encoding="ascii") as file:
+        limit = int(file.read().strip())
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+    return limit
+
+
+def load_modules(paths: Iterable[str], loader: Callable[[str], None] | None = None) -> int:
+    """Load kernel modules in order with finit_module(2); already loaded ones are skipped.
+
+    Returns how many were newly loaded. Raises OSError for any other failure (e.g. a module
+    built for a different kernel), naming the module. Blocking: the early stage calls it
+    before trio runs, the late stage from a worker thread.
+    """
+    load = finit_module if loader is None else loader
+    count = 0
+    for path in paths:
+        try:
+            load(path)
+        except FileExistsError:
+            continue
+        count += 1
+    return count
+
+
+def finit_module(path: str) -> None:
+    """finit_module(fd, "", 0) on ``path``; FileExistsError if the module is loaded."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        rc = _libc.syscall(_SYS_FINIT_MODULE, fd, b"", 0)
+        err = ctypes.get_errno() if rc != 0 else 0
+    finally:
+        os.close(fd)
+    if err == errno.EEXIST:
+        raise FileExistsError(err, f"{path}: already loaded")
+    if err:
+        raise OSError(err, f"finit_module {path}: {os.strerror(err)}")
