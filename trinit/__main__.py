@@ -21,8 +21,9 @@ def _transport(value: str) -> str:
 
 def _agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     agent = sub.add_parser("agent", help="serve the SandboxContext API (default)")
-    agent.add_argument("--transport", default="vsock", type=_transport,
-                       help="vsock (default) or unix:DIR")
+    agent.add_argument(
+        "--transport", default="vsock", type=_transport, help="vsock (default) or unix:DIR"
+    )
     agent.add_argument("--port", type=int, default=1024, help="API port (default 1024)")
     agent.add_argument("--host-cid", type=int, default=2, help="host CID to dial (default 2)")
     agent.add_argument(
