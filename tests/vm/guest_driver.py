@@ -103,59 +103,14 @@ def leave_trinit_cgroup() -> None:
         pass
 
 
-class VsockRelay:
-    """grpcio (1.85) cannot dial ``vsock:CID:PORT`` targets ("Misformatted domain name"), so
-    the gRPC channel goes to a unix socket and this relay carries each connection over
-    AF_VSOCK to trinit's port. Only the API connection takes this hop; stdio connections are
-    direct AF_VSOCK (trinit dials the driver's vsock listeners)."""
-
-    def __init__(self, directory: str, port: int) -> None:
-        os.makedirs(directory, exist_ok=True)
-        self.path = os.path.join(directory, f"guest_{port}")
-        if os.path.exists(self.path):
-            os.unlink(self.path)
-        self.port = port
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(self.path)
-        self.listener.listen(16)
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            client, _ = self.listener.accept()
-            upstream = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
-            try:
-                upstream.connect((1, self.port))
-            except OSError:
-                client.close()
-                upstream.close()
-                continue
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pipe, args=(src, dst), daemon=True).start()
-
-
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(1 << 16):
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for sock, how in ((dst, socket.SHUT_WR), (src, socket.SHUT_RD)):
-            try:
-                sock.shutdown(how)
-            except OSError:
-                pass
-
-
 class Driver:
     host: Host
 
     def connect(self) -> None:
         """Once trinit listens (and has mounted /run, where the relay's socket lives)."""
-        relay = VsockRelay("/run/vmtest/api", API_PORT)
-        self.host = Host(f"unix:{os.path.dirname(relay.path)}", port=API_PORT)
-        self.host.transport = "vsock"  # stdio listeners: real AF_VSOCK (trinit dials CID 1)
+        # the API over AF_VSOCK to trinit on this guest (vsock_loopback, CID 1); stdio
+        # listeners are real AF_VSOCK ports that trinit dials back (--host-cid 1)
+        self.host = Host("vsock", guest_cid=1, port=API_PORT)
 
     # ------------------------------------------------------------------ helpers
     def spec(self, args: list[str], *, pid_ns: bool = True, **linux: Any) -> dict[str, Any]:

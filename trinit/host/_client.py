@@ -22,6 +22,7 @@ from trinit._proto import sandbox_pb2 as pb
 from trinit._proto.sandbox_pb2_grpc import SandboxContextStub
 
 from ._ports import HostPort, PortAllocator
+from ._vsock import VsockRelay
 
 Sink = Callable[[bytes], None]
 
@@ -49,12 +50,14 @@ class Host:
         max_message_bytes: int = 8 * 1024 * 1024,
     ) -> None:
         self.transport = transport
+        self._relay: VsockRelay | None = None
         if transport.startswith("unix:"):
             target = f"unix:{transport[5:]}/guest_{port}"
         elif transport == "vsock":
             if guest_cid is None:
                 raise ValueError("vsock needs guest_cid")
-            target = f"vsock:{guest_cid}:{port}"
+            self._relay = VsockRelay(guest_cid, port)
+            target = self._relay.target
         else:
             raise ValueError(f"unknown transport {transport!r}")
         self.channel = grpc.insecure_channel(
@@ -69,6 +72,8 @@ class Host:
 
     def close(self) -> None:
         self.channel.close()
+        if self._relay is not None:
+            self._relay.close()
 
     def __enter__(self) -> Host:
         return self
