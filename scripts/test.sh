@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+./scripts/vm-deps.sh   # QEMU and Debian's kernel for the VM tests (tests/vm)
 exec .venv/bin/python -m pytest -q "$@"

@@ -74,6 +74,7 @@ async def run_agent(
             log.info(f"serving on {transport.describe()} port {config.port}")
             if on_serving is not None:
                 on_serving(root)
+            root.start_soon(backend.prewarm)  # after serving: never delays the first RPC
             async for signum in stop_signals:
                 log.info(f"received {signal.Signals(signum).name}, shutting down")
                 break

@@ -73,6 +73,10 @@ class HelperBackend:
     def kill(self, pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
+    async def prewarm(self) -> None:
+        """Start a warm helper now, so even the first StartProcess skips interpreter start."""
+        await self._pool.prewarm(self._python)
+
     async def aclose(self) -> None:
         """Kill the waiting warm helper; later launches spawn fresh helpers. Shielded."""
         await self._pool.aclose()
