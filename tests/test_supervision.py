@@ -321,3 +321,47 @@ async def test_delete_gives_up_on_unkillable_process_after_bound(
         assert trio.current_time() - start == pytest.approx(5.0)
         assert backend.signals[-1][1:] == (pid, signal.SIGKILL)
         assert backend.signals[-1][0] == pytest.approx(start)
+
+
+async def test_shutdown_escalates_sigterm_then_sigkill_at_the_grace(
+    tmp_path: Path, rootfs: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    mock_clock.autojump_threshold = 0
+    async with trio.open_nursery() as nursery:
+        registry, backend, _ = await _registry(nursery, tmp_path)
+        for cid in ("stubborn", "polite"):
+            await registry.create_process(cid, cid, spec(rootfs), StdioPorts())
+        stubborn = await registry.start_process("stubborn", "stubborn")
+        polite = await registry.start_process("polite", "polite")
+        real_kill = backend.kill
+
+        def kill(pid: int, sig: int) -> None:
+            real_kill(pid, sig)
+            if pid == polite and sig == signal.SIGTERM:
+                backend.exit(pid, signal.SIGTERM)  # handles SIGTERM by dying
+
+        backend.kill = kill  # type: ignore[method-assign]
+        start = trio.current_time()
+        await registry.shutdown(stop_grace=3.0)
+        assert registry.containers() == []
+        sent = [(round(t - start, 6), pid, sig) for t, pid, sig in backend.signals]
+        assert (0.0, stubborn, signal.SIGTERM) in sent
+        assert (3.0, stubborn, signal.SIGKILL) in sent  # exactly at the grace
+        assert (0.0, polite, signal.SIGTERM) in sent
+        assert not any(pid == polite and sig == signal.SIGKILL for _, pid, sig in sent)
+        assert trio.current_time() - start == pytest.approx(3.0)
+
+
+async def test_delete_process_kills_at_once(
+    tmp_path: Path, rootfs: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    mock_clock.autojump_threshold = 0
+    async with trio.open_nursery() as nursery:
+        registry, backend, _ = await _registry(nursery, tmp_path)
+        await registry.create_process("c1", "c1", spec(rootfs), StdioPorts())
+        pid = await registry.start_process("c1", "c1")
+        start = trio.current_time()
+        await registry.delete_process("c1", "c1")
+        assert [(sig, t - start) for t, p, sig in backend.signals if p == pid] == [
+            (signal.SIGKILL, 0)
+        ]

@@ -37,6 +37,12 @@ def _agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="cgroup2 hierarchy for container cgroups (default /sys/fs/cgroup)",
     )
     agent.add_argument(
+        "--stop-grace",
+        type=float,
+        default=2.0,
+        help="on shutdown, seconds between SIGTERM and SIGKILL for running processes",
+    )
+    agent.add_argument(
         "--drain-grace",
         type=float,
         default=2.0,
@@ -102,7 +108,9 @@ def main(argv: list[str] | None = None) -> None:
         from trinit._log import setup
 
         setup(ns.log_level)
-        config = AgentConfig(ns.transport, ns.port, ns.host_cid, ns.drain_grace, ns.cgroup_root)
+        config = AgentConfig(
+            ns.transport, ns.port, ns.host_cid, ns.drain_grace, ns.cgroup_root, ns.stop_grace
+        )
         if is_vm_init():
             from trinit._pid1 import run_as_pid1
 

@@ -35,6 +35,7 @@ class AgentConfig:
     host_cid: int = 2
     drain_grace: float = 2.0
     cgroup_root: str = "/sys/fs/cgroup"
+    stop_grace: float = 2.0
 
 
 def become_subreaper() -> None:
@@ -80,7 +81,7 @@ async def run_agent(
                 break
             with trio.move_on_after(15):
                 await proxies.stop_all()
-                await registry.shutdown()
+                await registry.shutdown(config.stop_grace)
             await backend.aclose()  # kill the waiting exec zygote (shielded, bounded)
             await trio.to_thread.run_sync(os.sync)
             root.cancel_scope.cancel()

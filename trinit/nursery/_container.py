@@ -166,10 +166,13 @@ class Container:
         del self.execs[process_id]
         shutil.rmtree(self.bundle / "execs" / process_id, ignore_errors=True)
 
-    async def delete(self) -> None:
+    async def delete(self, stop_grace: float = 0.0) -> None:
         """Cancel the container's nursery (killing and reaping everything), then remove the
         bundle and the cgroup. Raises (and stays registered) if the bundle or cgroup cannot
-        be removed."""
+        be removed. DeleteProcess kills at once (``stop_grace`` 0, as vminitd's cgroup.kill);
+        an agent shutdown gives running processes SIGTERM and ``stop_grace`` seconds first."""
+        for proc in [self.init, *self.execs.values()]:
+            proc.cancel(stop_grace)
         self._deleted.set()
         with trio.CancelScope(shield=True):
             # each process bounds its own kill-and-reap wait, so this ends

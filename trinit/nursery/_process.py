@@ -70,6 +70,7 @@ class ManagedProcess:
         self._reaper = reaper
         self._drain_grace = drain_grace
         self._kill_wait = kill_wait
+        self._stop_grace = 0.0
         self._lifecycle = Lifecycle()
         self.pid: int | None = None
         self._watch: ExitWatch | None = None
@@ -204,17 +205,27 @@ class ManagedProcess:
             await pump.run()
 
     async def _reap_on_teardown(self) -> None:
+        """Stop a still-running child: SIGTERM and up to ``stop_grace`` seconds (when a grace
+        was asked for), then SIGKILL and up to ``kill_wait`` seconds for the reaper. Shielded
+        and bounded, so teardown always ends."""
         if self.pid is None or self._exited.is_set() or self._watch is None:
             return
+        watch = self._watch
         with trio.CancelScope(shield=True):
-            try:
-                self._backend.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            with trio.move_on_after(self._kill_wait):
-                status = await self._watch.wait()
-                self._publish(status.exit_code, status.exited_at)
-                return
+            for sig, wait in (
+                (signal.SIGTERM, self._stop_grace),
+                (signal.SIGKILL, self._kill_wait),
+            ):
+                if wait <= 0 and sig == signal.SIGTERM:
+                    continue
+                try:
+                    self._backend.kill(self.pid, sig)
+                except ProcessLookupError:
+                    pass
+                with trio.move_on_after(wait):
+                    status = await watch.wait()
+                    self._publish(status.exit_code, status.exited_at)
+                    return
             log.error("process did not exit after SIGKILL", extra=self._fields())
 
     # ----------------------------------------------------------------- start
@@ -376,8 +387,10 @@ class ManagedProcess:
         if self._stdin_pump is not None:
             await self._stdin_pump.close_stdin()
 
-    def cancel(self) -> None:
-        """Tear this process down (kill, reap, close fds) via its nursery."""
+    def cancel(self, stop_grace: float = 0.0) -> None:
+        """Tear this process down (kill, reap, close fds) via its nursery; with a
+        ``stop_grace`` it gets SIGTERM and that long to exit before SIGKILL."""
+        self._stop_grace = stop_grace
         self._finished.set()
 
     async def join(self) -> None:

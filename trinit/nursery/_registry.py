@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +52,6 @@ class ContainerRegistry:
         cgroups: CgroupHooks | None = None,
         bundle_root: str = BUNDLE_ROOT,
         drain_grace: float = 2.0,
-        helper_prefix: Callable[[], list[str]] | None = None,
     ) -> None:
         self._nursery = nursery
         self._reaper = reaper
@@ -212,23 +210,25 @@ class ContainerRegistry:
         pairs = [(c.container_id, c.spec) for c in chosen]
         return await trio.to_thread.run_sync(container_statistics, self._cgroups, pairs, categories)
 
-    async def shutdown(self) -> None:
-        """Delete every container (agent shutdown); errors are logged, not raised."""
-        for container in list(self._containers.values()):
-            try:
-                await container.delete()
-            except errors.TrinitError as exc:
-                log.error(
-                    f"failed to delete container: {exc.message}",
-                    extra=fields(container=container.container_id),
-                )
-            self._containers.pop(container.container_id, None)
+    async def shutdown(self, stop_grace: float = 0.0) -> None:
+        """Delete every container (agent shutdown): SIGTERM, ``stop_grace`` seconds, SIGKILL,
+        all containers at once; errors are logged, not raised."""
+        async with trio.open_nursery() as nursery:
+            for container in list(self._containers.values()):
+                nursery.start_soon(self._shutdown_one, container, stop_grace)
+
+    async def _shutdown_one(self, container: Container, stop_grace: float) -> None:
+        try:
+            await container.delete(stop_grace)
+        except errors.TrinitError as exc:
+            log.error(
+                f"failed to delete container: {exc.message}",
+                extra=fields(container=container.container_id),
+            )
+        self._containers.pop(container.container_id, None)
 
 
 def _check_id(value: str) -> None:
     """Ids become path components of the bundle; refuse ones that would escape it."""
     if not value or "/" in value or value in (".", "..") or "\0" in value:
         raise errors.InvalidArgument(f"invalid id {value!r}")
-
-
-HelperArgs = Callable[[], Awaitable[list[str]]]
