@@ -18,22 +18,22 @@ from trinit.exec._child import (
     decode_json,
     find_executable,
 )
-from trinit.exec._mountopts import statfs_mount_flags
+from trinit.exec._mountopts import MountOptions, statfs_mount_flags
 
 
-def test_mount_options() -> None:
-    assert parse_mount_options([]) == (0, "")
-    assert parse_mount_options(["rbind", "ro"]) == (sc.MS_BIND | sc.MS_REC | sc.MS_RDONLY, "")
-    assert parse_mount_options(["ro", "rw"]) == (0, "")
-    assert parse_mount_options(["nosuid", "suid", "nodev", "noexec"]) == (
-        sc.MS_NODEV | sc.MS_NOEXEC, ""
-    )  # fmt: skip
-    # defaults and propagation words are data, as in vminitd
-    assert parse_mount_options(["defaults", "rprivate", "mode=755", "size=1m"]) == (
-        0, "defaults,rprivate,mode=755,size=1m"
-    )  # fmt: skip
-    assert parse_mount_options(["gid=5", "mode=620", "ptmxmode=666"])[1] == (
-        "gid=5,mode=620,ptmxmode=666"
+def test_mount_options_shared_with_the_mount_rpc() -> None:
+    # the table itself is tested in test_system_mount.py; here: what the helper derives
+    assert parse_mount_options([]) == MountOptions(0, 0, "")
+    bind_ro = parse_mount_options(["rbind", "ro", "nosuid"])
+    assert bind_ro.bind_remount_flags == (
+        sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | sc.MS_NOSUID
+    )
+    assert parse_mount_options(["bind"]).bind_remount_flags == 0
+    assert parse_mount_options(["nosuid"]).bind_remount_flags == 0  # not a bind
+    assert parse_mount_options(["bind", "remount", "ro"]).skip_main_call
+    assert not parse_mount_options(["remount", "ro"]).skip_main_call
+    assert parse_mount_options(["defaults", "rprivate", "mode=755"]) == MountOptions(
+        0, sc.MS_PRIVATE | sc.MS_REC, "mode=755"
     )
     with pytest.raises(ValueError, match="longer than a page"):
         parse_mount_options(["x" * 4097])

@@ -16,8 +16,7 @@ import trio
 
 from trinit._proto import sandbox_pb2 as pb
 from trinit.errors import Internal, InvalidArgument
-from trinit.system import MountSyscalls, mount, parse_options, umount
-from trinit.system._mount import (
+from trinit.exec._syscalls import (
     MNT_DETACH,
     MS_BIND,
     MS_NODEV,
@@ -29,6 +28,7 @@ from trinit.system._mount import (
     MS_REMOUNT,
     MS_SHARED,
 )
+from trinit.system import MountSyscalls, mount, parse_options, umount
 
 
 def test_parse_options_table() -> None:

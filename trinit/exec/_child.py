@@ -335,37 +335,46 @@ def _resolve_create(root_fd: int, destination: str, want_file: bool) -> int:
     return _open_in_root(root_fd, relpath)
 
 
-def _remount_readonly(target: str, flags: int) -> None:
-    """Bind-remount ``target`` read-only, retrying with its locked statfs flags added."""
+def _bind_remount(target: str, flags: int) -> None:
+    """Bind-remount ``target`` with ``flags``, retrying with its locked statfs flags added
+    (a mount inherited from a less privileged namespace may not drop them)."""
+    flags |= sc.MS_BIND | sc.MS_REMOUNT
     try:
-        sc.mount(None, target, None, flags | sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY, None)
+        sc.mount(None, target, None, flags, None)
     except OSError:
-        locked = statfs_mount_flags(os.statvfs(target).f_flag)
-        sc.mount(
-            None, target, None, flags | locked | sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY, None
-        )
+        sc.mount(None, target, None, flags | statfs_mount_flags(os.statvfs(target).f_flag), None)
+
+
+def _remount_readonly(target: str, flags: int) -> None:
+    """Bind-remount ``target`` read-only (root.readonly, readonlyPaths)."""
+    _bind_remount(target, flags | sc.MS_RDONLY)
 
 
 def _mount_one(root_fd: int, entry: dict[str, Any]) -> None:
     destination = entry["destination"]
     source = entry.get("source") or ""
     fstype = entry.get("type") or None
-    flags, data = parse_options(list(entry.get("options") or []))
-    is_bind = bool(flags & sc.MS_BIND)
+    opts = parse_options(list(entry.get("options") or []))
+    is_bind = bool(opts.flags & sc.MS_BIND)
     want_file = is_bind and not os.path.isdir(source)
     fd = _resolve_create(root_fd, destination, want_file)
     try:
-        if not (flags & sc.MS_REMOUNT and not data):
-            sc.mount(source, f"/proc/self/fd/{fd}", fstype, flags, data or None)
+        if not opts.skip_main_call:
+            sc.mount(source, f"/proc/self/fd/{fd}", fstype, opts.flags, opts.data or None)
     finally:
         os.close(fd)
-    if is_bind and flags & sc.MS_RDONLY:
-        # The fd above names the directory under the new mount; reopen to get its top.
-        fd = _open_in_root(root_fd, destination.strip("/"))
-        try:
-            _remount_readonly(f"/proc/self/fd/{fd}", flags & ~(sc.MS_REC | sc.MS_RDONLY))
-        finally:
-            os.close(fd)
+    if not (opts.bind_remount_flags or opts.propagation):
+        return
+    # The fd above names the directory under the new mount; reopen to get its top.
+    fd = _open_in_root(root_fd, destination.strip("/"))
+    try:
+        target = f"/proc/self/fd/{fd}"
+        if opts.bind_remount_flags:
+            _bind_remount(target, opts.bind_remount_flags)
+        if opts.propagation:
+            sc.mount(None, target, None, opts.propagation, None)
+    finally:
+        os.close(fd)
 
 
 def _setup_dev(root_fd: int) -> None:

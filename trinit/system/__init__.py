@@ -6,12 +6,14 @@ response message, or raises a :class:`trinit.errors.TrinitError` with vminitd's 
 message prefix. Differences from vminitd are recorded in ``docs/compat.md``.
 """
 
+from trinit.exec._mountopts import MountOptions, parse_options
+
 from ._copy import Dial, copy
 from ._dns import configure_dns, configure_hosts, render_hosts, render_resolv_conf
 from ._env import getenv, setenv
 from ._files import FsIoctl, filesystem_operation, mkdir, stat, stat_message, write_file
 from ._kill import kill, sync
-from ._mount import MountOptions, MountSyscalls, mount, parse_options, umount
+from ._mount import MountSyscalls, mount, umount
 from ._net import ip_addr_add, ip_link_set, ip_route_add_default, ip_route_add_link
 from ._sysctl import binfmt_line, set_time, setup_emulator, sysctl, sysctl_path
 

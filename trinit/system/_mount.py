@@ -2,8 +2,9 @@
 
 Theory of operation:
 
-* :func:`parse_options` turns the host's option strings into mount flags, propagation flags
-  and a data string, with the same set/clear table as mount(8) (spec section 4, Mount).
+* ``parse_options`` (``trinit.exec._mountopts``, shared with the exec helper) turns the
+  host's option strings into mount flags, propagation flags and a data string, with the
+  same set/clear table as mount(8) (spec section 4, Mount).
 * :func:`mount` prepares the destination (parent ``mkdir -p`` 0755; an empty 0644 file for a
   bind mount of a non-directory, else the directory), calls mount(2), and when that fails for
   a hot-pluggable source (virtiofs, or a ``/dev/vd*`` block device) asks the kernel to rescan
@@ -20,7 +21,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -28,124 +29,16 @@ import trio
 from trinit._proto import sandbox_pb2 as pb
 from trinit.errors import Internal, InvalidArgument
 from trinit.exec import _syscalls as _libc
+from trinit.exec._mountopts import parse_options
 
 from ._common import has_nul, os_reason, run_blocking, strerror
 
 log = logging.getLogger(__name__)
 
-MS_RDONLY = 0x1
-MS_NOSUID = 0x2
-MS_NODEV = 0x4
-MS_NOEXEC = 0x8
-MS_SYNCHRONOUS = 0x10
-MS_REMOUNT = 0x20
-MS_MANDLOCK = 0x40
-MS_DIRSYNC = 0x80
-MS_NOATIME = 0x400
-MS_NODIRATIME = 0x800
-MS_BIND = 0x1000
-MS_REC = 0x4000
-MS_UNBINDABLE = 0x20000
-MS_PRIVATE = 0x40000
-MS_SLAVE = 0x80000
-MS_SHARED = 0x100000
-MS_RELATIME = 0x200000
-MS_STRICTATIME = 0x1000000
-
-MNT_FORCE = 0x1
-MNT_DETACH = 0x2
-MNT_EXPIRE = 0x4
-
-# mount(8)'s table: names that set a flag ...
-_SET_FLAGS: dict[str, int] = {
-    "bind": MS_BIND,
-    "rbind": MS_BIND | MS_REC,
-    "dirsync": MS_DIRSYNC,
-    "mand": MS_MANDLOCK,
-    "noatime": MS_NOATIME,
-    "nodev": MS_NODEV,
-    "nodiratime": MS_NODIRATIME,
-    "noexec": MS_NOEXEC,
-    "nosuid": MS_NOSUID,
-    "relatime": MS_RELATIME,
-    "remount": MS_REMOUNT,
-    "ro": MS_RDONLY,
-    "strictatime": MS_STRICTATIME,
-    "sync": MS_SYNCHRONOUS,
-}
-# ... and names that clear one.
-_CLEAR_FLAGS: dict[str, int] = {
-    "async": MS_SYNCHRONOUS,
-    "atime": MS_NOATIME,
-    "dev": MS_NODEV,
-    "diratime": MS_NODIRATIME,
-    "exec": MS_NOEXEC,
-    "nomand": MS_MANDLOCK,
-    "norelatime": MS_RELATIME,
-    "nostrictatime": MS_STRICTATIME,
-    "rw": MS_RDONLY,
-    "suid": MS_NOSUID,
-}
-# vminitd passes these to the filesystem as data (QUIRK); trinit applies them with a second
-# mount(2) call, as mount(8) does. See docs/compat.md.
-_PROPAGATION: dict[str, int] = {
-    "private": MS_PRIVATE,
-    "rprivate": MS_PRIVATE | MS_REC,
-    "shared": MS_SHARED,
-    "rshared": MS_SHARED | MS_REC,
-    "slave": MS_SLAVE,
-    "rslave": MS_SLAVE | MS_REC,
-    "unbindable": MS_UNBINDABLE,
-    "runbindable": MS_UNBINDABLE | MS_REC,
-}
-# Flags a bind mount ignores on creation and only takes from a MS_REMOUNT|MS_BIND call.
-_PER_MOUNT_FLAGS = (
-    MS_RDONLY
-    | MS_NOSUID
-    | MS_NODEV
-    | MS_NOEXEC
-    | MS_NOATIME
-    | MS_NODIRATIME
-    | MS_RELATIME
-    | MS_STRICTATIME
-)
-
 HOTPLUG_RETRIES = 20
 HOTPLUG_INTERVAL = 0.1
 UMOUNT_ATTEMPTS = 51
 UMOUNT_INTERVAL = 0.01
-
-
-@dataclass(frozen=True)
-class MountOptions:
-    """What :func:`parse_options` made of the host's option strings."""
-
-    flags: int
-    propagation: int
-    data: str
-
-
-def parse_options(options: Iterable[str]) -> MountOptions:
-    """Split mount(8)-style options into flags, propagation flags and the data string.
-
-    Unknown options go, in order, into the comma-joined data string. ``defaults`` and empty
-    strings are dropped (vminitd sends ``defaults`` to the filesystem; see docs/compat.md).
-    """
-    flags = 0
-    propagation = 0
-    data: list[str] = []
-    for option in options:
-        if option in _SET_FLAGS:
-            flags |= _SET_FLAGS[option]
-        elif option in _CLEAR_FLAGS:
-            flags &= ~_CLEAR_FLAGS[option]
-        elif option in _PROPAGATION:
-            propagation |= _PROPAGATION[option]
-        elif option in ("", "defaults"):
-            continue
-        else:
-            data.append(option)
-    return MountOptions(flags=flags, propagation=propagation, data=",".join(data))
 
 
 @dataclass(frozen=True)
@@ -199,10 +92,11 @@ async def mount(
         raise Internal("mount: destination is empty")
     if has_nul(fstype, source, destination, *request.options):
         raise Internal(f"mount: {what!r}: NUL byte in an argument")
-    opts = parse_options(request.options)
-    if len(opts.data.encode()) >= os.sysconf("SC_PAGE_SIZE"):
-        raise Internal(f"mount: {what}: data string longer than a page")
-    is_bind = bool(opts.flags & MS_BIND)
+    try:
+        opts = parse_options(list(request.options))
+    except ValueError:
+        raise Internal(f"mount: {what}: data string longer than a page") from None
+    is_bind = bool(opts.flags & _libc.MS_BIND)
     try:
         await run_blocking(lambda: _prepare_destination(source, destination, is_bind))
     except OSError as exc:
@@ -214,7 +108,7 @@ async def mount(
     main = call(source or None, fstype or None, opts.flags, opts.data or None)
     # A bind remount without data is done by the MS_REMOUNT|MS_BIND call below (vminitd skips
     # every data-less remount, which makes `remount,ro` a silent no-op; see docs/compat.md).
-    if not (opts.flags & MS_REMOUNT and is_bind and not opts.data):
+    if not opts.skip_main_call:
         try:
             await run_blocking(main)
         except OSError as first:
@@ -222,9 +116,8 @@ async def mount(
                 raise Internal(f"mount: {what}: {_errtext(first)}") from None
             await _retry_after_rescan(main, syscalls.pci_rescan_path, what, first)
     try:
-        if is_bind and opts.flags & _PER_MOUNT_FLAGS:
-            remount = MS_REMOUNT | MS_BIND | (opts.flags & _PER_MOUNT_FLAGS)
-            await run_blocking(call(None, None, remount, None))
+        if opts.bind_remount_flags:
+            await run_blocking(call(None, None, opts.bind_remount_flags, None))
         if opts.propagation:
             await run_blocking(call(None, None, opts.propagation, None))
     except OSError as exc:
@@ -277,7 +170,7 @@ async def umount(
             continue
         return pb.UmountResponse()
     log.warning("umount: %s still busy after %d attempts; detaching lazily", path, UMOUNT_ATTEMPTS)
-    lazy = (flags & ~MNT_EXPIRE) | MNT_DETACH
+    lazy = (flags & ~_libc.MNT_EXPIRE) | _libc.MNT_DETACH
     try:
         await run_blocking(lambda: syscalls.umount2(path, lazy))
     except OSError as exc:
