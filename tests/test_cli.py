@@ -19,9 +19,8 @@ from trinit._proto import sandbox_pb2 as pb
 from trinit._proto.sandbox_pb2_grpc import SandboxContextStub
 
 ROOT = Path(__file__).resolve().parent.parent
-LINE = re.compile(
-    r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (trace|debug|info|notice|warning|error|critical) trinit: "
-)
+LEVELS = "trace|debug|info|notice|warning|error|critical"
+LINE = re.compile(rf"^\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{{3}}Z ({LEVELS}) trinit: ")
 
 
 def _start(directory: str, *args: str) -> subprocess.Popen[bytes]:
@@ -115,3 +114,35 @@ def test_console_script_installed() -> None:
     out = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("trinit ")
     assert os.access(script, os.X_OK)
+
+
+def test_init_subcommand_and_cz_init_name(tmp_path: Path) -> None:
+    script = str(Path(sys.executable).parent / "trinit")
+    assert subprocess.run([script, "init", "--", "sh", "-c", "exit 42"]).returncode == 42
+    link = tmp_path / ".cz-init"
+    link.symlink_to(script)
+    assert subprocess.run([str(link), "--", "sh", "-c", "exit 3"]).returncode == 3
+    status = subprocess.run(
+        [script, "init", "--", "cat", "/proc/self/status"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    # default dispositions and an empty mask reach the workload (glibc's internal 32/33 too)
+    assert fields["SigIgn"].strip() == "0000000000000000"
+    assert fields["SigBlk"].strip() == "0000000000000000"
+
+
+def test_pause_subcommand_exits_0_on_sigterm() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trinit", "pause"], cwd=ROOT, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 20
+    # pause takes SIGTERM with sigwaitinfo: wait until it sleeps there (before that, SIGTERM
+    # would still have its default action)
+    while "sigtimedwait" not in Path(f"/proc/{proc.pid}/wchan").read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0

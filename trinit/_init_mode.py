@@ -7,7 +7,7 @@ Theory of operation (spec section 9.3), a checklist in the manner of tini's ``ma
 3. block every signal: from here on signals are only *received* with ``sigtimedwait``,
    never delivered to handlers (this also makes a PID-namespace init receive signals that
    the kernel would drop for an init with default dispositions);
-4. resolve CMD on PATH (falling back to the literal string) and ``posix_spawn`` it in a new
+4. resolve CMD on PATH (falling back to the literal string) and fork + exec it in a new
    process group, with default dispositions and an empty signal mask;
 5. make that group the foreground group of the terminal on fd 0 (ENOTTY/ENXIO ignored;
    SIGTTOU is blocked, so this also works from a background group);
@@ -15,8 +15,8 @@ Theory of operation (spec section 9.3), a checklist in the manner of tini's ``ma
    SIGCHLD or a synchronous fault signal; reap every exited child with ``WNOHANG``; when the
    direct child is gone, exit with its code, or 128 + the signal that killed it.
 
-The race tini avoids by calling ``tcsetpgrp`` in the forked child: ``posix_spawn`` runs no
-code of ours in the child, so the child may touch the terminal before step 5 and stop with
+The race tini avoids by calling ``tcsetpgrp`` in the forked child: our child runs no
+terminal code before exec, so it may touch the terminal before step 5 and stop with
 SIGTTIN/SIGTTOU (bash does this on purpose until it is in the foreground). Step 6 therefore
 also asks for stop reports of the direct child and continues it with SIGCONT when it was
 stopped by SIGTTIN/SIGTTOU while its group owns the terminal.
@@ -112,19 +112,43 @@ def resolve(name: str) -> str:
 
 
 def _spawn(command: list[str]) -> int:
+    """fork + exec the command in a new process group, dispositions default, mask empty.
+
+    Not ``posix_spawn``: glibc's leaves its internal signals 32 and 33 *ignored* in the
+    child, and an ignored disposition survives execve into the workload. The forked child
+    runs only the few lines below (this process is single-threaded), then execs.
+    """
     path = resolve(command[0])
-    try:
-        return os.posix_spawn(
-            path,
-            command,
-            os.environ,
-            setpgroup=0,
-            setsigdef=signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP},
-            setsigmask=(),
-        )
+    pid = os.fork()
+    if pid != 0:
+        return pid
+    try:  # the child: never returns
+        os.setpgid(0, 0)
+        for signum in signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}:
+            try:
+                signal.signal(signum, signal.SIG_DFL)
+            except (OSError, ValueError):
+                _reset_raw(signum)  # glibc refuses its internal signals
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        os.execve(path, command, os.environ)
     except OSError as exc:
         code = 127 if exc.errno == errno.ENOENT else 126
-        _fail(f"cannot run {command[0]!r}: {exc.strerror}", code)
+        os.write(2, f"init: cannot run {command[0]!r}: {exc.strerror}\n".encode())
+        os._exit(code)
+    os._exit(126)
+
+
+def _reset_raw(signum: int) -> None:
+    """SIG_DFL through the raw rt_sigaction syscall (x86_64 13, aarch64 134)."""
+    import ctypes
+    import platform
+
+    number = {"x86_64": 13, "aarch64": 134}.get(platform.machine())
+    if number is None:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    action = ctypes.create_string_buffer(32)  # handler, flags, restorer, mask: all zero
+    libc.syscall(ctypes.c_long(number), ctypes.c_long(signum), action, None, ctypes.c_size_t(8))
 
 
 def _make_foreground(child: int) -> None:
