@@ -94,3 +94,20 @@ def test_200_fast_exits_keep_every_byte(agent) -> None:
     init.kill(9)
     init.wait(timeout=30)
     init.delete()
+
+
+def test_descendant_holding_stdout_is_cut_after_the_drain_grace(agent) -> None:
+    import time
+
+    ctr = Container(agent.host)
+    init = ctr.start_init()
+    start = time.monotonic()
+    # the exec exits at once; its background child keeps stdout open for 60 s
+    result = ctr.exec("bg", ["sh", "-c", "sleep 60 & echo before-exit"])
+    elapsed = time.monotonic() - start
+    assert (result.exit_code, result.stdout) == (0, b"before-exit\n")
+    assert 1.5 < elapsed < 20, elapsed  # the agent's --drain-grace is 2 s
+    assert "truncat" in agent.log().lower()
+    init.kill(9)
+    init.wait(timeout=30)
+    init.delete()
