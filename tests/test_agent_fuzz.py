@@ -22,7 +22,7 @@ from trinit.host import LocalAgent
 
 SERVICE = "/com.apple.containerization.sandbox.v3.SandboxContext/"
 FUZZ = settings(
-    max_examples=40,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
