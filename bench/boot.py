@@ -50,9 +50,11 @@ def main() -> None:
             if "serving" in run.timeline:
                 serving.append(run.timeline["serving"])
         if serving:
-            print(f"\nkernel start -> serving: median {statistics.median(serving):.3f} s; "
-                  f"-> first RPC: median {statistics.median(first_rpc or [0.0]):.3f} s "
-                  f"({len(serving)} run(s), TCG)")
+            print(
+                f"\nkernel start -> serving: median {statistics.median(serving):.3f} s; "
+                f"-> first RPC: median {statistics.median(first_rpc or [0.0]):.3f} s "
+                f"({len(serving)} run(s), TCG)"
+            )
 
 
 if __name__ == "__main__":

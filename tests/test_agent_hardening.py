@@ -336,8 +336,12 @@ def test_hostname(agent: LocalAgent) -> None:
     with open(os.path.join(busybox_rootfs(), "etc", "hostname")) as file:
         assert file.read() == name  # written by CreateProcess, without a newline
     # the container had a UTS namespace of its own: the agent's hostname is untouched
-    agent_hostname = subprocess.run(["nsenter", "-t", str(agent.pid), "-u", "hostname"],
-                                    check=True, capture_output=True, timeout=10).stdout
+    agent_hostname = subprocess.run(
+        ["nsenter", "-t", str(agent.pid), "-u", "hostname"],
+        check=True,
+        capture_output=True,
+        timeout=10,
+    ).stdout
     assert agent_hostname.strip() != name.encode()
 
 
@@ -761,18 +765,28 @@ def test_container_owns_its_cgroup_subtree(agent: LocalAgent) -> None:
     host = agent.host
     ctr = Container(host)
     directory = _cgroup(agent, "container", ctr.id)
-    mounts = [*ctr.spec(["true"])["mounts"],
-              {"type": "cgroup2", "source": "cgroup", "destination": "/sys/fs/cgroup",
-               "options": ["nosuid", "noexec", "nodev"]}]
-    script = ("mkdir /sys/fs/cgroup/sub && echo $$ > /sys/fs/cgroup/sub/cgroup.procs && "
-              "exec sleep 100000")
-    init = host.process(ctr.id, ctr.spec(["sh", "-c", script], mounts=mounts),
-                        stdout=False, stderr=False)
+    mounts = [
+        *ctr.spec(["true"])["mounts"],
+        {
+            "type": "cgroup2",
+            "source": "cgroup",
+            "destination": "/sys/fs/cgroup",
+            "options": ["nosuid", "noexec", "nodev"],
+        },
+    ]
+    script = (
+        "mkdir /sys/fs/cgroup/sub && echo $$ > /sys/fs/cgroup/sub/cgroup.procs && exec sleep 100000"
+    )
+    init = host.process(
+        ctr.id, ctr.spec(["sh", "-c", script], mounts=mounts), stdout=False, stderr=False
+    )
     init.create()
     init.start()
     # wait (inside) until the init has moved itself and exec'd sleep
-    result = ctr.exec("look", ["sh", "-c", "while ! grep -q sleep /proc/1/cmdline; do :; done; "
-                               "cat /proc/1/cgroup"])
+    result = ctr.exec(
+        "look",
+        ["sh", "-c", "while ! grep -q sleep /proc/1/cmdline; do :; done; cat /proc/1/cgroup"],
+    )
     assert _v2_line(result.stdout) == "0::/sub", result
     sub_procs = _procs(os.path.join(directory, "sub"))
     assert [_cmdline(pid) for pid in sub_procs] == [["sleep", "100000"]]
@@ -800,6 +814,7 @@ def test_statistics_before_start_and_after_exit(agent: LocalAgent) -> None:
     assert after.HasField("cpu") and after.HasField("memory_events")
     proc.close()
     proc.delete()
-    error = _rpc_error(stub.ContainerStatistics,
-                       pb.ContainerStatisticsRequest(container_ids=[ctr.id]))
+    error = _rpc_error(
+        stub.ContainerStatistics, pb.ContainerStatisticsRequest(container_ids=[ctr.id])
+    )
     assert error.code() == grpc.StatusCode.NOT_FOUND

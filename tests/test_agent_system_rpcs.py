@@ -61,14 +61,10 @@ def test_mount_and_umount(agent) -> None:
             type="", source="/run/m/src", destination="/run/m/dst", options=["bind", "ro"]
         )
     )
-    assert (
-        " ro"
-        in [
-            x
-            for x in _in_agent(agent, "cat", "/proc/1/mountinfo").splitlines()
-            if " /run/m/dst " in x
-        ][0]
+    dst = next(
+        x for x in _in_agent(agent, "cat", "/proc/1/mountinfo").splitlines() if " /run/m/dst " in x
     )
+    assert " ro" in dst
     stub.Umount(pb.UmountRequest(path="/run/m/dst"))
     stub.Umount(pb.UmountRequest(path="/run/m/a"))
     assert " /run/m/a " not in _in_agent(agent, "cat", "/proc/1/mountinfo")

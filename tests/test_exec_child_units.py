@@ -25,9 +25,7 @@ def test_mount_options_shared_with_the_mount_rpc() -> None:
     # the table itself is tested in test_system_mount.py; here: what the helper derives
     assert parse_mount_options([]) == MountOptions(0, 0, "")
     bind_ro = parse_mount_options(["rbind", "ro", "nosuid"])
-    assert bind_ro.bind_remount_flags == (
-        sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | sc.MS_NOSUID
-    )
+    assert bind_ro.bind_remount_flags == (sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | sc.MS_NOSUID)
     assert parse_mount_options(["bind"]).bind_remount_flags == 0
     assert parse_mount_options(["nosuid"]).bind_remount_flags == 0  # not a bind
     assert parse_mount_options(["bind", "remount", "ro"]).skip_main_call

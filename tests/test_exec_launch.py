@@ -183,8 +183,14 @@ async def test_cancel_while_waiting_for_ack(fake: str, stdio: tuple[int, int, in
     with trio.CancelScope() as scope:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(
-                partial(launch, ["ok"], stdio=stdio, on_pid=pids.append, python=fake,
-                        before_ack=before_ack)
+                partial(
+                    launch,
+                    ["ok"],
+                    stdio=stdio,
+                    on_pid=pids.append,
+                    python=fake,
+                    before_ack=before_ack,
+                )
             )
             await waiting.wait()
             scope.cancel()
@@ -242,4 +248,3 @@ def test_stdio_fds_below_six_are_mapped(tmp_path: Path) -> None:
         check=True, close_fds=True, stdin=subprocess.DEVNULL, timeout=30,
     )  # fmt: skip
     assert out.read_text() == "outerr"
-

@@ -219,8 +219,12 @@ def test_user_bin(busybox_root: str, tmp_path: Any) -> None:
 
 
 def test_username_and_home(busybox_root: str, tmp_path: Any) -> None:
-    spec = spec_for(busybox_root, ["sh", "-c", 'echo "$HOME $(id -u) $(pwd)"'],
-                    user={"uid": 0, "gid": 0, "username": "nobody"}, cwd="/work/dir")
+    spec = spec_for(
+        busybox_root,
+        ["sh", "-c", 'echo "$HOME $(id -u) $(pwd)"'],
+        user={"uid": 0, "gid": 0, "username": "nobody"},
+        cwd="/work/dir",
+    )
     result = drive(tmp_path, spec)
     # CAP_DAC_OVERRIDE (granted by the spec) lets nobody create the cwd
     assert result["stdout"] == "/nonexistent 65534 /work/dir\n"
@@ -260,7 +264,8 @@ def test_masked_and_readonly_paths(busybox_root: str, tmp_path: Any) -> None:
 
 def test_readonly_root(busybox_root: str, tmp_path: Any) -> None:
     spec = rootfs_helper.test_spec(
-        busybox_root, ["sh", "-c", "touch /x 2>/dev/null || echo ro; touch /tmp/y && echo rw"],
+        busybox_root,
+        ["sh", "-c", "touch /x 2>/dev/null || echo ro; touch /tmp/y && echo rw"],
         root={"readonly": True},
     )
     result = drive(tmp_path, spec)
@@ -268,8 +273,7 @@ def test_readonly_root(busybox_root: str, tmp_path: Any) -> None:
 
 
 def test_terminal(busybox_root: str, tmp_path: Any) -> None:
-    result = drive(tmp_path, spec_for(busybox_root, ["sh", "-c", "tty; echo $TERM"],
-                                      terminal=True))
+    result = drive(tmp_path, spec_for(busybox_root, ["sh", "-c", "tty; echo $TERM"], terminal=True))
     assert result.get("error") is None
     assert result["pty_master"] is True
     assert result["stdout"].replace("\r\n", "\n") == "/dev/pts/0\nxterm\n"
@@ -309,9 +313,7 @@ def test_exec_missing_executable(busybox_root: str, tmp_path: Any) -> None:
     spec = spec_for(busybox_root, ["sleep", "1000"])
     exec_process = dict(spec["process"], args=["nosuchprog"])
     result = drive(tmp_path, spec, exec_process)
-    assert result["exec"]["error"] == (
-        "vmexec error: failed to find target executable nosuchprog"
-    )
+    assert result["exec"]["error"] == ("vmexec error: failed to find target executable nosuchprog")
 
 
 def test_launch_time_of_true(busybox_root: str, tmp_path: Any) -> None:
@@ -352,8 +354,11 @@ def test_credentials_rlimits_and_all_64_capability_bits(busybox_root: str, tmp_p
 
 def test_root_gets_bounding_set(busybox_root: str, tmp_path: Any) -> None:
     caps = ["CAP_CHOWN", "CAP_SYSLOG"]
-    spec = spec_for(busybox_root, ["cat", "/proc/self/status"],
-                    capabilities={"bounding": caps, "effective": caps, "permitted": caps})
+    spec = spec_for(
+        busybox_root,
+        ["cat", "/proc/self/status"],
+        capabilities={"bounding": caps, "effective": caps, "permitted": caps},
+    )
     out = drive(tmp_path, spec)["stdout"]
     assert int(_status_field(out, "CapEff"), 16) == 1 | 1 << 34
     # Python ignores SIGPIPE and SIGXFSZ: the helper restores defaults before execve
@@ -362,8 +367,7 @@ def test_root_gets_bounding_set(busybox_root: str, tmp_path: Any) -> None:
 
 
 def test_unknown_rlimit(busybox_root: str, tmp_path: Any) -> None:
-    spec = spec_for(busybox_root, ["true"],
-                    rlimits=[{"type": "RLIMIT_FOO", "soft": 1, "hard": 1}])
+    spec = spec_for(busybox_root, ["true"], rlimits=[{"type": "RLIMIT_FOO", "soft": 1, "hard": 1}])
     result = drive(tmp_path, spec)
     assert result["error"] == "vmexec error: setrlimit: unknown rlimit type 'RLIMIT_FOO'"
 
@@ -379,19 +383,20 @@ def test_bind_mounts_dir_ro_and_file(busybox_root: str, tmp_path: Any) -> None:
         ["sh", "-c", "cat /mnt/data/hello /etc/single; touch /mnt/data/x 2>/dev/null || echo ro"],
     )
     spec["mounts"] += [
-        {"type": "none", "source": str(data), "destination": "/mnt/data",
-         "options": ["bind", "ro"]},
-        {"type": "none", "source": str(single), "destination": "/etc/single",
-         "options": ["bind"]},
+        {
+            "type": "none",
+            "source": str(data),
+            "destination": "/mnt/data",
+            "options": ["bind", "ro"],
+        },
+        {"type": "none", "source": str(single), "destination": "/etc/single", "options": ["bind"]},
     ]
     result = drive(tmp_path, spec)
     assert result["stdout"] == "hi\none\nro\n"
     assert not (data / "x").exists()
 
 
-def test_exec_when_init_has_only_mount_and_pid_namespaces(
-    busybox_root: str, tmp_path: Any
-) -> None:
+def test_exec_when_init_has_only_mount_and_pid_namespaces(busybox_root: str, tmp_path: Any) -> None:
     spec = rootfs_helper.test_spec(busybox_root, ["sleep", "1000"], hostname="")
     spec["linux"]["namespaces"] = [{"type": "mount", "path": ""}, {"type": "pid", "path": ""},
                                    {"type": "network", "path": ""}]  # fmt: skip

@@ -217,11 +217,14 @@ class Driver:
                   "read m < /sys/fs/cgroup/pids.max; read c < /sys/fs/cgroup/pids.current; "
                   "echo $m $c")  # fmt: skip
         self.container("pids")
-        result = self.host.run("pids", self.spec(["sh", "-c", script],
-                                                 resources={"pids": {"limit": 10}}), timeout=120)
+        result = self.host.run(
+            "pids", self.spec(["sh", "-c", script], resources={"pids": {"limit": 10}}), timeout=120
+        )
         lines = result.stdout.decode().split()
-        check(lines[:1] == ["10"], f"pids.max inside: {lines}, exit {result.exit_code}, "
-                                   f"stderr {result.stderr[-300:]!r}")
+        check(
+            lines[:1] == ["10"],
+            f"pids.max inside: {lines}, exit {result.exit_code}, stderr {result.stderr[-300:]!r}",
+        )
         check(int(lines[1]) <= 10, f"pids.current above the limit: {lines}")
         check(b"fork" in result.stderr, f"no fork failure reported: {result.stderr[-300:]!r}")
         return {"pids.max": lines[0], "pids.current": lines[1],
@@ -390,12 +393,12 @@ class PatternCheck:
     def feed(self, chunk: bytes) -> None:
         view = memoryview(chunk)
         while view and self.error is None:
-            part = view[: MIB]
+            part = view[:MIB]
             offset = self.count % len(self.line)
-            if self.pattern[offset: offset + len(part)] != part:
+            if self.pattern[offset : offset + len(part)] != part:
                 self.error = f"mismatch in the chunk at byte {self.count}"
             self.count += len(part)
-            view = view[len(part):]
+            view = view[len(part) :]
 
 
 def ppid_of(pid: int) -> int | None:

@@ -25,8 +25,9 @@ def _spawn() -> int:
     defaults = [s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP)]
     env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": "/", "TERM": "dumb"}
     env.update((k, v) for k, v in os.environ.items() if k.startswith("VMTEST_"))
-    return os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", DRIVER], env,
-                          setsigdef=defaults, setsigmask=())
+    return os.posix_spawn(
+        sys.executable, [sys.executable, "-I", "-S", DRIVER], env, setsigdef=defaults, setsigmask=()
+    )
 
 
 def _keep_driver_running() -> None:

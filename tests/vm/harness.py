@@ -44,7 +44,7 @@ class Kernel:
 def find_kernel() -> Kernel:
     """The newest /boot/vmlinuz-* that has /lib/modules/<release>."""
     for image in sorted(glob.glob("/boot/vmlinuz-*"), reverse=True):
-        release = os.path.basename(image)[len("vmlinuz-"):]
+        release = os.path.basename(image)[len("vmlinuz-") :]
         modules = os.path.join("/lib/modules", release)
         if os.path.exists(os.path.join(modules, "modules.dep")) and os.access(image, os.R_OK):
             return Kernel(image, release, modules)
@@ -82,8 +82,17 @@ def build_test_initfs(output: str, kernel: Kernel) -> Any:
     return build_initfs(options)
 
 
-def qemu_command(qemu: str, kernel: Kernel, initfs: str, console: str, results: str,
-                 disk: str, *, cpus: int = 2, memory_mib: int = 2048) -> list[str]:
+def qemu_command(
+    qemu: str,
+    kernel: Kernel,
+    initfs: str,
+    console: str,
+    results: str,
+    disk: str,
+    *,
+    cpus: int = 2,
+    memory_mib: int = 2048,
+) -> list[str]:
     """The TCG command line the tests use (documented in docs/vm.md)."""
     return [
         qemu, "-accel", "tcg,thread=multi", "-smp", str(cpus), "-m", str(memory_mib),
@@ -149,7 +158,7 @@ def run_vm(workdir: str, *, timeout: float = 280.0, stdout_mib: int | None = Non
     parsed: dict[str, dict[str, Any]] = {}
     for line in _read(results).splitlines():
         if line.startswith("VMTEST "):
-            entry = json.loads(line[len("VMTEST "):])
+            entry = json.loads(line[len("VMTEST ") :])
             parsed[entry["scenario"]] = entry
     with open(disk, "rb") as file:
         head = file.read(4096)

@@ -23,13 +23,13 @@ def _entries(archive: Path) -> dict[str, tuple[int, bytes]]:
     found: dict[str, tuple[int, bytes]] = {}
     offset = 0
     while True:
-        assert raw[offset: offset + 6] == b"070701"
-        fields = [int(raw[offset + 6 + 8 * i: offset + 14 + 8 * i], 16) for i in range(13)]
+        assert raw[offset : offset + 6] == b"070701"
+        fields = [int(raw[offset + 6 + 8 * i : offset + 14 + 8 * i], 16) for i in range(13)]
         mode, size, name_size = fields[1], fields[6], fields[11]
         name_start = offset + 110
-        name = raw[name_start: name_start + name_size - 1].decode()
+        name = raw[name_start : name_start + name_size - 1].decode()
         data_start = name_start + name_size + (-(110 + name_size) % 4)
-        data = raw[data_start: data_start + size]
+        data = raw[data_start : data_start + size]
         offset = data_start + size + (-size % 4)
         if name == "TRAILER!!!":
             return found

@@ -239,7 +239,7 @@ class CgroupManager:
         mount_point, mount_root = _hierarchy_mount(self.root)
         root_parts = [part for part in mount_root.split("/") if part]
         if parts[: len(root_parts)] == root_parts:
-            parts = parts[len(root_parts):]
+            parts = parts[len(root_parts) :]
         return os.path.join(mount_point, *parts)
 
     # -- removal ---------------------------------------------------------------------

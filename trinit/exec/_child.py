@@ -836,9 +836,7 @@ def main(argv: list[str]) -> int:
     try:
         command, options = _parse_args(argv)
         if command == "run":
-            return command_run(
-                options["bundle-path"], options.get("cgroup-root", "/sys/fs/cgroup")
-            )
+            return command_run(options["bundle-path"], options.get("cgroup-root", "/sys/fs/cgroup"))
         try:
             parent_pid = int(options["parent-pid"])
         except ValueError:

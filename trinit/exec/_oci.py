@@ -43,8 +43,13 @@ def _require(value: object, kind: type | tuple[type, ...], where: str) -> None:
 
 
 def _article(name: str) -> str:
-    names = {"dict": "an object", "list": "an array", "str": "a string", "int": "an integer",
-             "bool": "a boolean"}
+    names = {
+        "dict": "an object",
+        "list": "an array",
+        "str": "a string",
+        "int": "an integer",
+        "bool": "a boolean",
+    }
     return names.get(name, name)
 
 

@@ -186,9 +186,7 @@ def pidfd_getfd(pidfd: int, targetfd: int, flags: int = 0) -> int:
 
     The new fd is CLOEXEC and owned by the caller.
     """
-    return _call(
-        "pidfd_getfd", ctypes.c_long(pidfd), ctypes.c_long(targetfd), ctypes.c_long(flags)
-    )
+    return _call("pidfd_getfd", ctypes.c_long(pidfd), ctypes.c_long(targetfd), ctypes.c_long(flags))
 
 
 class _OpenHow(ctypes.Structure):

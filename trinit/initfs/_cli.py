@@ -19,21 +19,48 @@ def main(argv: list[str]) -> None:
     group = build.add_mutually_exclusive_group()
     group.add_argument("--modules-dir", help="e.g. /lib/modules/6.1.0-27-amd64")
     group.add_argument("--kernel-release", help="shorthand for --modules-dir /lib/modules/R")
-    build.add_argument("--module", action="append", default=[], metavar="NAME",
-                       help="another kernel module to load at boot (after the API listens)")
-    build.add_argument("--python-module", action="append", default=[], metavar="NAME",
-                       help="another Python module to include, with what it imports")
-    build.add_argument("--file", action="append", default=[], metavar="SRC:DEST",
-                       help="copy a file into the image")
-    build.add_argument("--binary", action="append", default=[], metavar="SRC[:DEST]",
-                       help="copy an executable and the shared libraries it needs")
-    build.add_argument("--agent-arg", action="append", default=[], metavar="ARG",
-                       help="argument for `trinit agent` (e.g. --agent-arg=--log-level=debug)")
-    build.add_argument("--preinit", metavar="FILE",
-                       help="Python file run inside PID 1 before the agent (tests)")
+    build.add_argument(
+        "--module",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another kernel module to load at boot (after the API listens)",
+    )
+    build.add_argument(
+        "--python-module",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another Python module to include, with what it imports",
+    )
+    build.add_argument(
+        "--file", action="append", default=[], metavar="SRC:DEST", help="copy a file into the image"
+    )
+    build.add_argument(
+        "--binary",
+        action="append",
+        default=[],
+        metavar="SRC[:DEST]",
+        help="copy an executable and the shared libraries it needs",
+    )
+    build.add_argument(
+        "--agent-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="argument for `trinit agent` (e.g. --agent-arg=--log-level=debug)",
+    )
+    build.add_argument(
+        "--preinit", metavar="FILE", help="Python file run inside PID 1 before the agent (tests)"
+    )
     build.add_argument("--no-strip", action="store_true", help="keep symbols in ELF files")
-    build.add_argument("--optimize", type=int, default=0, choices=(0, 1, 2),
-                       help="bytecode optimisation level (2 drops docstrings and asserts)")
+    build.add_argument(
+        "--optimize",
+        type=int,
+        default=0,
+        choices=(0, 1, 2),
+        help="bytecode optimisation level (2 drops docstrings and asserts)",
+    )
     ns = parser.parse_args(argv)
     modules_dir = ns.modules_dir
     if ns.kernel_release:

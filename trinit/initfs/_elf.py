@@ -31,9 +31,7 @@ def needed_libraries(path: str) -> list[str]:
     included; [] for static binaries and non-ELF files."""
     if not _is_dynamic(path):
         return []  # (ld.so --list crashes on some static binaries)
-    result = subprocess.run(
-        [loader(), "--list", path], capture_output=True, text=True, check=False
-    )
+    result = subprocess.run([loader(), "--list", path], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         if "not a dynamic executable" in result.stdout + result.stderr:
             return []

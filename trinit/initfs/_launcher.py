@@ -13,7 +13,7 @@ in-guest driver. A failing hook is reported on the console and boot goes on.
 
 from __future__ import annotations
 
-TEMPLATE = '''#!{interpreter} -IS
+TEMPLATE = """#!{interpreter} -IS
 # trinit launcher, written by `trinit initfs build`. See trinit/initfs/_launcher.py.
 import os, sys, time
 os.environ["TRINIT_LAUNCHED_AT"] = repr(time.clock_gettime(time.CLOCK_BOOTTIME))
@@ -28,7 +28,7 @@ if os.path.exists(PREINIT):
         os.write(2, ("trinit: preinit hook failed: %r\\n" % (exc,)).encode())
 from trinit.__main__ import main
 main(["trinit", "agent", *AGENT_ARGS, *sys.argv[1:]])
-'''
+"""
 
 
 def render(interpreter: str, site_packages: str, agent_args: list[str]) -> str:
