@@ -473,3 +473,68 @@ async def test_cancel_mid_archive_closes_everything(tmp_path: Path) -> None:
         with trio.fail_after(10):
             await host_saw_eof.wait()
     assert open_fds() == fds
+
+
+async def test_cancel_mid_file_copy_in_stops_the_worker(tmp_path: Path) -> None:
+    sent = trio.Event()
+    host_saw_eof = trio.Event()
+
+    async def stalling_host(stream: trio.SocketStream) -> None:
+        async with stream:
+            await stream.send_all(pattern(1 << 20))
+            sent.set()
+            with contextlib.suppress(trio.BrokenResourceError):
+                while await stream.receive_some():
+                    pass
+            host_saw_eof.set()
+
+    fds = open_fds()
+    async with trio.open_nursery() as nursery:
+        host = FakeHost(nursery, stalling_host)
+        request = pb.CopyRequest(direction=pb.CopyRequest.COPY_IN, path=str(tmp_path / "f"))
+        with trio.CancelScope() as scope:
+
+            async def cancel_when_stalled() -> None:
+                await sent.wait()
+                await trio.testing.wait_all_tasks_blocked()
+                scope.cancel()
+
+            nursery.start_soon(cancel_when_stalled)
+            with trio.fail_after(10):  # the worker notices the cancellation within 100 ms
+                async with contextlib.aclosing(copy(request, host.dial)) as rs:
+                    [r async for r in rs]
+        assert scope.cancelled_caught
+        with trio.fail_after(10):
+            await host_saw_eof.wait()
+    assert open_fds() == fds
+
+
+async def test_cancel_mid_file_copy_out_to_a_host_that_never_reads(tmp_path: Path) -> None:
+    big = tmp_path / "big"
+    big.write_bytes(pattern(64 << 20))  # far more than the socket buffers hold
+    connected = trio.Event()
+    release = trio.Event()
+
+    async def idle_host(stream: trio.SocketStream) -> None:
+        async with stream:
+            connected.set()
+            await release.wait()
+
+    fds = open_fds()
+    async with trio.open_nursery() as nursery:
+        host = FakeHost(nursery, idle_host)
+        request = pb.CopyRequest(direction=pb.CopyRequest.COPY_OUT, path=str(big))
+        with trio.CancelScope() as scope:
+
+            async def cancel_when_stalled() -> None:
+                await connected.wait()
+                await trio.testing.wait_all_tasks_blocked()
+                scope.cancel()
+
+            nursery.start_soon(cancel_when_stalled)
+            with trio.fail_after(10):
+                async with contextlib.aclosing(copy(request, host.dial)) as rs:
+                    [r async for r in rs]
+        assert scope.cancelled_caught
+        release.set()
+    assert open_fds() == fds
