@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from trinit._proto import sandbox_pb2 as pb  # noqa: E402
-from trinit.host import HostPort, LocalAgent  # noqa: E402
+from trinit._proto import sandbox_pb2 as pb
+from trinit.host import HostPort, LocalAgent
 
 MiB = 1 << 20
 
