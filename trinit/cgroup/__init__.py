@@ -9,22 +9,47 @@ Public names only; the code lives in the private modules:
 * ``_format``: pure parsers of the interface file formats.
 """
 
-from ._format import (
-    UINT64_MAX,
-    parse_flat_keyed,
-    parse_nested_keyed,
-    parse_single,
+from typing import TYPE_CHECKING
+
+from trinit._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from ._format import (
+        UINT64_MAX,
+        parse_flat_keyed,
+        parse_nested_keyed,
+        parse_single,
+    )
+    from ._manager import (
+        DEFAULT_ROOT,
+        OWN_MEMORY_HIGH,
+        OWN_MEMORY_LOW,
+        REMOVE_RETRY_DELAYS,
+        CgroupManager,
+        setup_own_cgroup,
+    )
+    from ._monitor import MemoryMonitor
+    from ._stats import ALL_STAT_CATEGORIES, read_network_stats, read_stats
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "UINT64_MAX": "._format",
+        "parse_flat_keyed": "._format",
+        "parse_nested_keyed": "._format",
+        "parse_single": "._format",
+        "DEFAULT_ROOT": "._manager",
+        "OWN_MEMORY_HIGH": "._manager",
+        "OWN_MEMORY_LOW": "._manager",
+        "REMOVE_RETRY_DELAYS": "._manager",
+        "CgroupManager": "._manager",
+        "setup_own_cgroup": "._manager",
+        "MemoryMonitor": "._monitor",
+        "ALL_STAT_CATEGORIES": "._stats",
+        "read_network_stats": "._stats",
+        "read_stats": "._stats",
+    },
 )
-from ._manager import (
-    DEFAULT_ROOT,
-    OWN_MEMORY_HIGH,
-    OWN_MEMORY_LOW,
-    REMOVE_RETRY_DELAYS,
-    CgroupManager,
-    setup_own_cgroup,
-)
-from ._monitor import MemoryMonitor
-from ._stats import ALL_STAT_CATEGORIES, read_network_stats, read_stats
 
 __all__ = [
     "ALL_STAT_CATEGORIES",

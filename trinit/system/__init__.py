@@ -6,16 +6,57 @@ response message, or raises a :class:`trinit.errors.TrinitError` with vminitd's 
 message prefix. Differences from vminitd are recorded in ``docs/compat.md``.
 """
 
-from trinit.exec._mountopts import MountOptions, parse_options
+from typing import TYPE_CHECKING
 
-from ._copy import Dial, copy
-from ._dns import configure_dns, configure_hosts, render_hosts, render_resolv_conf
-from ._env import getenv, setenv
-from ._files import FsIoctl, filesystem_operation, mkdir, stat, stat_message, write_file
-from ._kill import kill, sync
-from ._mount import MountSyscalls, mount, umount
-from ._net import ip_addr_add, ip_link_set, ip_route_add_default, ip_route_add_link
-from ._sysctl import binfmt_line, set_time, setup_emulator, sysctl, sysctl_path
+from trinit._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from trinit.exec._mountopts import MountOptions, parse_options
+
+    from ._copy import Dial, copy
+    from ._dns import configure_dns, configure_hosts, render_hosts, render_resolv_conf
+    from ._env import getenv, setenv
+    from ._files import FsIoctl, filesystem_operation, mkdir, stat, stat_message, write_file
+    from ._kill import kill, sync
+    from ._mount import MountSyscalls, mount, umount
+    from ._net import ip_addr_add, ip_link_set, ip_route_add_default, ip_route_add_link
+    from ._sysctl import binfmt_line, set_time, setup_emulator, sysctl, sysctl_path
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "MountOptions": "trinit.exec._mountopts",
+        "parse_options": "trinit.exec._mountopts",
+        "Dial": "._copy",
+        "copy": "._copy",
+        "configure_dns": "._dns",
+        "configure_hosts": "._dns",
+        "render_hosts": "._dns",
+        "render_resolv_conf": "._dns",
+        "getenv": "._env",
+        "setenv": "._env",
+        "FsIoctl": "._files",
+        "filesystem_operation": "._files",
+        "mkdir": "._files",
+        "stat": "._files",
+        "stat_message": "._files",
+        "write_file": "._files",
+        "kill": "._kill",
+        "sync": "._kill",
+        "MountSyscalls": "._mount",
+        "mount": "._mount",
+        "umount": "._mount",
+        "ip_addr_add": "._net",
+        "ip_link_set": "._net",
+        "ip_route_add_default": "._net",
+        "ip_route_add_link": "._net",
+        "binfmt_line": "._sysctl",
+        "set_time": "._sysctl",
+        "setup_emulator": "._sysctl",
+        "sysctl": "._sysctl",
+        "sysctl_path": "._sysctl",
+    },
+)
 
 __all__ = [
     "Dial",
