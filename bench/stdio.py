@@ -29,6 +29,9 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from trinit.io import enlarge_send_buffer
+
 MiB = 1 << 20
 GiB = 1 << 30
 
@@ -91,6 +94,8 @@ def producer(size: int, stdout: int) -> subprocess.Popen[bytes]:
 def bench_no_relay(path: str, listener: socket.socket, size: int) -> Result:
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     client.connect(path)
+    # the ceiling gets the same socket buffer trinit's pump uses (trinit.io.enlarge_send_buffer)
+    enlarge_send_buffer(client)
     with client:
         proc = producer(size, client.fileno())
     seconds = drain(listener, size)

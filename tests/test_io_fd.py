@@ -89,3 +89,24 @@ def test_make_pipe() -> None:
         # Separate file descriptions: trinit's end going non-blocking leaves the child's alone.
         os.set_blocking(read_end.fileno(), False)
         assert os.get_blocking(write_end.fileno())
+
+
+def test_enlarge_send_buffer_unix_and_vsock() -> None:
+    import socket
+
+    from trinit.io import SEND_BUFFER, enlarge_send_buffer
+
+    a, b = socket.socketpair()
+    with a, b:
+        before = a.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        enlarge_send_buffer(a)
+        after = a.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        assert after > before and after >= SEND_BUFFER  # the kernel reports twice the request
+    try:
+        vsock = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+    except OSError as exc:  # no vsock in this kernel at all
+        pytest.skip(f"AF_VSOCK unavailable: {exc}")
+    with vsock:
+        enlarge_send_buffer(vsock)
+        size = vsock.getsockopt(socket.AF_VSOCK, socket.SO_VM_SOCKETS_BUFFER_SIZE)
+        assert size == SEND_BUFFER

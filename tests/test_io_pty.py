@@ -209,11 +209,11 @@ async def test_drain_stops_after_grace_when_host_does_not_read(
 ) -> None:
     pty = Pty()
     host_out, guest_out = stream_pair()
+    relay = PtyRelay(pty.master, None, guest_out)  # (this enlarges the send buffer)
     # The host never reads and its socket is already full.
     with contextlib.suppress(BlockingIOError):
         while True:
             os.write(guest_out.socket.fileno(), b"f" * 65536)
-    relay = PtyRelay(pty.master, None, guest_out)
     os.write(pty.slave.fileno(), b"output nobody reads")
     master_poll = select.poll()
     master_poll.register(pty.master.fileno(), select.POLLIN)

@@ -6,7 +6,7 @@ unix sockets, :class:`Transport`), stdio pumps for pipes (:class:`OutputPump`,
 (:func:`relay`). Everything here closes what it owns when it ends or is cancelled.
 """
 
-from ._fd import PIPE_SIZE, OwnedFd, make_pipe
+from ._fd import PIPE_SIZE, SEND_BUFFER, OwnedFd, enlarge_send_buffer, make_pipe
 from ._pty import PtyRelay
 from ._pump import InputPump, OutputPump
 from ._relay import relay
@@ -14,6 +14,7 @@ from ._transport import Transport, UnixTransport, VsockTransport, parse_transpor
 
 __all__ = [
     "PIPE_SIZE",
+    "SEND_BUFFER",
     "InputPump",
     "OutputPump",
     "OwnedFd",
@@ -21,6 +22,7 @@ __all__ = [
     "Transport",
     "UnixTransport",
     "VsockTransport",
+    "enlarge_send_buffer",
     "make_pipe",
     "parse_transport",
     "relay",

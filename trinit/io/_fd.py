@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
 from types import TracebackType
 
 import trio
@@ -117,3 +118,34 @@ def make_pipe(size: int = PIPE_SIZE) -> tuple[OwnedFd, OwnedFd]:
     except OSError:
         pass
     return read_end, write_end
+
+
+#: kernel send buffer for host connections carrying stdio (bytes queued per stream at most)
+SEND_BUFFER = 4 << 20
+
+
+def enlarge_send_buffer(
+    sock: socket.socket | trio.socket.SocketType, size: int = SEND_BUFFER
+) -> None:
+    """Let the kernel queue up to ``size`` bytes on a host connection.
+
+    With the default (~200 KiB on unix sockets, 256 KiB on vsock) every splice moves a
+    fraction of the 1 MiB pipe and the pump wakes several times as often: measured here,
+    2.5x the CPU per GiB. Still bounded (backpressure stays the kernel's). Best effort:
+    SO_SNDBUFFORCE needs CAP_NET_ADMIN (falls back to SO_SNDBUF, capped by wmem_max); on
+    AF_VSOCK the buffer is the vsock transport's.
+    """
+    try:
+        if sock.family == socket.AF_VSOCK:
+            sock.setsockopt(socket.AF_VSOCK, socket.SO_VM_SOCKETS_BUFFER_MAX_SIZE, size)
+            sock.setsockopt(socket.AF_VSOCK, socket.SO_VM_SOCKETS_BUFFER_SIZE, size)
+            return
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, _SO_SNDBUFFORCE, size)
+        except PermissionError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+    except OSError:
+        pass  # a smaller buffer is slower, never wrong
+
+
+_SO_SNDBUFFORCE = 32

@@ -33,7 +33,7 @@ import trio
 
 from trinit.errors import Internal
 
-from ._fd import OwnedFd
+from ._fd import OwnedFd, enlarge_send_buffer
 
 __all__ = ["PtyRelay"]
 
@@ -57,6 +57,8 @@ class PtyRelay:
         self._master = master
         self._stdin = stdin
         self._stdout = stdout
+        if stdout is not None:
+            enlarge_send_buffer(stdout.socket)
         os.set_blocking(master.fileno(), False)
         self._exited = trio.Event()
         self._grace = 0.0

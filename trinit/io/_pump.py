@@ -27,7 +27,7 @@ import os
 import trio
 
 from ._copy import Copier, Ending, Outcome, SpliceMode
-from ._fd import OwnedFd, make_pipe
+from ._fd import OwnedFd, enlarge_send_buffer, make_pipe
 
 __all__ = ["InputPump", "OutputPump", "make_pipe"]
 
@@ -48,6 +48,7 @@ class OutputPump:
         self._pipe = pipe
         self._sock = sock
         os.set_blocking(pipe.fileno(), False)
+        enlarge_send_buffer(sock.socket)
         self._copier = Copier(pipe, sock.socket, SpliceMode.SRC_IS_PIPE)
         self._drain_scope = trio.CancelScope()
         self._exited = False
