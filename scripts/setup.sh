@@ -16,3 +16,6 @@ fi
 # compat mode: a plain path entry, not setuptools' import-hook finder (17 ms off every
 # Python start here: the agent, and each exec helper it spawns)
 .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]' --config-settings editable_mode=compat
+# bytecode for the source tree: the environment may set PYTHONDONTWRITEBYTECODE, and then every
+# agent and exec-helper start would compile trinit from source again
+.venv/bin/python -m compileall -q trinit >/dev/null
