@@ -31,6 +31,8 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.VmRun]:
     )
     for name, entry in run.results.items():
         print(f"  {name}: {'ok' if entry['ok'] else 'FAILED'} {entry['data']}")
+    if run.exit_code is None:  # QEMU was killed at the time limit: keep the evidence
+        print(f"QEMU timed out; console tail:\n{run.console[-8000:]}")
     yield run
 
 
