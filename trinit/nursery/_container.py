@@ -20,7 +20,6 @@ import logging
 import os
 import shutil
 import signal
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +204,3 @@ def remove_bundle(bundle: Path) -> None:
         except OSError as exc:
             raise errors.Internal(f"failed to unmount {point}: {exc.strerror or exc}") from exc
     shutil.rmtree(bundle, ignore_errors=True)
-
-
-SpawnContainer = Callable[[Container], Awaitable[Container]]

@@ -20,6 +20,7 @@ import errno
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -328,8 +329,6 @@ class ManagedProcess:
 
     def _abandon(self) -> None:
         """This process will never run: report NEVER_RAN_EXIT_CODE and release its stdio."""
-        import time
-
         self._publish(NEVER_RAN_EXIT_CODE, time.time())
 
     def abandon_if_unstarted(self) -> None:
