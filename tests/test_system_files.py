@@ -7,15 +7,13 @@ namespace: freezing the file system that holds tmp_path would freeze this machin
 from __future__ import annotations
 
 import errno
-import json
 import os
 import stat
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from nslib import run_in_private_mount_ns
 
 from trinit._proto import sandbox_pb2 as pb
 from trinit.errors import Internal, InvalidArgument, NotFound
@@ -292,23 +290,7 @@ _REAL_IOCTL = textwrap.dedent(
 def test_fs_operation_real_ioctls_on_private_tmpfs(tmp_path: Path) -> None:
     target = tmp_path / "fs"
     target.mkdir()
-    result = subprocess.run(
-        [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            sys.executable,
-            "-c",
-            _REAL_IOCTL,
-            str(target),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout)
+    out = run_in_private_mount_ns(_REAL_IOCTL, str(target))
     # tmpfs supports none of them: the kernel's refusal reaches the message
     for name in ("freeze", "thaw", "trim"):
         code, message = out[name]

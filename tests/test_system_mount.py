@@ -4,15 +4,13 @@ virtual times (fake syscalls), and real mounts inside a private mount namespace.
 from __future__ import annotations
 
 import errno
-import json
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import trio
+from nslib import run_in_private_mount_ns
 
 from trinit._proto import sandbox_pb2 as pb
 from trinit.errors import Internal, InvalidArgument
@@ -264,23 +262,7 @@ _REAL = textwrap.dedent(
 
 
 def test_real_mounts_in_private_namespace(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            sys.executable,
-            "-c",
-            _REAL,
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout)
+    out = run_in_private_mount_ns(_REAL, str(tmp_path))
     assert "nosuid" in out["tmpfs_opts"] and out["tmpfs_opts"].startswith("rw")
     assert out["tmpfs_mode"] == "0o700"
     assert out["bind_content"] == "hello"
