@@ -438,72 +438,64 @@ async def test_archive_errors(tmp_path: Path) -> None:
         )
 
 
-async def test_cancel_mid_archive_closes_everything(tmp_path: Path) -> None:
-    half = targz(lambda tar: add_file(tar, "big", pattern(4 << 20)))
-    half = half[: len(half) // 2]
-    sent = trio.Event()
-    host_saw_eof = trio.Event()
+def _stalling_host(
+    data: bytes, sent: trio.Event, saw_eof: trio.Event
+) -> Callable[[trio.SocketStream], Awaitable[None]]:
+    """A host that sends ``data``, then neither sends nor closes; notes when it sees EOF."""
 
-    async def stalling_host(stream: trio.SocketStream) -> None:
+    async def host(stream: trio.SocketStream) -> None:
         async with stream:
-            await stream.send_all(half)
+            await stream.send_all(data)
             sent.set()
             with contextlib.suppress(trio.BrokenResourceError):
                 while await stream.receive_some():
                     pass
-            host_saw_eof.set()
+            saw_eof.set()
 
+    return host
+
+
+async def _cancel_copy_once_stalled(
+    nursery: trio.Nursery, host: FakeHost, request: pb.CopyRequest, stalled: trio.Event
+) -> None:
+    """Run ``copy`` and cancel it once ``stalled`` is set and every task waits; the copy must
+    end promptly (worker threads notice cancellation within 100 ms)."""
+    with trio.CancelScope() as scope:
+
+        async def cancel_when_stalled() -> None:
+            await stalled.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()
+
+        nursery.start_soon(cancel_when_stalled)
+        with trio.fail_after(10):
+            async with contextlib.aclosing(copy(request, host.dial)) as rs:
+                [r async for r in rs]
+    assert scope.cancelled_caught
+
+
+async def test_cancel_mid_archive_closes_everything(tmp_path: Path) -> None:
+    half = targz(lambda tar: add_file(tar, "big", pattern(4 << 20)))
+    sent, host_saw_eof = trio.Event(), trio.Event()
     fds = open_fds()
     async with trio.open_nursery() as nursery:
-        host = FakeHost(nursery, stalling_host)
+        host = FakeHost(nursery, _stalling_host(half[: len(half) // 2], sent, host_saw_eof))
         request = pb.CopyRequest(
             direction=pb.CopyRequest.COPY_IN, path=str(tmp_path / "t"), is_archive=True
         )
-        with trio.CancelScope() as scope:
-
-            async def cancel_when_stalled() -> None:
-                await sent.wait()
-                await trio.testing.wait_all_tasks_blocked()
-                scope.cancel()
-
-            nursery.start_soon(cancel_when_stalled)
-            async with contextlib.aclosing(copy(request, host.dial)) as rs:
-                [r async for r in rs]
-        assert scope.cancelled_caught
+        await _cancel_copy_once_stalled(nursery, host, request, sent)
         with trio.fail_after(10):
             await host_saw_eof.wait()
     assert open_fds() == fds
 
 
 async def test_cancel_mid_file_copy_in_stops_the_worker(tmp_path: Path) -> None:
-    sent = trio.Event()
-    host_saw_eof = trio.Event()
-
-    async def stalling_host(stream: trio.SocketStream) -> None:
-        async with stream:
-            await stream.send_all(pattern(1 << 20))
-            sent.set()
-            with contextlib.suppress(trio.BrokenResourceError):
-                while await stream.receive_some():
-                    pass
-            host_saw_eof.set()
-
+    sent, host_saw_eof = trio.Event(), trio.Event()
     fds = open_fds()
     async with trio.open_nursery() as nursery:
-        host = FakeHost(nursery, stalling_host)
+        host = FakeHost(nursery, _stalling_host(pattern(1 << 20), sent, host_saw_eof))
         request = pb.CopyRequest(direction=pb.CopyRequest.COPY_IN, path=str(tmp_path / "f"))
-        with trio.CancelScope() as scope:
-
-            async def cancel_when_stalled() -> None:
-                await sent.wait()
-                await trio.testing.wait_all_tasks_blocked()
-                scope.cancel()
-
-            nursery.start_soon(cancel_when_stalled)
-            with trio.fail_after(10):  # the worker notices the cancellation within 100 ms
-                async with contextlib.aclosing(copy(request, host.dial)) as rs:
-                    [r async for r in rs]
-        assert scope.cancelled_caught
+        await _cancel_copy_once_stalled(nursery, host, request, sent)
         with trio.fail_after(10):
             await host_saw_eof.wait()
     assert open_fds() == fds
@@ -512,8 +504,7 @@ async def test_cancel_mid_file_copy_in_stops_the_worker(tmp_path: Path) -> None:
 async def test_cancel_mid_file_copy_out_to_a_host_that_never_reads(tmp_path: Path) -> None:
     big = tmp_path / "big"
     big.write_bytes(pattern(64 << 20))  # far more than the socket buffers hold
-    connected = trio.Event()
-    release = trio.Event()
+    connected, release = trio.Event(), trio.Event()
 
     async def idle_host(stream: trio.SocketStream) -> None:
         async with stream:
@@ -524,17 +515,6 @@ async def test_cancel_mid_file_copy_out_to_a_host_that_never_reads(tmp_path: Pat
     async with trio.open_nursery() as nursery:
         host = FakeHost(nursery, idle_host)
         request = pb.CopyRequest(direction=pb.CopyRequest.COPY_OUT, path=str(big))
-        with trio.CancelScope() as scope:
-
-            async def cancel_when_stalled() -> None:
-                await connected.wait()
-                await trio.testing.wait_all_tasks_blocked()
-                scope.cancel()
-
-            nursery.start_soon(cancel_when_stalled)
-            with trio.fail_after(10):
-                async with contextlib.aclosing(copy(request, host.dial)) as rs:
-                    [r async for r in rs]
-        assert scope.cancelled_caught
+        await _cancel_copy_once_stalled(nursery, host, request, connected)
         release.set()
     assert open_fds() == fds
