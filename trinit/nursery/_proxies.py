@@ -60,16 +60,6 @@ async def _unix_listener(path: str, permissions: int | None) -> trio.SocketListe
     return trio.SocketListener(sock)
 
 
-async def _unix_dial(path: str) -> trio.SocketStream:
-    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        await sock.connect(path)
-    except BaseException:
-        sock.close()
-        raise
-    return trio.SocketStream(sock)
-
-
 class VsockProxy:
     def __init__(
         self,
@@ -153,7 +143,7 @@ class ProxyTable:
             listener = await self._transport.listen(port)
 
             async def dial_guest() -> trio.SocketStream:
-                return await _unix_dial(guest_path)
+                return await trio.open_unix_socket(guest_path)
 
             proxy = VsockProxy(proxy_id, action, listener, dial_guest, None)
         else:
