@@ -1,18 +1,24 @@
-"""Stdout pump throughput: trinit's OutputPump against socat and against no relay at all.
+"""Stdout pump throughput: trinit's OutputPump against socat, a minimal relay and no relay.
 
 A producer process writes N bytes (default 2 GiB) of zeros to its stdout; a reader (this
 process) drains a unix socket and times the transfer from its first byte to EOF, so process
-start-up is not counted. Three set-ups:
+start-up is not counted. Four set-ups:
 
   (a) no relay: the producer's stdout *is* the unix socket (the ceiling);
   (b) socat -b 1048576: producer -> pipe -> socat -> unix socket;
-  (c) trinit: producer -> pipe -> OutputPump (in its own python process) -> unix socket.
+  (c) minimal relay: producer -> pipe -> bench/minimal_relay.c (a blocking splice loop in C,
+      built here with cc) -> unix socket: the floor of what any relay costs on this machine;
+  (d) trinit: producer -> pipe -> OutputPump (in its own python process) -> unix socket.
 
-(b) and (c) use the same 1 MiB pipe (trinit.io.make_pipe). CPU per GiB is the relay process's
-user+system time: for socat from wait4(), for trinit measured inside the pump process around
-``OutputPump.run()`` only (no interpreter start-up or imports).
+(b)-(d) use the same 1 MiB pipe (trinit.io.make_pipe); every relay and the ceiling get the
+4 MiB send buffer trinit's pump sets. The set-ups run interleaved, one of each per round, and
+the summary gives the median and the best round of each, so a slow spell of the machine
+hits all of them alike. CPU per GiB is shown for each party: the producer (wait4), the
+reader (this process, around the transfer) and the relay (socat and the minimal relay from
+their own accounting of the whole process; trinit inside the pump process around
+``OutputPump.run()`` only, no interpreter start-up or imports).
 
-Run: .venv/bin/python bench/stdio.py [--size 2G] [--repeat 3]
+Run: .venv/bin/python bench/stdio.py [--size 2G] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -23,15 +29,18 @@ import os
 import resource
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from trinit.io import enlarge_send_buffer
+from trinit.io import SEND_BUFFER, enlarge_send_buffer, make_pipe
 
+BENCH = os.path.dirname(os.path.abspath(__file__))
 MiB = 1 << 20
 GiB = 1 << 30
 
@@ -44,20 +53,22 @@ while left:
 """
 
 
-@dataclass
-class Result:
-    name: str
+@dataclass(frozen=True)
+class Run:
     seconds: float
     size: int
+    producer_cpu: float
+    reader_cpu: float
     relay_cpu: float | None = None
+    method: str = ""
 
-    @property
-    def mib_per_s(self) -> float:
-        return self.size / MiB / self.seconds
 
-    @property
-    def cpu_per_gib(self) -> float | None:
-        return None if self.relay_cpu is None else self.relay_cpu / (self.size / GiB)
+@dataclass(frozen=True)
+class Context:
+    path: str
+    listener: socket.socket
+    size: int
+    minimal_relay: str | None
 
 
 def parse_size(text: str) -> int:
@@ -68,145 +79,205 @@ def parse_size(text: str) -> int:
     return int(text)
 
 
-def drain(listener: socket.socket, size: int) -> float:
-    """Accept one connection, read it to EOF, return seconds from first byte to EOF."""
+def _cpu_self() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def drain(listener: socket.socket, size: int) -> tuple[float, float]:
+    """Accept one connection, read it to EOF: (seconds from first byte to EOF, reader CPU)."""
+    listener.settimeout(60)  # a relay that died before connecting must not hang the bench
     conn, _ = listener.accept()
     with conn:
+        conn.settimeout(None)
         buf = bytearray(MiB)
         view = memoryview(buf)
         got = conn.recv_into(view)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), _cpu_self()
         while True:
             count = conn.recv_into(view)
             if count == 0:
                 break
             got += count
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, _cpu_self() - cpu_start
     if got != size:
         raise SystemExit(f"reader got {got} bytes, expected {size}")
-    return elapsed
+    return elapsed, cpu
 
 
 def producer(size: int, stdout: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", PRODUCER, str(size)], stdout=stdout)
 
 
-def bench_no_relay(path: str, listener: socket.socket, size: int) -> Result:
+def reap(proc: subprocess.Popen[bytes]) -> float:
+    """Wait for ``proc``; its CPU seconds. Fails the bench if it did not exit 0."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{proc.args!r} exited with {proc.returncode}")
+    return usage.ru_utime + usage.ru_stime
+
+
+def bench_no_relay(ctx: Context) -> Run:
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    client.connect(path)
-    # the ceiling gets the same socket buffer trinit's pump uses (trinit.io.enlarge_send_buffer)
+    client.connect(ctx.path)
     enlarge_send_buffer(client)
     with client:
-        proc = producer(size, client.fileno())
-    seconds = drain(listener, size)
-    proc.wait()
-    return Result("no relay", seconds, size)
+        prod = producer(ctx.size, client.fileno())
+    seconds, reader_cpu = drain(ctx.listener, ctx.size)
+    return Run(seconds, ctx.size, reap(prod), reader_cpu)
 
 
-def bench_socat(path: str, listener: socket.socket, size: int) -> Result:
-    from trinit.io import make_pipe
-
+def _piped(ctx: Context, relay_argv: list[str]) -> tuple[Run, bytes]:
+    """Producer -> 1 MiB pipe -> the relay command (its stdin is the pipe) -> the reader."""
     read_end, write_end = make_pipe()
     with read_end, write_end:
-        prod = producer(size, write_end.fileno())
-        relay = subprocess.Popen(
-            ["socat", "-u", "-b", "1048576", "STDIN", f"UNIX-CONNECT:{path}"],
-            stdin=read_end.fileno(),
-        )
-    seconds = drain(listener, size)
-    prod.wait()
-    _, status, usage = os.wait4(relay.pid, 0)
-    relay.returncode = os.waitstatus_to_exitcode(status)
-    return Result("socat -b 1048576", seconds, size, usage.ru_utime + usage.ru_stime)
+        prod = producer(ctx.size, write_end.fileno())
+        relay = subprocess.Popen(relay_argv, stdin=read_end.fileno(), stdout=subprocess.PIPE)
+    seconds, reader_cpu = drain(ctx.listener, ctx.size)
+    producer_cpu = reap(prod)
+    assert relay.stdout is not None
+    out = relay.stdout.read()
+    relay_cpu = reap(relay)
+    return Run(seconds, ctx.size, producer_cpu, reader_cpu, relay_cpu), out
 
 
-def bench_trinit(path: str, listener: socket.socket, size: int) -> Result:
-    from trinit.io import make_pipe
+def bench_socat(ctx: Context) -> Run:
+    target = f"UNIX-CONNECT:{ctx.path},sndbuf={SEND_BUFFER}"
+    run, _ = _piped(ctx, ["socat", "-u", "-b", "1048576", "STDIN", target])
+    return run
 
-    read_end, write_end = make_pipe()
-    with read_end, write_end:
-        prod = producer(size, write_end.fileno())
-        pump = subprocess.Popen(
-            [sys.executable, __file__, "--pump-child", path, str(read_end.fileno())],
-            pass_fds=[read_end.fileno()],
-            stdout=subprocess.PIPE,
-        )
-    seconds = drain(listener, size)
-    prod.wait()
-    out, _ = pump.communicate()
+
+def bench_minimal(ctx: Context) -> Run:
+    assert ctx.minimal_relay is not None
+    run, out = _piped(ctx, [ctx.minimal_relay, ctx.path, str(SEND_BUFFER)])
+    moved, cpu = out.split()
+    if int(moved) != ctx.size:
+        raise SystemExit(f"minimal relay moved {moved.decode()} bytes, expected {ctx.size}")
+    return Run(run.seconds, run.size, run.producer_cpu, run.reader_cpu, float(cpu))
+
+
+def bench_trinit(ctx: Context) -> Run:
+    run, out = _piped(ctx, [sys.executable, __file__, "--pump-child", ctx.path])
     report = json.loads(out)
-    if report["bytes"] != size:
-        raise SystemExit(f"pump moved {report['bytes']} bytes, expected {size}")
-    return Result(f"trinit OutputPump ({report['method']})", seconds, size, report["cpu"])
+    if report["bytes"] != ctx.size:
+        raise SystemExit(f"pump moved {report['bytes']} bytes, expected {ctx.size}")
+    cpu, method = report["cpu"], report["method"]
+    return Run(run.seconds, run.size, run.producer_cpu, run.reader_cpu, cpu, method)
 
 
-def pump_child(path: str, fd: int) -> None:
-    """Runs in its own process: pump pipe ``fd`` into the unix socket at ``path``."""
+def pump_child(path: str) -> None:
+    """Runs in its own process: pump stdin (a pipe) into the unix socket at ``path``."""
     import trio
 
     from trinit.io import OutputPump, OwnedFd
 
     async def main() -> None:
         stream = await trio.open_unix_socket(path)
-        pump = OutputPump("bench", OwnedFd(fd), stream)
-        before = resource.getrusage(resource.RUSAGE_SELF)
+        pump = OutputPump("bench", OwnedFd(os.dup(0)), stream)
+        os.close(0)  # the pump's copy must be the only read end left here
+        before = _cpu_self()
         await pump.run()
-        after = resource.getrusage(resource.RUSAGE_SELF)
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        cpu = _cpu_self() - before
         method = pump._copier.method
         print(json.dumps({"cpu": cpu, "bytes": pump.bytes_moved, "method": method}))
 
     trio.run(main)
 
 
+def build_minimal_relay(directory: str) -> str | None:
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return None
+    binary = os.path.join(directory, "minimal_relay")
+    source = os.path.join(BENCH, "minimal_relay.c")
+    subprocess.run([compiler, "-O2", "-o", binary, source], check=True)
+    return binary
+
+
+def per_gib(runs: list[Run], cpu: Callable[[Run], float | None]) -> str:
+    values = [value for value in map(cpu, runs) if value is not None]
+    return f"{statistics.median(values) / (runs[0].size / GiB):5.3f}" if values else "    -"
+
+
+def mib_per_s(run: Run) -> float:
+    return run.size / MiB / run.seconds
+
+
+def report(results: dict[str, list[Run]], size: int, rounds: int) -> None:
+    print(
+        f"transfer size {size / MiB:.0f} MiB, {rounds} interleaved rounds, "
+        f"{os.cpu_count()} CPUs, kernel {os.uname().release}"
+    )
+    print(f"  {'set-up':<22} {'median':>8} {'best':>8} MiB/s   CPU s/GiB: producer reader relay")
+    medians: dict[str, float] = {}
+    bests: dict[str, float] = {}
+    for name, runs in results.items():
+        speeds = [mib_per_s(run) for run in runs]
+        medians[name], bests[name] = statistics.median(speeds), max(speeds)
+        label = f"{name} ({runs[0].method})" if runs[0].method else name
+        print(
+            f"  {label:<22} {medians[name]:8.0f} {bests[name]:8.0f}"
+            f"               {per_gib(runs, lambda r: r.producer_cpu)}"
+            f"  {per_gib(runs, lambda r: r.reader_cpu)} {per_gib(runs, lambda r: r.relay_cpu)}"
+        )
+    print("  ratios (of medians; of best rounds):")
+    for top, bottom in (
+        ("trinit", "no relay"),
+        ("trinit", "socat"),
+        ("trinit", "minimal relay"),
+        ("minimal relay", "no relay"),
+    ):
+        if top in medians and bottom in medians:
+            print(
+                f"    {top + ' / ' + bottom:<28} {medians[top] / medians[bottom]:5.2f}"
+                f"  {bests[top] / bests[bottom]:5.2f}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="2G", help="bytes per run (suffix K, M, G)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per set-up (best kept)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of all set-ups")
     parser.add_argument(
-        "--only", action="append", choices=["none", "socat", "trinit"], help="run only these"
+        "--only",
+        action="append",
+        choices=["none", "socat", "minimal", "trinit"],
+        help="run only these",
     )
-    parser.add_argument("--pump-child", nargs=2, metavar=("PATH", "FD"), help=argparse.SUPPRESS)
+    parser.add_argument("--pump-child", metavar="PATH", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.pump_child:
-        pump_child(args.pump_child[0], int(args.pump_child[1]))
+        pump_child(args.pump_child)
         return
     size = parse_size(args.size)
-    setups = [("no relay", bench_no_relay), ("socat", bench_socat), ("trinit", bench_trinit)]
+    setups: dict[str, tuple[str, Callable[[Context], Run]]] = {
+        "none": ("no relay", bench_no_relay),
+        "socat": ("socat", bench_socat),
+        "minimal": ("minimal relay", bench_minimal),
+        "trinit": ("trinit", bench_trinit),
+    }
     if args.only:
-        wanted = {"none": "no relay", "socat": "socat", "trinit": "trinit"}
-        setups = [s for s in setups if s[0] in {wanted[o] for o in args.only}]
+        setups = {key: value for key, value in setups.items() if key in args.only}
     if shutil.which("socat") is None:
         print("socat not found: skipping (b)")
-        setups = [s for s in setups if s[0] != "socat"]
-    results: dict[str, Result] = {}
+        setups.pop("socat", None)
     with tempfile.TemporaryDirectory() as tmp:
+        minimal = build_minimal_relay(tmp) if "minimal" in setups else None
+        if minimal is None and "minimal" in setups:
+            print("no C compiler: skipping (c)")
+            del setups["minimal"]
         path = os.path.join(tmp, "host_1")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with listener:
             listener.bind(path)
             listener.listen()
-            for key, run in setups:
-                for _ in range(args.repeat):
-                    result = run(path, listener, size)
-                    best = results.get(key)
-                    if best is None or result.seconds < best.seconds:
-                        results[key] = result
-    print(f"transfer size {size / MiB:.0f} MiB, {os.cpu_count()} CPUs, kernel {os.uname().release}")
-    for result in results.values():
-        cpu = result.cpu_per_gib
-        cpu_text = f"   relay CPU {cpu:.3f} s/GiB" if cpu is not None else ""
-        print(f"  {result.name:<34} {result.mib_per_s:9.0f} MiB/s{cpu_text}")
-    trinit = results.get("trinit")
-    if trinit is None:
-        return
-    if "no relay" in results:
-        print(f"  trinit / no relay: {trinit.mib_per_s / results['no relay'].mib_per_s:.2f}")
-    if "socat" in results:
-        socat = results["socat"]
-        print(f"  trinit / socat:    {trinit.mib_per_s / socat.mib_per_s:.2f}")
-        if socat.cpu_per_gib and trinit.cpu_per_gib:
-            print(f"  CPU per GiB, trinit / socat: {trinit.cpu_per_gib / socat.cpu_per_gib:.2f}")
+            ctx = Context(path, listener, size, minimal)
+            results: dict[str, list[Run]] = {name: [] for name, _ in setups.values()}
+            for _ in range(args.rounds):
+                for name, run in setups.values():
+                    results[name].append(run(ctx))
+    report(results, size, args.rounds)
 
 
 if __name__ == "__main__":
