@@ -33,7 +33,12 @@ def test_wait_before_start(agent) -> None:
     codes: list[int] = []
     waiter = threading.Thread(target=lambda: codes.append(proc.wait(timeout=60)))
     waiter.start()
-    time.sleep(0.2)  # the waiter is blocked inside WaitProcess (nothing to observe from here)
+    # the agent logs (debug) when a WaitProcess starts blocking: wait for that state
+    blocked = f"process: {proc.process_id} waiting for exit"
+    deadline = time.monotonic() + 30
+    while not any(line.endswith(blocked) for line in agent.log().splitlines()):
+        assert time.monotonic() < deadline, "WaitProcess never reached the agent"
+        time.sleep(0.01)
     assert codes == []
     proc.start()
     waiter.join(60)

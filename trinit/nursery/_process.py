@@ -341,6 +341,8 @@ class ManagedProcess:
 
         Raises FailedPrecondition if the process is torn down without a reaped exit.
         """
+        if not self._exited_or_gone.is_set():
+            log.debug("waiting for exit", extra=self._fields())
         await self._exited_or_gone.wait()
         if not self._exited.is_set():
             raise errors.FailedPrecondition(
