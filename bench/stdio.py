@@ -1,6 +1,7 @@
 """Stdout pump throughput: trinit's OutputPump against socat, a minimal relay and no relay.
 
-A producer process writes N bytes (default 2 GiB) of zeros to its stdout; a reader (this
+A producer process writes N bytes (default 2 GiB) of zeros to its stdout (1 MiB per write(2)
+unless ``--write-size`` says otherwise); a reader (this
 process) drains a unix socket and times the transfer from its first byte to EOF, so process
 start-up is not counted. Four set-ups:
 
@@ -47,7 +48,7 @@ GiB = 1 << 30
 PRODUCER = """
 import os, sys
 left = int(sys.argv[1])
-chunk = memoryview(bytes(1 << 20))
+chunk = memoryview(bytes(int(sys.argv[2])))
 while left:
     left -= os.write(1, chunk[: min(left, len(chunk))])
 """
@@ -68,6 +69,7 @@ class Context:
     path: str
     listener: socket.socket
     size: int
+    write_size: int
     minimal_relay: str | None
 
 
@@ -105,8 +107,9 @@ def drain(listener: socket.socket, size: int) -> tuple[float, float]:
     return elapsed, cpu
 
 
-def producer(size: int, stdout: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", PRODUCER, str(size)], stdout=stdout)
+def producer(ctx: Context, stdout: int) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-c", PRODUCER, str(ctx.size), str(ctx.write_size)]
+    return subprocess.Popen(argv, stdout=stdout)
 
 
 def reap(proc: subprocess.Popen[bytes]) -> float:
@@ -123,7 +126,7 @@ def bench_no_relay(ctx: Context) -> Run:
     client.connect(ctx.path)
     enlarge_send_buffer(client)
     with client:
-        prod = producer(ctx.size, client.fileno())
+        prod = producer(ctx, client.fileno())
     seconds, reader_cpu = drain(ctx.listener, ctx.size)
     return Run(seconds, ctx.size, reap(prod), reader_cpu)
 
@@ -132,7 +135,7 @@ def _piped(ctx: Context, relay_argv: list[str]) -> tuple[Run, bytes]:
     """Producer -> 1 MiB pipe -> the relay command (its stdin is the pipe) -> the reader."""
     read_end, write_end = make_pipe()
     with read_end, write_end:
-        prod = producer(ctx.size, write_end.fileno())
+        prod = producer(ctx, write_end.fileno())
         relay = subprocess.Popen(relay_argv, stdin=read_end.fileno(), stdout=subprocess.PIPE)
     seconds, reader_cpu = drain(ctx.listener, ctx.size)
     producer_cpu = reap(prod)
@@ -204,9 +207,11 @@ def mib_per_s(run: Run) -> float:
     return run.size / MiB / run.seconds
 
 
-def report(results: dict[str, list[Run]], size: int, rounds: int) -> None:
+def report(results: dict[str, list[Run]], ctx: Context) -> None:
+    rounds = len(next(iter(results.values())))
     print(
-        f"transfer size {size / MiB:.0f} MiB, {rounds} interleaved rounds, "
+        f"transfer size {ctx.size / MiB:.0f} MiB in writes of {ctx.write_size} bytes, "
+        f"{rounds} interleaved rounds, "
         f"{os.cpu_count()} CPUs, kernel {os.uname().release}"
     )
     print(f"  {'set-up':<22} {'median':>8} {'best':>8} MiB/s   CPU s/GiB: producer reader relay")
@@ -240,6 +245,9 @@ def main() -> None:
     parser.add_argument("--size", default="2G", help="bytes per run (suffix K, M, G)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of all set-ups")
     parser.add_argument(
+        "--write-size", default="1M", help="bytes per write(2) of the producer (default 1M)"
+    )
+    parser.add_argument(
         "--only",
         action="append",
         choices=["none", "socat", "minimal", "trinit"],
@@ -272,12 +280,12 @@ def main() -> None:
         with listener:
             listener.bind(path)
             listener.listen()
-            ctx = Context(path, listener, size, minimal)
+            ctx = Context(path, listener, size, parse_size(args.write_size), minimal)
             results: dict[str, list[Run]] = {name: [] for name, _ in setups.values()}
             for _ in range(args.rounds):
                 for name, run in setups.values():
                     results[name].append(run(ctx))
-    report(results, size, args.rounds)
+    report(results, ctx)
 
 
 if __name__ == "__main__":
