@@ -658,6 +658,31 @@ def test_every_rlimit_name(agent: LocalAgent) -> None:
     assert sorted(names) == sorted(RLIMITS)
 
 
+def test_hostname_never_written_through_an_image_symlink(agent: LocalAgent, tmp_path: Path) -> None:
+    """An image whose ``etc`` is a symlink must not redirect the hostname write into the
+    VM's own files: CreateProcess fails cleanly and nothing outside the rootfs changes."""
+    outside = tmp_path / "vm-etc"
+    outside.mkdir()
+    (outside / "hostname").write_text("vm")
+    root = tmp_path / "rootfs"
+    root.mkdir()
+    (root / "etc").symlink_to(outside)
+    ctr = Container(agent.host)
+    spec = ctr.spec(["true"], hostname="evil")
+    spec["root"]["path"] = str(root)
+    proc = agent.host.process(ctr.id, spec)
+    with pytest.raises(grpc.RpcError) as info:
+        proc.create()
+    assert info.value.code() == grpc.StatusCode.INTERNAL
+    assert info.value.details().startswith("createProcess: failed to write etc/hostname: ")
+    assert "symlink" in info.value.details()
+    assert os.listdir(outside) == ["hostname"]
+    assert (outside / "hostname").read_text() == "vm"
+    # the id was not taken by the failed attempt
+    result = ctr.run(["hostname"], hostname=f"ok-{os.getpid()}")
+    assert result.stdout == f"ok-{os.getpid()}\n".encode()
+
+
 def test_empty_hostname_keeps_the_agents(agent: LocalAgent) -> None:
     path = os.path.join(busybox_rootfs(), "etc", "hostname")
     try:

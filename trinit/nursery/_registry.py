@@ -11,7 +11,6 @@ cannot both succeed; everything else is serialised per container, never globally
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import trio
 from trinit import errors
 from trinit._log import fields
 from trinit.exec import alter_spec, decode_spec
+from trinit.system._etc import install_etc_file
 
 from ._backend import ProcessBackend
 from ._container import BUNDLE_ROOT, CgroupHooks, Container, write_json
@@ -27,18 +27,6 @@ from ._process import Dial, ManagedProcess, StdioPorts
 from ._reaper import Reaper
 
 log = logging.getLogger("trinit.registry")
-
-
-def _hostname_file(root_path: str, hostname: str) -> None:
-    etc = Path(root_path) / "etc"
-    etc.mkdir(parents=True, exist_ok=True)
-    write_atomic(etc / "hostname", hostname.encode())
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.trinit-tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 class ContainerRegistry:
@@ -148,7 +136,11 @@ class ContainerRegistry:
 
         def prepare_bundle() -> None:
             if hostname:
-                _hostname_file(root_path, hostname)
+                try:
+                    install_etc_file(root_path, "hostname", hostname.encode())
+                except OSError as exc:
+                    reason = errors.describe(exc)
+                    raise errors.Internal(f"failed to write etc/hostname: {reason}") from None
             (bundle / "rootfs").mkdir(parents=True, exist_ok=True)
             write_json(bundle / "config.json", spec)
 

@@ -2,23 +2,17 @@
 atomically under ``<location>/etc``.
 
 Rendering is pure (:func:`render_resolv_conf`, :func:`render_hosts`) and byte-exact with
-vminitd. Installation writes a temporary file in the same directory and renames it over the
-target, so a reader never sees a partial file. ``<location>/etc`` itself is opened without
-following a symlink: ``location`` is a container rootfs whose contents the image controls,
-and its ``etc`` must not redirect the write into the VM's own files. A symlink *at*
-``etc/resolv.conf`` is replaced, not followed (rename(2) replaces the link itself).
+vminitd. Installation is :func:`trinit.system._etc.install_etc_file`: atomic, and never
+through a symlink the image planted (``location`` is a container rootfs).
 """
 
 from __future__ import annotations
-
-import errno
-import os
-import secrets
 
 from trinit._proto import sandbox_pb2 as pb
 from trinit.errors import Internal, InvalidArgument
 
 from ._common import has_nul, os_reason, run_blocking
+from ._etc import install_etc_file
 
 
 def _check_fields(op: str, values: list[str]) -> None:
@@ -55,47 +49,11 @@ def render_hosts(request: pb.ConfigureHostsRequest) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def _install(location: str, name: str, data: bytes) -> None:
-    etc = os.path.join(location, "etc")
-    os.makedirs(etc, 0o755, exist_ok=True)
-    try:
-        dir_fd = os.open(etc, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        if os.path.islink(etc):
-            raise OSError(errno.ELOOP, "is a symlink, not followed", etc) from exc
-        raise
-    try:
-        temp = f".{name}.trinit-{secrets.token_hex(6)}"
-        fd = os.open(
-            temp,
-            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-            0o644,
-            dir_fd=dir_fd,
-        )
-        try:
-            try:
-                os.fchmod(fd, 0o644)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-            finally:
-                os.close(fd)
-            os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except BaseException:
-            try:
-                os.unlink(temp, dir_fd=dir_fd)
-            except OSError:
-                pass
-            raise
-    finally:
-        os.close(dir_fd)
-
-
 async def _write(op: str, location: str, name: str, data: bytes) -> None:
     if has_nul(location):
         raise InvalidArgument(f"{op}: {location!r}: NUL byte in location")
     try:
-        await run_blocking(lambda: _install(location, name, data))
+        await run_blocking(lambda: install_etc_file(location, name, data))
     except OSError as exc:
         raise Internal(f"{op}: {os_reason(exc)}") from None
 
