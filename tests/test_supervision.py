@@ -139,22 +139,51 @@ async def _registry(
 
 
 # ------------------------------------------------------------------ reaper
+def _no_process_has(pid: int) -> bool:
+    return False  # simulated pids: never look them up on the real machine
+
+
 def test_reaper_keeps_status_that_arrives_before_registration() -> None:
-    reaper = Reaper()
+    reaper = Reaper(pid_in_use=_no_process_has)
     reaper.deliver(42, 3 << 8)
     watch = reaper.register(42)
     assert watch.status is not None and watch.status.exit_code == 3
 
 
-def test_exit_code_for_signals() -> None:
+def test_kept_status_is_not_handed_to_a_new_process_with_the_same_pid() -> None:
+    """A status nobody claimed (a zygote killed by Kill(-1), say) must not end a process
+    that got the same pid after the pid counter wrapped around."""
+    running: set[int] = set()
+    reaper = Reaper(pid_in_use=running.__contains__)
+    reaper.deliver(42, 9)  # the old pid 42, never registered
+    running.add(42)  # a new process got pid 42
+    watch = reaper.register(42)
+    assert watch.status is None
+    running.discard(42)
+    reaper.deliver(42, 5 << 8)  # the new one's own exit
+    assert watch.status is not None and watch.status.exit_code == 5
+
+
+async def test_kept_status_is_checked_against_real_pids() -> None:
+    """With the default check: a status kept for a pid is dropped while a live process has
+    that pid, and handed over for a pid no process has."""
     reaper = Reaper()
-    watch = reaper.register(7)
-    reaper.deliver(7, signal.SIGKILL)
-    assert watch.status is not None and watch.status.exit_code == 137
+    live = os.posix_spawn("/bin/sleep", ["sleep", "1000"], os.environ)  # noqa: ASYNC221
+    try:
+        reaper.deliver(live, 3 << 8)  # stale: "an earlier process" with this pid
+        watch = reaper.register(live)
+        assert watch.status is None
+    finally:
+        os.kill(live, signal.SIGKILL)
+        os.waitpid(live, 0)  # noqa: ASYNC222  (this test's own child; no reaper task runs)
+    reaper.forget(live)
+    reaper.deliver(live, 4 << 8)  # now no process has that pid: kept, then claimed
+    status = reaper.register(live).status
+    assert status is not None and status.exit_code == 4
 
 
 def test_unclaimed_statuses_are_bounded() -> None:
-    reaper = Reaper()
+    reaper = Reaper(pid_in_use=_no_process_has)
     for pid in range(10_000):
         reaper.deliver(pid, 0)
     assert len(reaper._unclaimed) <= 4096

@@ -8,7 +8,12 @@ that pid. Everything else in trinit learns exit statuses from here; nobody else 
 Fast exits are never lost: owners register a pid before the child can run (the exec
 helper's ack pipe guarantees this), and a status that arrives for a pid nobody registered
 yet is kept in a bounded table, so a late ``register`` still receives it. Statuses of pids
-nobody ever claims (helper intermediates, orphans re-parented to PID 1) age out of that table.
+nobody ever claims (zygotes killed by ``Kill(-1)``, helper intermediates, orphans
+re-parented to PID 1) stay in that table until it overflows, oldest first, so a kept status
+may be far older than a process that got the same pid after the pid counter wrapped:
+``register`` hands a kept status over only while no process holds that pid (a live process
+or an unreaped zombie with the pid means the kept status belonged to an earlier one). The
+reaper task never runs between that check and the hand-over: both happen in one step.
 
 The reaper is an object created in ``main`` (tests build their own); it is driven either by
 :meth:`run` (a SIGCHLD-driven task) or, in tests with a simulated backend, by calling
@@ -22,6 +27,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -71,10 +77,24 @@ class ExitWatch:
         return self._status
 
 
+def pid_in_use(pid: int) -> bool:
+    """Whether some process (running, or a zombie nobody reaped yet) has ``pid`` now."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Reaper:
-    def __init__(self) -> None:
+    def __init__(self, pid_in_use: Callable[[int], bool] = pid_in_use) -> None:
+        """``pid_in_use`` is the liveness check of :meth:`register` (tests with simulated
+        pids pass their own)."""
         self._watches: dict[int, ExitWatch] = {}
         self._unclaimed: collections.OrderedDict[int, ExitStatus] = collections.OrderedDict()
+        self._pid_in_use = pid_in_use
 
     def register(self, pid: int) -> ExitWatch:
         """Watch ``pid``. Call before the process can exit unobserved (i.e. before the next
@@ -84,7 +104,7 @@ class Reaper:
             return existing
         watch = ExitWatch(pid)
         early = self._unclaimed.pop(pid, None)
-        if early is not None:
+        if early is not None and not self._pid_in_use(pid):
             watch._set(early)
         else:
             self._watches[pid] = watch
@@ -101,6 +121,7 @@ class Reaper:
         if watch is not None:
             watch._set(status)
             return
+        self._unclaimed.pop(pid, None)  # a newer status for a reused pid goes to the back
         self._unclaimed[pid] = status
         while len(self._unclaimed) > _UNCLAIMED_LIMIT:
             self._unclaimed.popitem(last=False)
