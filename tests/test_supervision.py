@@ -336,6 +336,33 @@ async def test_drain_grace_bounds_exit_when_descendants_hold_stdout(
         hostside.close()
 
 
+async def test_reaped_pid_is_never_signalled_or_joined_while_output_drains(
+    tmp_path: Path, rootfs: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    """Between the reap and the end of the drain the pid may already be another process's:
+    KillProcess is a no-op and an exec cannot start into the dead init's namespaces."""
+    mock_clock.autojump_threshold = 0
+    async with trio.open_nursery() as nursery:
+        registry, backend, hostside = await _registry(nursery, tmp_path, drain_grace=2.0)
+        backend.hold_stdout = True
+        await registry.create_process("c1", "c1", spec(rootfs), StdioPorts(stdout=9))
+        pid = await registry.start_process("c1", "c1")
+        await registry.create_process("e1", "c1", spec(rootfs), StdioPorts())
+        _, init = registry.lookup("c1", "c1")
+        backend.exit(pid, 0)
+        assert init.reaped and not init.exited  # the drain grace is running
+        sent = len(backend.signals)
+        init.kill(signal.SIGTERM)
+        with pytest.raises(errors.FailedPrecondition, match="init has exited"):
+            await registry.start_process("e1", "c1")
+        assert len(backend.signals) == sent  # nothing sent to the reaped pid
+        assert (await init.wait())[0] == 0
+        await registry.delete_process("c1", "c1")
+        assert len(backend.signals) == sent
+        backend.close()
+        hostside.close()
+
+
 async def test_delete_gives_up_on_unkillable_process_after_bound(
     tmp_path: Path, rootfs: Path, mock_clock: trio.testing.MockClock
 ) -> None:

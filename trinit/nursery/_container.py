@@ -128,7 +128,7 @@ class Container:
 
     async def start(self, proc: ManagedProcess) -> int:
         if proc is not self.init:
-            if self.init.exited:
+            if self.init.exited or self.init.reaped:
                 raise errors.FailedPrecondition(
                     f"container {self.container_id} init has exited; cannot start exec"
                 )

@@ -104,8 +104,17 @@ class ManagedProcess:
         return self._exited.is_set()
 
     @property
+    def reaped(self) -> bool:
+        """The reaper has its exit status: the pid may already belong to another process.
+
+        Becomes true before :attr:`exited` (which waits for the output to drain); nothing
+        may signal or join ``pid`` from then on.
+        """
+        return self._watch is not None and self._watch.status is not None
+
+    @property
     def running(self) -> bool:
-        return self.pid is not None and not self._exited.is_set()
+        return self.pid is not None and not self._exited.is_set() and not self.reaped
 
     def _fields(self, **more: object) -> dict[str, object]:
         return fields(container=self.container_id, process=self.process_id, pid=self.pid, **more)
@@ -212,6 +221,9 @@ class ManagedProcess:
         if self.pid is None or self._exited.is_set() or self._watch is None:
             return
         watch = self._watch
+        if watch.status is not None:  # reaped, still draining: nothing left to signal
+            self._publish(watch.status.exit_code, watch.status.exited_at)
+            return
         with trio.CancelScope(shield=True):
             for sig, wait in (
                 (signal.SIGTERM, self._stop_grace),
@@ -354,8 +366,8 @@ class ManagedProcess:
     def kill(self, sig: int) -> None:
         if self.pid is None:
             raise errors.FailedPrecondition("process PID is required")
-        if self._exited.is_set():
-            return
+        if self._exited.is_set() or self.reaped:
+            return  # already exited (its pid may be reused by now): a no-op, as vminitd
         try:
             self._backend.kill(self.pid, sig)
         except ProcessLookupError:
