@@ -163,6 +163,40 @@ def test_kill_minus_one_leaves_agent_serving(agent) -> None:
     assert Container(host).run(["echo", "still here"]).stdout == b"still here\n"
 
 
+def _details(call, *args) -> str:
+    with pytest.raises(grpc.RpcError) as info:
+        call(*args)
+    return info.value.details()
+
+
+def test_process_rpc_messages_start_with_vminitds_operation_prefix(agent) -> None:
+    stub = agent.host.stub
+    ctr = Container(agent.host)
+    init = ctr.start_init()
+    bad_json = pb.CreateProcessRequest(id="bad", containerID="bad", configuration=b"{no")
+    assert _details(stub.CreateProcess, bad_json).startswith(
+        "createProcess: failed to create process: failed to decode configuration: "
+    )
+    assert _details(init.kill, 999) == "killProcess: failed to kill process: invalid signal 999"
+    ghost = f"exec ghost does not exist in container {ctr.id}"
+    for call, request_type, prefix in (
+        (stub.StartProcess, pb.StartProcessRequest, "startProcess: failed to start process"),
+        (stub.WaitProcess, pb.WaitProcessRequest, "waitProcess: failed to wait on process"),
+        (stub.KillProcess, pb.KillProcessRequest, "killProcess: failed to kill process"),
+        (stub.DeleteProcess, pb.DeleteProcessRequest, "deleteProcess: failed to delete process"),
+        (stub.ResizeProcess, pb.ResizeProcessRequest, "resizeProcess: failed to resize process"),
+        (
+            stub.CloseProcessStdin,
+            pb.CloseProcessStdinRequest,
+            "closeProcessStdin: failed to close process stdin",
+        ),
+    ):
+        assert _details(call, request_type(id="ghost", containerID=ctr.id)) == f"{prefix}: {ghost}"
+    init.kill(9)
+    init.wait(timeout=30)
+    init.delete()
+
+
 def test_bad_input_never_takes_the_agent_down(agent) -> None:
     stub = agent.host.stub
     ctr = Container(agent.host)

@@ -674,7 +674,9 @@ def test_hostname_never_written_through_an_image_symlink(agent: LocalAgent, tmp_
     with pytest.raises(grpc.RpcError) as info:
         proc.create()
     assert info.value.code() == grpc.StatusCode.INTERNAL
-    assert info.value.details().startswith("createProcess: failed to write etc/hostname: ")
+    assert info.value.details().startswith(
+        "createProcess: failed to create process: failed to write etc/hostname: "
+    )
     assert "symlink" in info.value.details()
     assert os.listdir(outside) == ["hostname"]
     assert (outside / "hostname").read_text() == "vm"

@@ -154,9 +154,9 @@ def test_wrong_shapes_are_invalid_argument(root: str, mutate: Any, where: str) -
 
 def test_decode_spec() -> None:
     assert decode_spec(b'{"a": "\\/x"}') == {"a": "/x"}
-    with pytest.raises(Internal, match=r"^createProcess: failed to decode configuration: "):
+    with pytest.raises(Internal, match=r"^failed to decode configuration: "):
         decode_spec(b"{nope")
-    with pytest.raises(Internal, match=r"^createProcess: failed to decode configuration: "):
+    with pytest.raises(Internal, match=r"^failed to decode configuration: "):
         decode_spec(b"\xff\xfe\xfa")
     with pytest.raises(InvalidArgument, match=r"^configuration must be a JSON object$"):
         decode_spec(b"[1]")

@@ -27,14 +27,19 @@ log = logging.getLogger("trinit.server")
 
 
 @contextlib.contextmanager
-def operation(prefix: str) -> Iterator[None]:
-    """Prefix every error raised inside with vminitd's operation text (spec 3)."""
+def operation(prefix: str, unexpected: str | None = None) -> Iterator[None]:
+    """Prefix every error raised inside with vminitd's operation text (spec 3).
+
+    trinit's own errors (vminitd's ContainerizationErrors) get ``prefix``; anything else
+    becomes INTERNAL with ``unexpected`` (default: ``prefix``), as vminitd words the two
+    cases differently in CreateProcess and DeleteProcess.
+    """
     try:
         yield
     except errors.TrinitError as exc:
         raise exc.with_prefix(prefix) from exc
     except Exception as exc:
-        raise errors.Internal(f"{prefix}: {errors.describe(exc)}") from exc
+        raise errors.Internal(f"{unexpected or prefix}: {errors.describe(exc)}") from exc
 
 
 def _opt(message: Any, name: str) -> Any:
@@ -49,7 +54,7 @@ class Servicer(SandboxContextServicer):
 
     # ------------------------------------------------------------- processes
     async def CreateProcess(self, request: Any) -> Any:
-        with operation("createProcess"):
+        with operation("createProcess: failed to create process", "createProcess"):
             ports = StdioPorts(
                 _opt(request, "stdin"), _opt(request, "stdout"), _opt(request, "stderr")
             )
@@ -72,13 +77,13 @@ class Servicer(SandboxContextServicer):
         return pb.WaitProcessResponse(exitCode=code, exited_at=stamp)
 
     async def KillProcess(self, request: Any) -> Any:
-        with operation("killProcess"):
+        with operation("killProcess: failed to kill process"):
             _, proc = self._registry.lookup(request.id, _opt(request, "containerID"))
             proc.kill(request.signal)
         return pb.KillProcessResponse()
 
     async def DeleteProcess(self, request: Any) -> Any:
-        with operation("deleteProcess"):
+        with operation("deleteProcess: failed to delete process", "deleteProcess"):
             await self._registry.delete_process(request.id, _opt(request, "containerID"))
         return pb.DeleteProcessResponse()
 

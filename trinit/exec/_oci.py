@@ -30,7 +30,7 @@ def decode_spec(data: bytes) -> dict[str, Any]:
     try:
         spec = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Internal(f"createProcess: failed to decode configuration: {exc}") from None
+        raise Internal(f"failed to decode configuration: {exc}") from None
     if not isinstance(spec, dict):
         raise InvalidArgument("configuration must be a JSON object")
     return spec

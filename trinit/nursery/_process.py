@@ -374,12 +374,10 @@ class ManagedProcess:
             return
         except OSError as exc:
             if exc.errno == errno.EINVAL:
-                raise errors.InvalidArgument(
-                    f"failed to kill process: invalid signal {sig}"
-                ) from exc
-            raise errors.Internal(f"failed to kill process: {exc.strerror or exc}") from exc
+                raise errors.InvalidArgument(f"invalid signal {sig}") from exc
+            raise errors.Internal(exc.strerror or str(exc)) from exc
         except (ValueError, OverflowError) as exc:
-            raise errors.InvalidArgument(f"failed to kill process: invalid signal {sig}") from exc
+            raise errors.InvalidArgument(f"invalid signal {sig}") from exc
 
     def resize(self, rows: int, cols: int) -> None:
         if not self.terminal:
