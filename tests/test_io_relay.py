@@ -105,6 +105,27 @@ async def test_peer_reset_tears_down_both() -> None:
             await s.client.send_all(b"x" * MiB)
 
 
+async def test_full_close_of_one_side_tears_down_both() -> None:
+    """A client that closes its connection (not a half-close) ends the relay even though
+    the server neither writes nor closes: the server sees EOF, nothing is left open."""
+    s = Setup()
+    async with s.server, trio.open_nursery() as nursery:
+        relay_done = trio.Event()
+
+        async def run_relay() -> None:
+            await relay(s.a, s.b)
+            relay_done.set()
+
+        nursery.start_soon(run_relay)
+        await s.client.send_all(b"last words")
+        await s.client.aclose()
+        with trio.fail_after(5):
+            assert await receive_all(s.server) == b"last words"
+            await relay_done.wait()
+        assert s.a.socket.fileno() == -1
+        assert s.b.socket.fileno() == -1
+
+
 async def test_cancel_closes_both() -> None:
     s = Setup()
     async with s.client, s.server:

@@ -6,14 +6,16 @@ pipe (no copy through Python), falling back to a bounded buffer.
 
 Half-close is preserved, as vminitd does: when one side reaches EOF the relay shuts down
 writing on the other side (``SHUT_WR``) and the opposite direction keeps flowing. The relay
-ends when both directions reached EOF, or at the first I/O error in either direction (a reset
-or a peer that went away tears the whole connection down).
+ends when both directions reached EOF, when a side's EOF comes with a hang-up (its peer closed
+the connection entirely rather than half-closing it: nothing can flow back to it), or at the
+first I/O error in either direction (a reset tears the whole connection down).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import select
 import socket
 
 import trio
@@ -23,6 +25,13 @@ from ._copy import Copier, Ending, SpliceMode
 __all__ = ["relay"]
 
 log = logging.getLogger(__name__)
+
+
+def _hung_up(sock: trio.socket.SocketType) -> bool:
+    """Both directions of ``sock`` are shut (its peer closed, or reset), per poll(2) now."""
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return any(events & (select.POLLHUP | select.POLLERR) for _, events in poller.poll(0))
 
 
 async def relay(
@@ -56,6 +65,11 @@ async def _one_way(src: trio.SocketStream, dst: trio.SocketStream, both: trio.Ca
             dst.socket.shutdown(socket.SHUT_WR)
         except OSError:
             pass  # the peer is already gone; the other direction will notice
+        if _hung_up(src.socket):
+            # Not a half-close: src's peer closed its end entirely, so nothing the other
+            # direction moves can reach it. The connection is over (vminitd: EPOLLHUP).
+            log.debug("relay: peer closed, tearing down")
+            both.cancel()
         return
     log.debug("relay: tearing down after %s", outcome.error)
     both.cancel()
