@@ -197,6 +197,17 @@ def test_process_rpc_messages_start_with_vminitds_operation_prefix(agent) -> Non
     init.delete()
 
 
+def test_kill_rpc_aimed_at_trinit_itself_is_dropped(agent) -> None:
+    """As with vminitd (PID 1 without handlers): Kill(1, SIGTERM) must not shut down."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL):
+        assert agent.host.stub.Kill(pb.KillRequest(pid=1, signal=sig)).result == 0
+    assert agent.host.stub.Kill(pb.KillRequest(pid=1, signal=0)).result == 0
+    assert agent.host.stub.Kill(pb.KillRequest(pid=1, signal=999)).result == -1
+    _alive(agent)
+    assert Container(agent.host).run(["echo", "still here"]).stdout == b"still here\n"
+    assert "not delivering signal 15 to trinit itself" in agent.log()
+
+
 def test_bad_input_never_takes_the_agent_down(agent) -> None:
     stub = agent.host.stub
     ctr = Container(agent.host)
