@@ -146,6 +146,18 @@ async def test_copy_in_file_empty_and_overwrite(tmp_path: Path) -> None:
     assert new.read_bytes() == b"\x00\xff" and new.stat().st_mode & 0o777 == 0o644
 
 
+async def test_copy_in_file_through_a_dangling_symlink_creates_its_target(
+    tmp_path: Path,
+) -> None:
+    link = tmp_path / "link"
+    link.symlink_to("target")
+    await run_copy(
+        pb.CopyRequest(direction=pb.CopyRequest.COPY_IN, path=str(link)), sender(b"data")
+    )
+    assert link.is_symlink() and (tmp_path / "target").read_bytes() == b"data"
+    assert (tmp_path / "target").stat().st_mode & 0o777 == 0o644
+
+
 async def test_copy_in_file_missing_parent(tmp_path: Path) -> None:
     request = pb.CopyRequest(direction=pb.CopyRequest.COPY_IN, path=str(tmp_path / "x" / "f"))
     with pytest.raises(Internal, match=r"^copy failed: .*\(ENOENT\)"):

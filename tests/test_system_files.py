@@ -81,6 +81,20 @@ async def test_write_file_create_with_mode(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o7777 == 0o640
 
 
+async def test_write_file_through_a_dangling_symlink_creates_its_target(tmp_path: Path) -> None:
+    """As vminitd's O_CREAT: an image's ``etc/resolv.conf -> ../run/resolv.conf`` works."""
+    (tmp_path / "run").mkdir()
+    link = tmp_path / "resolv.conf"
+    link.symlink_to("run/resolv.conf")
+    request = pb.WriteFileRequest(
+        path=str(link), data=b"x", mode=0o640, flags=Flags(create_if_missing=True)
+    )
+    await write_file(request)
+    target = tmp_path / "run" / "resolv.conf"
+    assert link.is_symlink() and target.read_bytes() == b"x"
+    assert target.stat().st_mode & 0o7777 == 0o640
+
+
 async def test_write_file_default_mode_is_0644(tmp_path: Path) -> None:
     path = tmp_path / "f"
     await write_file(

@@ -49,7 +49,7 @@ import trio
 from trinit._proto import sandbox_pb2 as pb
 from trinit.errors import Internal, InvalidArgument, NotFound, TrinitError
 
-from ._common import has_nul, os_reason, run_blocking
+from ._common import has_nul, open_creating, os_reason, run_blocking
 
 if TYPE_CHECKING:
     import tarfile
@@ -139,18 +139,7 @@ async def _copy_in(request: pb.CopyRequest, dial: Dial) -> None:
 
 def _open_target(path: str, mode: int) -> int:
     """O_WRONLY|O_CREAT|O_TRUNC; a file this call creates gets exactly ``mode``."""
-    flags = os.O_WRONLY | os.O_CLOEXEC | os.O_NONBLOCK
-    try:
-        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        fd = os.open(path, flags | os.O_TRUNC)
-    else:
-        try:
-            os.fchmod(fd, mode)
-        except BaseException:
-            os.close(fd)
-            raise
-    return fd
+    return open_creating(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_TRUNC, mode)
 
 
 def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from trinit._proto import sandbox_pb2 as pb
 from trinit.errors import Internal, InvalidArgument, NotFound
 
-from ._common import has_nul, os_reason, run_blocking, strerror
+from ._common import has_nul, open_creating, os_reason, run_blocking, strerror
 
 FIFREEZE = 0xC0045877
 FITHAW = 0xC0045878
@@ -71,19 +71,7 @@ async def mkdir(request: pb.MkdirRequest) -> pb.MkdirResponse:
 def _open_for_write(path: str, create: bool, append: bool, mode: int) -> int:
     base = os.O_WRONLY | os.O_CLOEXEC | os.O_NONBLOCK  # no open(2) hang on a reader-less FIFO
     base |= os.O_APPEND if append else os.O_TRUNC
-    if create:
-        try:
-            fd = os.open(path, base | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            try:
-                os.fchmod(fd, mode)
-            except BaseException:
-                os.close(fd)
-                raise
-            return fd
-    return os.open(path, base)
+    return open_creating(path, base, mode) if create else os.open(path, base)
 
 
 def _write_file(
