@@ -22,20 +22,19 @@ class Setup:
     def __init__(self) -> None:
         self.client, self.a = stream_pair()
         self.b, self.server = stream_pair()
+        self.relay_done = trio.Event()
+
+    async def run_relay(self) -> None:
+        await relay(self.a, self.b)
+        self.relay_done.set()
 
 
 async def test_ten_mib_each_way_exact() -> None:
     s = Setup()
     to_server = os.urandom(10 * MiB)
     to_client = os.urandom(10 * MiB)
-    relay_done = trio.Event()
     async with s.client, s.server, trio.open_nursery() as nursery:
-
-        async def run_relay() -> None:
-            await relay(s.a, s.b)
-            relay_done.set()
-
-        nursery.start_soon(run_relay)
+        nursery.start_soon(s.run_relay)
 
         async def send(stream: trio.SocketStream, data: bytes) -> None:
             await stream.send_all(data)
@@ -48,7 +47,7 @@ async def test_ten_mib_each_way_exact() -> None:
         nursery.start_soon(send, s.server, to_client)
         nursery.start_soon(expect, s.server, to_server)
         nursery.start_soon(expect, s.client, to_client)
-    assert relay_done.is_set()
+    assert s.relay_done.is_set()
     assert s.a.socket.fileno() == -1
     assert s.b.socket.fileno() == -1
 
@@ -56,13 +55,7 @@ async def test_ten_mib_each_way_exact() -> None:
 async def test_half_close_keeps_the_other_direction_flowing() -> None:
     s = Setup()
     async with s.client, s.server, trio.open_nursery() as nursery:
-        relay_done = trio.Event()
-
-        async def run_relay() -> None:
-            await relay(s.a, s.b)
-            relay_done.set()
-
-        nursery.start_soon(run_relay)
+        nursery.start_soon(s.run_relay)
         await s.client.send_all(b"request")
         await s.client.send_eof()
         # The server sees the request and then EOF (SHUT_WR propagated) ...
@@ -74,22 +67,16 @@ async def test_half_close_keeps_the_other_direction_flowing() -> None:
         while len(received) < len(answer):
             received += await s.client.receive_some(MiB)
         assert received == answer
-        assert not relay_done.is_set()
+        assert not s.relay_done.is_set()
         await s.server.send_eof()
         assert await s.client.receive_some(10) == b""
-        await relay_done.wait()
+        await s.relay_done.wait()
 
 
 async def test_peer_reset_tears_down_both() -> None:
     s = Setup()
     async with s.client, trio.open_nursery() as nursery:
-        relay_done = trio.Event()
-
-        async def run_relay() -> None:
-            await relay(s.a, s.b)
-            relay_done.set()
-
-        nursery.start_soon(run_relay)
+        nursery.start_soon(s.run_relay)
         await s.client.send_all(b"hello")
         assert await s.server.receive_some(10) == b"hello"
         # The server vanishes while holding unread data: its peer gets ECONNRESET/EPIPE.
@@ -97,7 +84,7 @@ async def test_peer_reset_tears_down_both() -> None:
         await trio.testing.wait_all_tasks_blocked()
         await s.server.aclose()
         with trio.fail_after(5):
-            await relay_done.wait()
+            await s.relay_done.wait()
         # The client's connection was closed too, not left half-open.
         with pytest.raises(trio.BrokenResourceError):
             while await s.client.receive_some(10):
@@ -110,18 +97,12 @@ async def test_full_close_of_one_side_tears_down_both() -> None:
     the server neither writes nor closes: the server sees EOF, nothing is left open."""
     s = Setup()
     async with s.server, trio.open_nursery() as nursery:
-        relay_done = trio.Event()
-
-        async def run_relay() -> None:
-            await relay(s.a, s.b)
-            relay_done.set()
-
-        nursery.start_soon(run_relay)
+        nursery.start_soon(s.run_relay)
         await s.client.send_all(b"last words")
         await s.client.aclose()
         with trio.fail_after(5):
             assert await receive_all(s.server) == b"last words"
-            await relay_done.wait()
+            await s.relay_done.wait()
         assert s.a.socket.fileno() == -1
         assert s.b.socket.fileno() == -1
 
