@@ -312,15 +312,22 @@ async def test_failed_start_reports_helper_text(tmp_path: Path, rootfs: Path) ->
         await registry.delete_process("c1", "c1")
 
 
+async def _init_with_held_stdout(nursery: trio.Nursery, tmp_path: Path, rootfs: Path):
+    """Container c1 started with stdout on host port 9 and a "descendant" holding the pipe
+    (drain grace 2 s): (registry, backend, hostside, init pid)."""
+    registry, backend, hostside = await _registry(nursery, tmp_path, drain_grace=2.0)
+    backend.hold_stdout = True
+    await registry.create_process("c1", "c1", spec(rootfs), StdioPorts(stdout=9))
+    pid = await registry.start_process("c1", "c1")
+    return registry, backend, hostside, pid
+
+
 async def test_drain_grace_bounds_exit_when_descendants_hold_stdout(
     tmp_path: Path, rootfs: Path, mock_clock: trio.testing.MockClock
 ) -> None:
     mock_clock.autojump_threshold = 0
     async with trio.open_nursery() as nursery:
-        registry, backend, hostside = await _registry(nursery, tmp_path, drain_grace=2.0)
-        backend.hold_stdout = True
-        await registry.create_process("c1", "c1", spec(rootfs), StdioPorts(stdout=9))
-        pid = await registry.start_process("c1", "c1")
+        registry, backend, hostside, pid = await _init_with_held_stdout(nursery, tmp_path, rootfs)
         _, init = registry.lookup("c1", "c1")
         os.write(backend.held_fds[0], b"partial output")
         start = trio.current_time()
@@ -343,10 +350,7 @@ async def test_reaped_pid_is_never_signalled_or_joined_while_output_drains(
     KillProcess is a no-op and an exec cannot start into the dead init's namespaces."""
     mock_clock.autojump_threshold = 0
     async with trio.open_nursery() as nursery:
-        registry, backend, hostside = await _registry(nursery, tmp_path, drain_grace=2.0)
-        backend.hold_stdout = True
-        await registry.create_process("c1", "c1", spec(rootfs), StdioPorts(stdout=9))
-        pid = await registry.start_process("c1", "c1")
+        registry, backend, hostside, pid = await _init_with_held_stdout(nursery, tmp_path, rootfs)
         await registry.create_process("e1", "c1", spec(rootfs), StdioPorts())
         _, init = registry.lookup("c1", "c1")
         backend.exit(pid, 0)

@@ -84,7 +84,7 @@ def pid_in_use(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # it exists, we may just not signal it
     return True
 
 
