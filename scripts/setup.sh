@@ -15,7 +15,10 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 # compat mode: a plain path entry, not setuptools' import-hook finder (17 ms off every
 # Python start here: the agent, and each exec helper it spawns)
-.venv/bin/pip install -q --disable-pip-version-check -e '.[dev]' --config-settings editable_mode=compat
+# constraints.txt: the exact versions the suite is tested with (a venv left from an earlier
+# session is brought to them too; tests/test_packaging.py fails if it was not)
+.venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]' \
+    --config-settings editable_mode=compat
 # bytecode for the source tree: the environment may set PYTHONDONTWRITEBYTECODE, and then every
 # agent and exec-helper start would compile trinit from source again
 .venv/bin/python -m compileall -q trinit >/dev/null
