@@ -208,6 +208,17 @@ def test_kill_rpc_aimed_at_trinit_itself_is_dropped(agent) -> None:
     assert "not delivering signal 15 to trinit itself" in agent.log()
 
 
+def test_kill_rpc_for_trinits_own_group_spares_trinit(agent) -> None:
+    """kill(0, SIGTERM) reaches the caller's process group, trinit included: a Kill RPC with
+    pid 0 signals the group's other members only, and the agent keeps serving. (-pgid is
+    the same plan, see test_system_kill; here the group's number lies outside the agent's
+    PID namespace.)"""
+    assert agent.host.stub.Kill(pb.KillRequest(pid=0, signal=signal.SIGTERM)).result == 0
+    _alive(agent)
+    assert Container(agent.host).run(["echo", "still here"]).stdout == b"still here\n"
+    assert "received SIGTERM" not in agent.log()
+
+
 def test_bad_input_never_takes_the_agent_down(agent) -> None:
     stub = agent.host.stub
     ctr = Container(agent.host)

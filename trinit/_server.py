@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import signal
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -120,17 +118,6 @@ class Servicer(SandboxContextServicer):
         return await system.sync(request)
 
     async def Kill(self, request: Any) -> Any:
-        if request.pid == -1 and os.getpid() != 1:
-            # kill(-1) from a process that is not PID 1 of its PID namespace reaches every
-            # process the machine lets us signal: on a development host, the host itself.
-            log.warning("refusing kill(-1): trinit is not PID 1 of a VM or PID namespace")
-            return pb.KillResponse(result=-1)
-        if request.pid == os.getpid() and 0 < request.signal < signal.NSIG:
-            # vminitd as PID 1 has no handlers, so the kernel drops such a signal and kill(2)
-            # says 0; trinit handles SIGTERM/SIGINT as "shut the VM down", which a raw Kill
-            # must not trigger.
-            log.warning("not delivering signal %d to trinit itself", request.signal)
-            return pb.KillResponse(result=0)
         return await system.kill(request)
 
     async def Mount(self, request: Any) -> Any:

@@ -112,6 +112,9 @@ class LocalAgent:
                 stdout=log_file,
                 stderr=log_file,
                 cwd=str(package_root),
+                # its own process group: a Kill(0) or a terminal's ^C meant for the caller
+                # never reaches the agent, and nothing the agent signals reaches the caller
+                start_new_session=True,
             )
         agent = cls(directory, proc, log_path, owns)
         agent.cgroup_root = cgroup_root

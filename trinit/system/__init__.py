@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from ._dns import configure_dns, configure_hosts, render_hosts, render_resolv_conf
     from ._env import getenv, setenv
     from ._files import FsIoctl, filesystem_operation, mkdir, stat, stat_message, write_file
-    from ._kill import kill, sync
+    from ._kill import KillPlan, Me, kill, plan_kill, sync
     from ._mount import MountSyscalls, mount, umount
     from ._net import ip_addr_add, ip_link_set, ip_route_add_default, ip_route_add_link
     from ._sysctl import binfmt_line, set_time, setup_emulator, sysctl, sysctl_path
@@ -42,6 +42,9 @@ __getattr__ = lazy_exports(
         "stat_message": "._files",
         "write_file": "._files",
         "kill": "._kill",
+        "KillPlan": "._kill",
+        "Me": "._kill",
+        "plan_kill": "._kill",
         "sync": "._kill",
         "MountSyscalls": "._mount",
         "mount": "._mount",
@@ -61,6 +64,8 @@ __getattr__ = lazy_exports(
 __all__ = [
     "Dial",
     "FsIoctl",
+    "KillPlan",
+    "Me",
     "MountOptions",
     "MountSyscalls",
     "binfmt_line",
@@ -77,6 +82,7 @@ __all__ = [
     "mkdir",
     "mount",
     "parse_options",
+    "plan_kill",
     "render_hosts",
     "render_resolv_conf",
     "set_time",
