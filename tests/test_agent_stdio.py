@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import grpc
 import pytest
 from agentlib import Container
+
+from trinit._proto import sandbox_pb2 as pb
 
 
 @pytest.mark.parametrize("size", [0, 5, 128 * 1024, 10 * 1024 * 1024])
@@ -111,3 +115,25 @@ def test_descendant_holding_stdout_is_cut_after_the_drain_grace(agent) -> None:
     init.kill(9)
     init.wait(timeout=30)
     init.delete()
+
+
+def test_stdio_port_nobody_listens_on_is_unavailable_naming_it(agent) -> None:
+    """The host may still be setting up its listener: the guest retries briefly, then
+    fails the CreateProcess with UNAVAILABLE naming the stream and the port."""
+    ctr = Container(agent.host)
+    port = agent.host.ports.next()
+    request = pb.CreateProcessRequest(
+        id=ctr.id,
+        containerID=ctr.id,
+        stdout=port,
+        configuration=json.dumps(ctr.spec(["true"])).encode(),
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        agent.host.stub.CreateProcess(request, timeout=30)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert info.value.details().startswith(
+        "createProcess: failed to create process: failed to connect stdout: "
+    )
+    assert f"host_{port} is not accepting connections: ENOENT" in info.value.details()
+    # nothing half-made is left: the id is free again
+    assert ctr.run(["echo", "ok"]).stdout == b"ok\n"

@@ -146,3 +146,18 @@ def test_pause_subcommand_exits_0_on_sigterm() -> None:
         time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0
+
+
+def test_second_agent_on_the_same_directory_fails_in_one_line(agent) -> None:
+    """It must not unlink the first agent's live socket: one line naming the path, exit 2."""
+    proc = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount", "--uts", "--ipc", "--net", "--mount-proc",
+         sys.executable, "-m", "trinit", "agent", "--transport", f"unix:{agent.directory}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == (
+        f"trinit: cannot listen on unix:{agent.directory} port 1024: "
+        f"{agent.directory}/guest_1024 is in use: another process is listening on it\n"
+    )
+    agent.host.stub.Getenv(pb.GetenvRequest(key="PATH"), timeout=10)  # the first one serves

@@ -268,3 +268,47 @@ async def test_slave_closed_waits_with_backoff_not_spinning(
             relay.process_exited(1.0)
             await trio.testing.wait_all_tasks_blocked()
     assert finished_at == [exited_at]  # no waiting out a backoff once the process exited
+
+
+async def test_host_reader_gone_stops_reading_the_master(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Once the host's stdout socket fails the relay stops reading (the program blocks on a
+    full terminal, as on a pipe nobody reads) instead of reading and discarding forever."""
+    pty = Pty()
+    host_out, guest_out = stream_pair()
+    relay = PtyRelay(pty.master, None, guest_out)
+    reads = 0
+    real_read = os.read
+
+    def counting_read(fd: int, size: int) -> bytes:
+        nonlocal reads
+        if fd == pty.master.fileno():
+            reads += 1
+        return real_read(fd, size)
+
+    master_poll = select.poll()
+    master_poll.register(pty.master.fileno(), select.POLLIN)
+    finished_at: list[float] = []
+    with pytest.MonkeyPatch.context() as patch, pty.slave:
+        patch.setattr(os, "read", counting_read)
+        async with trio.open_nursery() as nursery:
+
+            async def run() -> None:
+                await relay.run()
+                finished_at.append(trio.current_time())
+
+            nursery.start_soon(run)
+            await host_out.aclose()  # the host's reader goes away
+            os.write(pty.slave.fileno(), b"first")
+            assert master_poll.poll(5000)
+            await trio.testing.wait_all_tasks_blocked()  # read, failed to send
+            reads_when_gone = reads
+            os.write(pty.slave.fileno(), b"more output nobody can read")
+            assert master_poll.poll(5000)
+            await trio.sleep(60)
+            assert reads == reads_when_gone  # not read, not discarded
+            assert master_poll.poll(0)  # still waiting in the terminal
+            exited_at = trio.current_time()
+            relay.process_exited(5.0)
+    assert finished_at == [exited_at]  # nothing to drain to: done at once

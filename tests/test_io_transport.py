@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import socket
@@ -11,8 +12,18 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
-from trinit.io import Transport, UnixTransport, VsockTransport, parse_transport
+from trinit.errors import AlreadyExists, Unavailable
+from trinit.io import (
+    DIAL_RETRY_SECONDS,
+    Transport,
+    UnixTransport,
+    VsockTransport,
+    dial_with_retry,
+    parse_transport,
+    socket_is_live,
+)
 
 pytestmark = pytest.mark.usefixtures("no_fd_leak")
 
@@ -87,11 +98,110 @@ async def test_unix_dial_host_port(tmp_path: Path) -> None:
                 assert await accepted.recv(100) == b"stdout bytes"
 
 
-async def test_unix_dial_failure_leaks_nothing(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
+async def test_unix_dial_failure_leaks_nothing(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    with pytest.raises(Unavailable, match=r"host_1 is not accepting connections: ENOENT"):
         await UnixTransport(str(tmp_path)).dial(1)
     with pytest.raises(ValueError):
         await UnixTransport(str(tmp_path)).dial(-1)
+
+
+class _FlakyHost:
+    """connect() refuses ``failures`` times, then returns a real socket pair's end."""
+
+    def __init__(self, failures: int, errno_: int = errno.ECONNREFUSED) -> None:
+        self.failures = failures
+        self.errno = errno_
+        self.attempts: list[float] = []
+        self.peers: list[socket.socket] = []
+
+    async def connect(self) -> trio.SocketStream:
+        self.attempts.append(trio.current_time())
+        await trio.lowlevel.checkpoint()
+        if len(self.attempts) <= self.failures:
+            raise OSError(self.errno, os.strerror(self.errno))
+        ours, theirs = socket.socketpair()
+        self.peers.append(theirs)
+        return trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+
+
+async def test_dial_retries_with_doubling_backoff(autojump_clock: trio.testing.MockClock) -> None:
+    host = _FlakyHost(failures=5)
+    stream = await dial_with_retry(host.connect, "host port 9")
+    async with stream:
+        host.peers[0].close()
+    start = host.attempts[0]
+    assert [round(t - start, 6) for t in host.attempts] == [0, 0.01, 0.03, 0.07, 0.15, 0.31]
+
+
+async def test_dial_gives_up_after_the_budget(autojump_clock: trio.testing.MockClock) -> None:
+    host = _FlakyHost(failures=1000, errno_=errno.ECONNRESET)
+    start = trio.current_time()
+    with pytest.raises(Unavailable) as info:
+        await dial_with_retry(host.connect, "host vsock cid 2 port 9")
+    assert trio.current_time() - start == pytest.approx(DIAL_RETRY_SECONDS)
+    assert str(info.value).startswith(
+        "host vsock cid 2 port 9 is not accepting connections: ECONNRESET"
+    )
+    assert f"{len(host.attempts)} attempts over 2s" in str(info.value)
+    # at 0, .01, .03, .07, .15, .31 (doubling), then every 0.25 s up to 1.81, and a last
+    # one at the deadline
+    assert len(host.attempts) == 13 and host.attempts[-1] - start == pytest.approx(2.0)
+
+
+async def test_dial_does_not_retry_other_errors(autojump_clock: trio.testing.MockClock) -> None:
+    host = _FlakyHost(failures=1, errno_=errno.EACCES)
+    with pytest.raises(PermissionError):
+        await dial_with_retry(host.connect, "x")
+    assert len(host.attempts) == 1
+
+
+async def test_unix_dial_waits_for_a_listener_that_appears(tmp_path: Path) -> None:
+    transport = UnixTransport(str(tmp_path))
+    async with trio.open_nursery() as nursery:
+        dialed: list[trio.SocketStream] = []
+
+        async def dial() -> None:
+            dialed.append(await transport.dial(7))
+
+        nursery.start_soon(dial)
+        await trio.testing.wait_all_tasks_blocked()  # refused once, now backing off
+        host = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        await host.bind(str(tmp_path / "host_7"))
+        host.listen()
+    with host:
+        accepted, _ = await host.accept()
+        with accepted:
+            async with dialed[0]:
+                await dialed[0].send_all(b"late")
+                assert await accepted.recv(10) == b"late"
+
+
+async def test_unix_dial_to_a_full_backlog_is_not_a_connection(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """EAGAIN from a unix listener's full backlog used to pass for "connecting" and gave a
+    stream that was never connected (the process's output was lost)."""
+    host = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    queued = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with host, queued:
+        host.bind(str(tmp_path / "host_8"))
+        host.listen(0)
+        queued.connect(str(tmp_path / "host_8"))  # fills the backlog; never accepted
+        with pytest.raises(Unavailable, match="EAGAIN"):
+            await UnixTransport(str(tmp_path)).dial(8)
+
+
+async def test_unix_listen_never_takes_over_a_live_socket(tmp_path: Path) -> None:
+    transport = UnixTransport(str(tmp_path))
+    async with await transport.listen(1024) as live:
+        with pytest.raises(AlreadyExists, match="guest_1024 is in use"):
+            await transport.listen(1024)
+        client = await trio.open_unix_socket(str(tmp_path / "guest_1024"))
+        async with client, await live.accept():  # the first listener still holds the path
+            pass
+    assert not socket_is_live(str(tmp_path / "guest_1024"))
 
 
 def _vsock_available() -> str | None:

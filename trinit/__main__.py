@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     if ns.command == "agent":
         import trio
 
-        from trinit._agent import AgentConfig, run_agent
+        from trinit._agent import AgentConfig, StartupError, run_agent
         from trinit._log import setup
 
         setup(ns.log_level)
@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> None:
             run_as_pid1(config)  # the VM's init: never returns
         try:
             trio.run(run_agent, config)
+        except StartupError as exc:
+            print(f"trinit: {exc}", file=sys.stderr)
+            sys.exit(2)
         except KeyboardInterrupt:
             pass
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import trio
 
 from trinit._server import Servicer
-from trinit.io import parse_transport
+from trinit.errors import TrinitError, describe
+from trinit.io import Transport, parse_transport
 from trinit.nursery import ContainerCgroups, ContainerRegistry, HelperBackend, Reaper
 from trinit.nursery._proxies import ProxyTable
 from trinit.rpc import serve
@@ -36,6 +37,22 @@ class AgentConfig:
     drain_grace: float = 2.0
     cgroup_root: str = "/sys/fs/cgroup"
     stop_grace: float = 2.0
+
+
+class StartupError(Exception):
+    """The agent cannot start; its message is one line for the operator."""
+
+
+async def _listen(transport: Transport, port: int) -> trio.SocketListener:
+    """The API listener, before anything else starts: a failure is a one-line StartupError
+    (a live socket of another agent is never taken over, see trinit.io)."""
+    try:
+        return await transport.listen(port)
+    except (TrinitError, OSError, ValueError) as exc:
+        reason = exc.message if isinstance(exc, TrinitError) else describe(exc)
+        raise StartupError(
+            f"cannot listen on {transport.describe()} port {port}: {reason}"
+        ) from exc
 
 
 def become_subreaper() -> None:
@@ -56,6 +73,7 @@ async def run_agent(
     if not pid1:
         become_subreaper()
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    listener = await _listen(transport, config.port)
     reaper = Reaper()
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as stop_signals:
         async with trio.open_nursery() as root:
@@ -70,7 +88,6 @@ async def run_agent(
             )
             proxies = ProxyTable(root, transport)
             servicer = Servicer(registry, transport.dial, proxies)
-            listener = await transport.listen(config.port)
             await root.start(serve, listener, servicer)
             log.info(f"serving on {transport.describe()} port {config.port}")
             if on_serving is not None:

@@ -10,9 +10,18 @@ from ._fd import PIPE_SIZE, SEND_BUFFER, OwnedFd, enlarge_send_buffer, make_pipe
 from ._pty import PtyRelay
 from ._pump import InputPump, OutputPump
 from ._relay import relay
-from ._transport import Transport, UnixTransport, VsockTransport, parse_transport
+from ._transport import (
+    DIAL_RETRY_SECONDS,
+    Transport,
+    UnixTransport,
+    VsockTransport,
+    dial_with_retry,
+    parse_transport,
+    socket_is_live,
+)
 
 __all__ = [
+    "DIAL_RETRY_SECONDS",
     "PIPE_SIZE",
     "SEND_BUFFER",
     "InputPump",
@@ -22,8 +31,10 @@ __all__ = [
     "Transport",
     "UnixTransport",
     "VsockTransport",
+    "dial_with_retry",
     "enlarge_send_buffer",
     "make_pipe",
     "parse_transport",
     "relay",
+    "socket_is_live",
 ]

@@ -139,6 +139,8 @@ class ManagedProcess:
             async def connect(port: int, what: str) -> trio.SocketStream:
                 try:
                     stream = await dial(port)
+                except errors.Unavailable as exc:  # the host never listened on the port
+                    raise errors.Unavailable(f"failed to connect {what}: {exc.message}") from exc
                 except OSError as exc:
                     raise errors.Internal(
                         f"failed to connect {what} to host port {port}: {exc.strerror or exc}"
