@@ -19,6 +19,7 @@ import trio.lowlevel
 import trio.testing
 
 from trinit import errors
+from trinit.exec import State
 from trinit.nursery import (
     NEVER_RAN_EXIT_CODE,
     ContainerRegistry,
@@ -354,7 +355,7 @@ async def test_reaped_pid_is_never_signalled_or_joined_while_output_drains(
         await registry.create_process("e1", "c1", spec(rootfs), StdioPorts())
         _, init = registry.lookup("c1", "c1")
         backend.exit(pid, 0)
-        assert init.reaped and not init.exited  # the drain grace is running
+        assert init.state is State.REAPED  # the drain grace is running
         sent = len(backend.signals)
         init.kill(signal.SIGTERM)
         with pytest.raises(errors.FailedPrecondition, match="init has exited"):

@@ -40,7 +40,8 @@ class ConsoleFormatter(logging.Formatter):
         fields: Mapping[str, Any] = getattr(record, "fields", None) or {}
         kv = ", ".join(f"{k}: {fields[k]}" for k in sorted(fields))
         message = record.getMessage()
-        if record.exc_info and record.levelno <= logging.DEBUG:
+        # tracebacks: at debug, and for errors (a container's fault boundary logs its one)
+        if record.exc_info and (record.levelno <= logging.DEBUG or record.levelno >= logging.ERROR):
             message += "\n" + self.formatException(record.exc_info)
         head = f"{stamp}.{millis:03d}Z {level} trinit:"
         return f"{head} {kv} {message}" if kv else f"{head} {message}"

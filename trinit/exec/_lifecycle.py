@@ -1,26 +1,47 @@
 """The state machine of one container process (init or exec), with no I/O at all.
 
-Theory of operation: the owner of a process (the nursery code) feeds events into a
-:class:`Lifecycle` as things happen; the table :data:`TRANSITIONS` is the whole policy. An
-event that the table does not allow in the current state raises :class:`InvalidTransition`
-and leaves the state unchanged, so a caller can map it to a status and carry on.
+Theory of operation: the owner of a process (``trinit.nursery``'s ManagedProcess) feeds
+events into a :class:`Lifecycle` as things happen; the table :data:`TRANSITIONS` is the whole
+policy and the state is the only truth about the process (waiters wait for states, nothing
+keeps a flag beside it). An event the table does not allow in the current state raises
+:class:`InvalidTransition` and leaves the state unchanged, so a caller can map it to a status
+and carry on.
 
 ::
 
-    CREATED --START_REQUESTED--> STARTING --STARTED_OK--> STARTED --EXITED--> EXITED
-       |                            |                        |                  |
-       |                        START_FAILED              DELETE             DELETE
-     DELETE                         v                        v                  v
-       +----------------------->  FAILED --DELETE-------> DELETED <-------------+
+    CREATED --START_REQUESTED--> STARTING --STARTED_OK--> RUNNING --REAPED--> REAPED
+       |                             |                       |                  |
+    ABANDON                     START_FAILED                 |               DRAINED
+       v                             v                       |                  v
+    ABANDONED <----------------------+                       |               EXITED
+                                                             |
+    FAULT (from CREATED, RUNNING, REAPED) -> FAULTED         |
+    DELETE (from CREATED, RUNNING and every settled state) --+--> DELETED
+
+States:
+* CREATED: stdio connected, nothing launched yet.
+* STARTING: the exec helper is launching it; the launch owns the pipes.
+* RUNNING: it has a pid and the reaper has not reported it.
+* REAPED: the reaper reported its exit; its output is still draining to the host (bounded),
+  so the exit is not published yet. Its pid may already belong to another process: nothing
+  may signal it any more.
+* EXITED, ABANDONED, FAULTED are *settled*: the outcome waiters get. EXITED carries the exit
+  status; ABANDONED means it can never run (its start failed, or its container's init was
+  gone first: vminitd would block WaitProcess forever); FAULTED means its container failed
+  with an unexpected error (waiters get INTERNAL).
+* DELETED: forgotten by its container; terminal.
 
 Why these edges:
 * Starting twice is illegal (vminitd answers INTERNAL); a failed start is final until delete.
-* DELETE is legal in every settled state: vminitd's DeleteProcess neither requires an exit
-  nor kills an exec. It is illegal while STARTING, because the launch still owns the pipes
-  and would report into a deleted process.
-* EXITED is only accepted in STARTED. A container process can exit before the launch has
-  read its error pipe to EOF; the owner keeps that status (the reaper table holds it) and
-  applies EXITED after STARTED_OK.
+* DELETE is legal in CREATED and in the settled states, as vminitd's DeleteProcess neither
+  requires an exit nor kills an exec. From RUNNING only when teardown gave up on a process
+  that would not die. Never while STARTING (the launch still owns the pipes and would report
+  into a deleted process) or REAPED (the drain publishes the exit first).
+* REAPED is only accepted in RUNNING. A process can be reaped before its launch has read the
+  helper's error pipe to EOF; the owner keeps that status (the reaper holds it) and applies
+  REAPED right after STARTED_OK.
+* A process settles at most once: no edge leaves a settled state except DELETE, so every
+  exit is published exactly once.
 
 This module imports neither trio nor os: it is tested exhaustively without an event loop.
 """
@@ -28,6 +49,7 @@ This module imports neither trio nor os: it is tested exhaustively without an ev
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 
 from trinit.errors import FailedPrecondition
 
@@ -35,41 +57,56 @@ from trinit.errors import FailedPrecondition
 class State(enum.Enum):
     CREATED = "created"
     STARTING = "starting"
-    STARTED = "started"
+    RUNNING = "running"
+    REAPED = "reaped"
     EXITED = "exited"
+    ABANDONED = "abandoned"
+    FAULTED = "faulted"
     DELETED = "deleted"
-    FAILED = "failed"
 
 
 class Event(enum.Enum):
     START_REQUESTED = "start requested"
     STARTED_OK = "started ok"
     START_FAILED = "start failed"
-    EXITED = "exited"
+    REAPED = "reaped"
+    DRAINED = "drained"
+    ABANDON = "abandon"
+    FAULT = "fault"
     DELETE = "delete"
 
 
 TRANSITIONS: dict[State, dict[Event, State]] = {
     State.CREATED: {
         Event.START_REQUESTED: State.STARTING,
+        Event.ABANDON: State.ABANDONED,
+        Event.FAULT: State.FAULTED,
         Event.DELETE: State.DELETED,
     },
     State.STARTING: {
-        Event.STARTED_OK: State.STARTED,
-        Event.START_FAILED: State.FAILED,
+        Event.STARTED_OK: State.RUNNING,
+        Event.START_FAILED: State.ABANDONED,
     },
-    State.STARTED: {
-        Event.EXITED: State.EXITED,
+    State.RUNNING: {
+        Event.REAPED: State.REAPED,
+        Event.FAULT: State.FAULTED,
         Event.DELETE: State.DELETED,
     },
-    State.EXITED: {
-        Event.DELETE: State.DELETED,
+    State.REAPED: {
+        Event.DRAINED: State.EXITED,
+        Event.FAULT: State.FAULTED,
     },
-    State.FAILED: {
-        Event.DELETE: State.DELETED,
-    },
+    State.EXITED: {Event.DELETE: State.DELETED},
+    State.ABANDONED: {Event.DELETE: State.DELETED},
+    State.FAULTED: {Event.DELETE: State.DELETED},
     State.DELETED: {},
 }
+
+SETTLED: frozenset[State] = frozenset({State.EXITED, State.ABANDONED, State.FAULTED})
+"""The outcomes a waiter receives."""
+
+LIVE: frozenset[State] = frozenset({State.STARTING, State.RUNNING})
+"""A child may exist and has not been reaped."""
 
 
 class InvalidTransition(FailedPrecondition):
@@ -85,12 +122,17 @@ class InvalidTransition(FailedPrecondition):
 
 
 class Lifecycle:
-    """Current state of one process; change it only through :meth:`apply`."""
+    """Current state of one process; change it only through :meth:`apply`.
 
-    __slots__ = ("_state",)
+    ``on_change(state)`` is called after every transition (the owner uses it to wake the
+    tasks waiting for a state); it must not raise.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_on_change", "_state")
+
+    def __init__(self, on_change: Callable[[State], None] | None = None) -> None:
         self._state = State.CREATED
+        self._on_change = on_change
 
     @property
     def state(self) -> State:
@@ -106,6 +148,8 @@ class Lifecycle:
         except KeyError:
             raise InvalidTransition(self._state, event) from None
         self._state = new_state
+        if self._on_change is not None:
+            self._on_change(new_state)
         return new_state
 
     def __repr__(self) -> str:

@@ -2,19 +2,28 @@
 
 Ownership. A Container runs as a task in the agent's root nursery (``nursery.start``), and
 every process it owns runs in the container's own nursery. DeleteProcess of the container
-cancels that nursery: each process is SIGKILLed, reaped (bounded wait) and its fds closed,
-then the bundle and the cgroup are removed. Nothing the container started outlives it.
+stops every process (SIGKILL, reaped with a bounded wait, fds closed), ends that nursery,
+then removes the bundle and the cgroup. Nothing the container started outlives it.
 
-Init death. When the init exits, running execs are SIGKILLed (the kernel does this anyway
-when the container has its own PID namespace; we do it for containers that share one), execs
-that were never started are reported as never-ran, and every pending WaitProcess returns.
-The container then stays registered, with its exit statuses, until DeleteProcess.
+Init death. The moment the reaper reports the init (its state becomes REAPED, before its
+output has drained), running execs get SIGKILL (the kernel does this anyway when the
+container has its own PID namespace; we do it for containers that share one) and execs
+that were never started are ABANDONED. The init's output still drains (bounded) before its
+WaitProcess returns. The container then stays registered, with its exit statuses, until
+DeleteProcess.
+
+Fault boundary. An unexpected exception in any of the container's tasks (a pump, a relay,
+the init watcher) ends this container only: every process is killed and reaped, the
+traceback is logged once at error level, waiters of unsettled processes get INTERNAL with
+one line, and DeleteProcess still cleans up. The agent and the other containers never see
+the exception.
 
 Operations on one container are serialised by its own lock; nothing is global.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -28,8 +37,11 @@ import trio
 from trinit import errors
 from trinit._log import fields
 from trinit._mountinfo import mounts_under
+from trinit.exec import State
 
 from ._process import ManagedProcess
+
+_INIT_ALIVE = frozenset({State.CREATED, State.STARTING, State.RUNNING})
 
 log = logging.getLogger("trinit.container")
 
@@ -80,11 +92,11 @@ class Container:
         self.init = init
         self.execs: dict[str, ManagedProcess] = {}
         self.lock = trio.Lock()
+        self.fault: str | None = None  # one line, once the container has failed
         self._cgroups = cgroups
         self._nursery: trio.Nursery | None = None
         self._deleted = trio.Event()
         self._stopped = trio.Event()
-        init.on_exit = self._on_init_exit
 
     # --------------------------------------------------------------- lookup
     def process(self, process_id: str) -> ManagedProcess:
@@ -95,26 +107,61 @@ class Container:
             raise errors.ExecNotFound(process_id, self.container_id)
         return proc
 
+    def processes(self) -> list[ManagedProcess]:
+        return [self.init, *self.execs.values()]
+
     # ----------------------------------------------------------------- tree
     async def run(
         self, *, task_status: trio.TaskStatus[Container] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Own the container's processes until :meth:`delete` (or cancellation)."""
+        """Own the container's processes until :meth:`delete` (or cancellation).
+
+        This is the fault boundary: after it has reported started, an exception from any
+        task beneath ends this container (see the module docstring) and is not re-raised.
+        """
+        started = False
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await nursery.start(self.init.run)
+                nursery.start_soon(self._watch_init)
                 task_status.started(self)
+                started = True
                 await self._deleted.wait()
                 nursery.cancel_scope.cancel()
+        except* Exception as group:
+            if not started:
+                raise
+            self._failed(group)
         finally:
             self._nursery = None
             self._stopped.set()
 
+    def _failed(self, group: BaseExceptionGroup[Exception]) -> None:
+        self.fault = f"container {self.container_id} failed: {errors.describe(_first(group))}"
+        log.error(self.fault, exc_info=group, extra=fields(container=self.container_id))
+        for proc in self.processes():
+            proc.fault(self.fault)
+
+    async def _watch_init(self) -> None:
+        """Init reaped (or never to run) -> kill the running execs, abandon the others."""
+        await self.init.wait_state(lambda state: state not in _INIT_ALIVE)
+        for proc in self.execs.values():
+            if proc.running:
+                proc.kill(signal.SIGKILL)
+            else:
+                proc.abandon_if_unstarted()
+        log.info("container init exited", extra=fields(container=self.container_id))
+
+    def _init_alive(self) -> bool:
+        return self.init.state in _INIT_ALIVE
+
     async def adopt(self, proc: ManagedProcess) -> None:
         """Start supervising a new exec (its stdio is already connected)."""
         if self._nursery is None:
-            raise errors.FailedPrecondition(f"container {self.container_id} is being deleted")
+            raise errors.FailedPrecondition(
+                self.fault or f"container {self.container_id} is being deleted"
+            )
         old = self.execs.get(proc.process_id)
         if old is not None:
             # vminitd silently replaced the entry and leaked the old process; we refuse.
@@ -123,61 +170,66 @@ class Container:
             )
         await self._nursery.start(proc.run)
         self.execs[proc.process_id] = proc
-        if self.init.exited:
+        if not self._init_alive():
             proc.abandon_if_unstarted()
 
     async def start(self, proc: ManagedProcess) -> int:
-        if proc is not self.init:
-            if self.init.exited or self.init.reaped:
-                raise errors.FailedPrecondition(
-                    f"container {self.container_id} init has exited; cannot start exec"
-                )
-            if self.init.pid is None:
-                raise errors.FailedPrecondition(
-                    f"container {self.container_id} init is not started; cannot start exec"
-                )
-            init_pid = self.init.pid
-
-            async def place(pid: int) -> None:
-                await self._cgroups.place_exec(init_pid, pid)
-
-            return await proc.start(before_ack=place)
-        return await proc.start()
-
-    def _on_init_exit(self, init: ManagedProcess) -> None:
-        for proc in self.execs.values():
-            if proc.running:
-                try:
-                    proc.kill(signal.SIGKILL)
-                except errors.TrinitError:
-                    pass
+        if proc is self.init:
+            return await proc.start()
+        if self.init.state is not State.RUNNING:
+            if self.init.state in (State.CREATED, State.STARTING):
+                reason = "is not started"
             else:
-                proc.abandon_if_unstarted()
-        log.info("container init exited", extra=fields(container=self.container_id))
+                reason = "has exited"
+            raise errors.FailedPrecondition(
+                f"container {self.container_id} init {reason}; cannot start exec"
+            )
+        init_pid = self.init.pid
+        assert init_pid is not None
+
+        async def place(pid: int) -> None:
+            await self._cgroups.place_exec(init_pid, pid)
+
+        pid = await proc.start(before_ack=place)
+        if not self._init_alive():  # the init died while this exec started
+            proc.kill(signal.SIGKILL)
+        return pid
 
     async def delete_exec(self, process_id: str) -> None:
         """Forget an exec: it is killed if still running (vminitd left it running)."""
         proc = self.process(process_id)
         if proc is self.init:
             raise errors.Internal("delete_exec called for init")
-        proc.cancel()
+        proc.stop()
         await proc.join()
+        proc.forget()
         del self.execs[process_id]
-        shutil.rmtree(self.bundle / "execs" / process_id, ignore_errors=True)
+        await trio.to_thread.run_sync(
+            functools.partial(shutil.rmtree, self.bundle / "execs" / process_id, ignore_errors=True)
+        )
 
     async def delete(self, stop_grace: float = 0.0) -> None:
-        """Cancel the container's nursery (killing and reaping everything), then remove the
-        bundle and the cgroup. Raises (and stays registered) if the bundle or cgroup cannot
-        be removed. DeleteProcess kills at once (``stop_grace`` 0, as vminitd's cgroup.kill);
-        an agent shutdown gives running processes SIGTERM and ``stop_grace`` seconds first."""
-        for proc in [self.init, *self.execs.values()]:
-            proc.cancel(stop_grace)
+        """Stop every process, end the container's nursery, then remove the bundle and the
+        cgroup. Raises (and stays registered) if the bundle or cgroup cannot be removed.
+        DeleteProcess kills at once (``stop_grace`` 0, as vminitd's cgroup.kill); an agent
+        shutdown gives running processes SIGTERM and ``stop_grace`` seconds first."""
+        for proc in self.processes():
+            proc.stop(stop_grace)
         self._deleted.set()
         with trio.CancelScope(shield=True):
             # each process bounds its own kill-and-reap wait, so this ends
             await self._stopped.wait()
+        for proc in self.processes():
+            proc.forget()
         await trio.to_thread.run_sync(remove_bundle, self.bundle)
         await self._cgroups.remove(self.container_id, self.spec)
+
+
+def _first(group: BaseException) -> BaseException:
+    """The first leaf exception of a (nested) exception group."""
+    while isinstance(group, BaseExceptionGroup):
+        group = group.exceptions[0]
+    return group
 
 
 def write_json(path: Path, value: Any) -> None:

@@ -3,15 +3,18 @@
 Ownership. A ManagedProcess owns its host stdio connections, the pipes between them and the
 child, the pumps or PTY relay moving the bytes, and the child's pid once started. All of
 its tasks run in its own nursery (started by the container with ``nursery.start(proc.run)``),
-so cancelling it (DeleteProcess, container teardown, agent shutdown) kills the child, waits
-for the reaper to report it (bounded), and closes every fd.
+so stopping it (DeleteProcess, its container's teardown, agent shutdown) kills the child,
+waits for the reaper to report it (bounded), and closes every fd.
 
-Exit reporting. The reaper tells us the pid exited; we then let the output pumps drain what
-the pipes hold (bounded by ``drain_grace`` when descendants keep them open), close the host
-connections, and only then publish the exit status, so a host that sees WaitProcess return
-already has every byte (spec 6.4, design "stdout/stderr are complete").
+State. The lifecycle table in ``trinit.exec`` decides every state; this class only feeds it
+events and keeps the data that goes with them (pid, exit status, fault text). Tasks wait for
+states (:meth:`wait_state`), never for private flags. The reaper's report applies REAPED
+synchronously (an ``ExitWatch`` callback), so from that instant nothing signals the pid.
 
-Lifecycle transitions go through the pure state machine in ``trinit.exec``.
+Exit reporting. Once reaped, the output pumps drain what the pipes hold (bounded by
+``drain_grace`` when descendants keep them open) and close the host connections; only then
+is the exit published (EXITED), so a host that sees WaitProcess return already has every
+byte (docs/architecture.md, "stdout and stderr are complete").
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ import trio
 
 from trinit import errors
 from trinit._log import fields
-from trinit.exec import Event, Lifecycle, State
+from trinit.exec import LIVE, SETTLED, Event, Lifecycle, State
 from trinit.io import InputPump, OutputPump, OwnedFd, PtyRelay, make_pipe
 
 from ._backend import ProcessBackend
 from ._reaper import ExitStatus, ExitWatch, Reaper
+from ._watched import Watched
 
 log = logging.getLogger("trinit.process")
 
@@ -41,6 +45,10 @@ Dial = Callable[[int], Awaitable[trio.SocketStream]]
 #: Exit code reported for a process that can never run (its start failed, or its
 #: container's init exited before it was started). vminitd would block WaitProcess forever.
 NEVER_RAN_EXIT_CODE = 255
+
+
+def _settled_or_deleted(state: State) -> bool:
+    return state in SETTLED or state is State.DELETED
 
 
 @dataclass(frozen=True)
@@ -71,18 +79,19 @@ class ManagedProcess:
         self._reaper = reaper
         self._drain_grace = drain_grace
         self._kill_wait = kill_wait
-        self._stop_grace = 0.0
-        self._lifecycle = Lifecycle()
+        self._state: Watched[State] = Watched(State.CREATED)
+        self._lifecycle = Lifecycle(on_change=self._state.set)
         self.pid: int | None = None
         self._watch: ExitWatch | None = None
-        self._exit: ExitStatus | None = None
-        self._exit_code: int | None = None
-        self._exited_at: float | None = None
-        self._exited = trio.Event()
-        self._finished = trio.Event()
-        self._run_done = trio.Event()
-        self._exited_or_gone = trio.Event()
+        # data of the settled states: (exit code, exited at) for EXITED/ABANDONED, the
+        # one-line reason for FAULTED
+        self._exit: tuple[int, float] | None = None
+        self._fault: str | None = None
+        # a stop was asked for, with this SIGTERM grace (None: any teardown is a fault's or
+        # the agent's, and the owner settles the state)
+        self._stop_grace: float | None = None
         self._nursery: trio.Nursery | None = None
+        self._task_done = trio.Event()  # run() has returned: a task join, not process state
         # stdio
         self._child_fds: list[OwnedFd] = []
         self._child_stdio: tuple[int, int, int] | None = None
@@ -91,36 +100,27 @@ class ManagedProcess:
         self._stdin_scope = trio.CancelScope()
         self._pty_sockets: tuple[trio.SocketStream | None, trio.SocketStream | None] = (None, None)
         self._pty: PtyRelay | None = None
-        self._pumps_done: list[trio.Event] = []
-        self.on_exit: Callable[[ManagedProcess], None] | None = None
+        self._pumps_done: list[trio.Event] = []  # output task joins
 
     # ----------------------------------------------------------------- state
     @property
     def state(self) -> State:
         return self._lifecycle.state
 
-    @property
-    def exited(self) -> bool:
-        return self._exited.is_set()
-
-    @property
-    def reaped(self) -> bool:
-        """The reaper has its exit status: the pid may already belong to another process.
-
-        Becomes true before :attr:`exited` (which waits for the output to drain); nothing
-        may signal or join ``pid`` from then on.
-        """
-        return self._watch is not None and self._watch.status is not None
+    async def wait_state(self, predicate: Callable[[State], bool]) -> State:
+        """The first state (the current one included) for which ``predicate`` holds."""
+        return await self._state.wait_value(predicate)
 
     @property
     def running(self) -> bool:
-        return self.pid is not None and not self._exited.is_set() and not self.reaped
+        """It has a pid that the reaper has not reported: signalling it is safe."""
+        return self.state is State.RUNNING
 
     def _fields(self, **more: object) -> dict[str, object]:
         return fields(container=self.container_id, process=self.process_id, pid=self.pid, **more)
 
     def set_parent_pid(self, pid: int) -> None:
-        """Execs join the init's namespaces; the helper needs the init's pid (spec 6.3)."""
+        """Execs join the init's namespaces; the helper needs the init's pid."""
         if "--parent-pid" not in self._helper_args:
             self._helper_args += ["--parent-pid", str(pid)]
 
@@ -182,10 +182,12 @@ class ManagedProcess:
 
     # ------------------------------------------------------------------ tree
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Own this process's tasks until it has exited and drained, or until cancelled.
+        """Own this process's tasks until it has settled, or until stopped or cancelled.
 
-        Cancelled: SIGKILL the child if it runs, wait (shielded, bounded) for the reaper to
-        report it, and close every fd this process owns.
+        On the way out: a child that still runs is stopped (SIGTERM and the stop grace if
+        one was asked for, then SIGKILL) and waited for (shielded, bounded), and every fd this
+        process owns is closed. After a :meth:`stop` the state is settled too (the exit, or
+        ABANDONED if it never started); after any other cancellation the owner settles it.
         """
         try:
             async with trio.open_nursery() as nursery:
@@ -197,14 +199,13 @@ class ManagedProcess:
                 if self._stdin_pump is not None:
                     nursery.start_soon(self._run_stdin, self._stdin_pump)
                 task_status.started()
-                await self._finished.wait()
+                await self._state.wait_value(_settled_or_deleted)
                 nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
-            await self._reap_on_teardown()
+            await self._teardown()
             self._close_child_fds()
-            self._run_done.set()
-            self._exited_or_gone.set()
+            self._task_done.set()
 
     async def _run_pump(self, pump: OutputPump, done: trio.Event) -> None:
         try:
@@ -216,21 +217,26 @@ class ManagedProcess:
         with self._stdin_scope:
             await pump.run()
 
-    async def _reap_on_teardown(self) -> None:
-        """Stop a still-running child: SIGTERM and up to ``stop_grace`` seconds (when a grace
-        was asked for), then SIGKILL and up to ``kill_wait`` seconds for the reaper. Shielded
-        and bounded, so teardown always ends."""
-        if self.pid is None or self._exited.is_set() or self._watch is None:
+    async def _teardown(self) -> None:
+        if self.state is State.RUNNING:
+            await self._kill_and_reap()
+        if self._stop_grace is None:
             return
+        if self.state is State.REAPED:
+            self._settle_exit()  # its output pumps are gone: nothing more will drain
+        elif self.state is State.CREATED:
+            self._abandon(Event.ABANDON)
+
+    async def _kill_and_reap(self) -> None:
+        """Stop a child that may still run: SIGTERM and up to the stop grace (when one was
+        asked for), then SIGKILL and up to ``kill_wait`` seconds for the reaper. Shielded and
+        bounded, so teardown always ends; a child that never dies is logged."""
         watch = self._watch
-        if watch.status is not None:  # reaped, still draining: nothing left to signal
-            self._publish(watch.status.exit_code, watch.status.exited_at)
+        if self.pid is None or watch is None or watch.status is not None:
             return
+        grace = self._stop_grace or 0.0
         with trio.CancelScope(shield=True):
-            for sig, wait in (
-                (signal.SIGTERM, self._stop_grace),
-                (signal.SIGKILL, self._kill_wait),
-            ):
+            for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, self._kill_wait)):
                 if wait <= 0 and sig == signal.SIGTERM:
                     continue
                 try:
@@ -238,8 +244,7 @@ class ManagedProcess:
                 except ProcessLookupError:
                     pass
                 with trio.move_on_after(wait):
-                    status = await watch.wait()
-                    self._publish(status.exit_code, status.exited_at)
+                    await watch.wait()
                     return
             log.error("process did not exit after SIGKILL", extra=self._fields())
 
@@ -248,14 +253,13 @@ class ManagedProcess:
         """Launch the process; returns its pid (as seen by trinit).
 
         Raises FailedPrecondition when not startable, Internal with the helper's text when
-        the launch fails. The child's ends of the stdio pipes are closed either way.
+        the launch fails (the process is then ABANDONED). The child's ends of the stdio pipes
+        are closed either way.
         """
         if self._nursery is None:
             raise errors.FailedPrecondition("process is not supervised (container gone?)")
         if self.state is not State.CREATED:
-            raise errors.Internal(
-                f"process {self.process_id} is {self.state.name.lower()}, cannot start"
-            )
+            raise errors.Internal(f"process {self.process_id} is {self.state.value}, cannot start")
         self._lifecycle.apply(Event.START_REQUESTED)
         assert self._child_stdio is not None
         pids: list[int] = []
@@ -276,11 +280,11 @@ class ManagedProcess:
                 before_ack=before_ack,
             )
         except BaseException as exc:
-            self._lifecycle.apply(Event.START_FAILED)
             self._close_child_fds()
-            if self.pid is not None and self._watch is not None:
-                await self._reap_on_teardown()
-            self._abandon()
+            await self._kill_and_reap()
+            # the failed child's own status when it has one (vmexec's 127 for a missing
+            # program), else NEVER_RAN_EXIT_CODE
+            self._abandon(Event.START_FAILED, self._watch.status if self._watch else None)
             if isinstance(exc, errors.TrinitError):
                 raise
             if isinstance(exc, Exception):
@@ -294,7 +298,18 @@ class ManagedProcess:
         if self._watch is None or self._watch.pid != launched.pid:
             self._watch = self._reaper.register(launched.pid)
         self._lifecycle.apply(Event.STARTED_OK)
+        # REAPED now if it already exited during the launch, else the moment it does
+        self._watch.on_status(self._on_reaped)
         nursery = self._nursery
+        if nursery is None:  # torn down while launching (its container failed or stopped)
+            await self._kill_and_reap()
+            if self.state is State.REAPED:
+                self._settle_exit()
+            if launched.pty_master is not None:
+                os.close(launched.pty_master)
+            raise errors.FailedPrecondition(
+                f"process {self.process_id} was stopped while it started"
+            )
         if self.terminal:
             if launched.pty_master is None:
                 raise errors.Internal("terminal process started without a PTY master")
@@ -315,9 +330,14 @@ class ManagedProcess:
         finally:
             done.set()
 
+    def _on_reaped(self, status: ExitStatus) -> None:
+        if self.state is State.RUNNING:
+            self._lifecycle.apply(Event.REAPED)
+
     async def _supervise(self) -> None:
-        assert self._watch is not None
-        status = await self._watch.wait()
+        """Reaped -> let the output drain (bounded) -> publish the exit."""
+        if await self._state.wait_value(lambda s: s is not State.RUNNING) is not State.REAPED:
+            return
         if self._pty is not None:
             self._pty.process_exited(self._drain_grace)
         for pump in self._output_pumps:
@@ -325,51 +345,61 @@ class ManagedProcess:
         for done in self._pumps_done:
             await done.wait()
         self._stdin_scope.cancel()
-        self._publish(status.exit_code, status.exited_at)
+        if self.state is State.REAPED:
+            self._settle_exit()
 
-    def _publish(self, exit_code: int, exited_at: float) -> None:
-        if self._exited.is_set():
-            return
-        self._exit_code = exit_code
-        self._exited_at = exited_at
-        if self.state is State.STARTED:
-            self._lifecycle.apply(Event.EXITED)
-        self._exited.set()
-        self._exited_or_gone.set()
-        self._finished.set()
-        log.info("process exited", extra=self._fields(status=exit_code))
-        if self.on_exit is not None:
-            self.on_exit(self)
+    def _settle_exit(self) -> None:
+        assert self._watch is not None and self._watch.status is not None
+        status = self._watch.status
+        self._exit = (status.exit_code, status.exited_at)
+        self._lifecycle.apply(Event.DRAINED)
+        log.info("process exited", extra=self._fields(status=status.exit_code))
 
-    def _abandon(self) -> None:
-        """This process will never run: report NEVER_RAN_EXIT_CODE and release its stdio."""
-        self._publish(NEVER_RAN_EXIT_CODE, time.time())
+    def _abandon(self, event: Event, status: ExitStatus | None = None) -> None:
+        """This process will never run: report ``status`` (if its child got that far) or
+        NEVER_RAN_EXIT_CODE; its tree then releases its stdio."""
+        if status is None:
+            self._exit = (NEVER_RAN_EXIT_CODE, time.time())
+        else:
+            self._exit = (status.exit_code, status.exited_at)
+        self._lifecycle.apply(event)
+        log.info("process abandoned", extra=self._fields(status=self._exit[0]))
 
     def abandon_if_unstarted(self) -> None:
-        if self.pid is None and self.state is State.CREATED:
-            self._abandon()
+        """Its container's init is gone: a process that was never started never will be."""
+        if self.state is State.CREATED:
+            self._abandon(Event.ABANDON)
+
+    def fault(self, reason: str) -> None:
+        """Its container failed: waiters get INTERNAL with ``reason`` (unless it settled)."""
+        if self._lifecycle.can_apply(Event.FAULT):
+            self._fault = reason
+            self._lifecycle.apply(Event.FAULT)
 
     # ---------------------------------------------------------------- control
     async def wait(self) -> tuple[int, float]:
-        """Block until the process has exited and drained; (exit_code, exited_at).
+        """Block until the process has settled; (exit_code, exited_at).
 
-        Raises FailedPrecondition if the process is torn down without a reaped exit.
+        Raises Internal if its container failed, FailedPrecondition if it was deleted
+        without an exit.
         """
-        if not self._exited_or_gone.is_set():
+        if not _settled_or_deleted(self.state):
             log.debug("waiting for exit", extra=self._fields())
-        await self._exited_or_gone.wait()
-        if not self._exited.is_set():
+        state = await self._state.wait_value(_settled_or_deleted)
+        if state is State.FAULTED:
+            raise errors.Internal(self._fault or "container failed")
+        if self._exit is None:
             raise errors.FailedPrecondition(
                 f"process {self.process_id} was deleted before it exited"
             )
-        assert self._exit_code is not None and self._exited_at is not None
-        return self._exit_code, self._exited_at
+        return self._exit
 
     def kill(self, sig: int) -> None:
         if self.pid is None:
             raise errors.FailedPrecondition("process PID is required")
-        if self._exited.is_set() or self.reaped:
-            return  # already exited (its pid may be reused by now): a no-op, as vminitd
+        watch = self._watch
+        if self.state not in LIVE or watch is None or watch.status is not None:
+            return  # reaped (its pid may be reused by now): a no-op, as vminitd
         try:
             self._backend.kill(self.pid, sig)
         except ProcessLookupError:
@@ -384,7 +414,7 @@ class ManagedProcess:
     def resize(self, rows: int, cols: int) -> None:
         if not self.terminal:
             raise errors.Unimplemented("resize not supported")
-        if self._exited.is_set() or self._pty is None:
+        if self.state not in LIVE or self._pty is None:
             return
         self._pty.resize(rows & 0xFFFF, cols & 0xFFFF)
 
@@ -400,12 +430,29 @@ class ManagedProcess:
         if self._stdin_pump is not None:
             await self._stdin_pump.close_stdin()
 
-    def cancel(self, stop_grace: float = 0.0) -> None:
-        """Tear this process down (kill, reap, close fds) via its nursery; with a
-        ``stop_grace`` it gets SIGTERM and that long to exit before SIGKILL."""
-        self._stop_grace = stop_grace
-        self._finished.set()
+    def stop(self, grace: float = 0.0) -> None:
+        """Tear this process down via its nursery (kill, reap, close fds) and settle it: with
+        a ``grace`` a running child gets SIGTERM and that long before SIGKILL. It stays
+        known (with its exit) until :meth:`forget`."""
+        self._stop_grace = grace if self._stop_grace is None else min(grace, self._stop_grace)
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     async def join(self) -> None:
-        """Wait until this process's tasks have ended (after :meth:`cancel` or exit)."""
-        await self._run_done.wait()
+        """Wait until this process's tasks have ended (after :meth:`stop` or its exit)."""
+        await self._task_done.wait()
+
+    async def discard(self) -> None:
+        """Close everything of a process nobody will supervise (its container refused it):
+        runs its tree just long enough to stop it. Shielded; ends at once (never started)."""
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.run)
+                self.stop()
+
+    def forget(self) -> None:
+        """DELETED: its container no longer knows it (call after :meth:`join`)."""
+        if self._lifecycle.can_apply(Event.DELETE):
+            self._lifecycle.apply(Event.DELETE)
+        else:
+            log.warning(f"deleting a process that is {self.state.value}", extra=self._fields())

@@ -57,19 +57,35 @@ class ExitStatus:
 
 @dataclass(eq=False)
 class ExitWatch:
-    """A registration for one pid; :meth:`wait` returns its status (any number of times)."""
+    """A registration for one pid; :meth:`wait` returns its status (any number of times).
+
+    :meth:`on_status` callbacks run synchronously when the reaper delivers the status, so an
+    owner's state says "reaped" before any other task runs and nothing can signal a pid
+    that may already belong to another process.
+    """
 
     pid: int
     _event: trio.Event = field(default_factory=trio.Event)
     _status: ExitStatus | None = None
+    _callbacks: list[Callable[[ExitStatus], None]] = field(default_factory=list)
 
     @property
     def status(self) -> ExitStatus | None:
         return self._status
 
+    def on_status(self, callback: Callable[[ExitStatus], None]) -> None:
+        """Call ``callback(status)`` when the status arrives (at once if it has)."""
+        if self._status is not None:
+            callback(self._status)
+        else:
+            self._callbacks.append(callback)
+
     def _set(self, status: ExitStatus) -> None:
         self._status = status
         self._event.set()
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback(status)
 
     async def wait(self) -> ExitStatus:
         await self._event.wait()

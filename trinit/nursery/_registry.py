@@ -123,7 +123,7 @@ class ContainerRegistry:
             try:
                 await container.adopt(proc)
             except BaseException:
-                proc.cancel()
+                await proc.discard()
                 raise
         log.info("created exec", extra=fields(container=container.container_id, process=exec_id))
 
