@@ -22,6 +22,7 @@ from trinit import errors
 from trinit.exec import State
 from trinit.nursery import (
     NEVER_RAN_EXIT_CODE,
+    CgroupHooks,
     ContainerRegistry,
     Launched,
     Reaper,
@@ -38,6 +39,8 @@ class FakeBackend:
         self.immortal: set[int] = set()
         self.held_fds: list[int] = []
         self.hold_stdout = False
+        self.output = b""  # what each "child" writes to its stdout before the launch returns
+        self.pty_masters = False  # terminal processes get a real PTY master
         self.launched = trio.Event()
 
     async def launch(
@@ -62,8 +65,14 @@ class FakeBackend:
         if "nosuchprog" in helper_args:
             self.reaper.deliver(pid, 127 << 8)
             raise errors.Internal("vmexec error: failed to find target executable nosuchprog")
+        if self.output:
+            os.write(stdio[1], self.output)
         self.live.add(pid)
         self.launched.set()
+        if terminal and self.pty_masters:
+            master, slave = os.openpty()
+            self.held_fds.append(slave)
+            return Launched(pid, master)
         return Launched(pid, None)
 
     def kill(self, pid: int, sig: int) -> None:
@@ -123,7 +132,11 @@ def rootfs(tmp_path: Path) -> Path:
 
 
 async def _registry(
-    nursery: trio.Nursery, tmp_path: Path, backend_factory=FakeBackend, drain_grace: float = 2.0
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    backend_factory=FakeBackend,
+    drain_grace: float = 2.0,
+    cgroups: CgroupHooks | None = None,
 ):
     reaper = Reaper()
     backend = backend_factory(reaper)
@@ -135,6 +148,7 @@ async def _registry(
         dial=hostside.dial,
         bundle_root=str(tmp_path / "bundles"),
         drain_grace=drain_grace,
+        cgroups=cgroups,
     )
     return registry, backend, hostside
 
