@@ -22,7 +22,7 @@ from trinit.errors import Internal, InvalidArgument, NotFound
 from trinit.exec import makedirs_in_root, open_in_root, split_parent
 
 from ._common import has_nul, os_reason, run_blocking, strerror
-from ._paths import locate, make_parents, open_data, root_fd, stat_follow
+from ._paths import locate, make_parents, open_data, open_nofollow, root_fd, stat_follow
 
 FIFREEZE = 0xC0045877
 FITHAW = 0xC0045878
@@ -218,12 +218,13 @@ DEFAULT_IOCTL = FsIoctl(_real_ioctl)
 
 def _fs_operation(path: str, operation: str, ioctl: FsIoctl) -> int | None:
     try:
-        os.stat(path)
+        stat_follow(path)
     except OSError as exc:
         raise NotFound(f"failed to stat path: {os_reason(exc)}") from None
     try:
-        # O_NONBLOCK: a FIFO must not block the open; ioctls ignore it.
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        # O_NONBLOCK: a FIFO must not block the open; ioctls ignore it. Below a rootfs the
+        # path resolves inside it: a planted link must not aim a freeze at the VM's own fs.
+        fd = open_nofollow(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise Internal(f"path cannot be a symlink: '{path}'") from None

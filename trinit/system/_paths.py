@@ -20,7 +20,16 @@ from trinit.exec import Located, locate, makedirs_in_root, open_in_root, open_ro
 
 from ._common import open_creating
 
-__all__ = ["Located", "locate", "make_parents", "makedirs", "open_data", "open_dir", "root_fd"]
+__all__ = [
+    "Located",
+    "locate",
+    "make_parents",
+    "makedirs",
+    "open_data",
+    "open_dir",
+    "open_nofollow",
+    "root_fd",
+]
 
 
 @contextmanager
@@ -93,5 +102,15 @@ def open_dir(path: str, *, nofollow: bool = False) -> int:
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
     if where.root is None:
         return os.open(path, flags | (os.O_NOFOLLOW if nofollow else 0))
+    with root_fd(where) as root:
+        return open_in_root(root, where.rel, flags)
+
+
+def open_nofollow(path: str, flags: int) -> int:
+    """``open(path, flags)`` where ``flags`` carry ``O_NOFOLLOW``: below a rootfs, the links
+    before the last component resolve inside it and a link at the end is refused (ELOOP)."""
+    where = locate(path)
+    if where.root is None:
+        return os.open(path, flags)
     with root_fd(where) as root:
         return open_in_root(root, where.rel, flags)
