@@ -309,3 +309,27 @@ def test_fs_operation_real_ioctls_on_private_tmpfs(tmp_path: Path) -> None:
     for name in ("freeze", "thaw", "trim"):
         code, message = out[name]
         assert code == 13 and message.startswith(f"filesystemOperation: {name} "), out
+
+
+async def test_fs_operation_below_a_rootfs_resolves_links_inside_it(tmp_path: Path) -> None:
+    # A planted link must not aim a freeze at a VM file system outside the rootfs.
+    from trinit.exec import add_root, remove_root
+
+    root, outside = tmp_path / "rootfs", tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    inside = root / str(outside).lstrip("/") / "sub"
+    inside.mkdir(parents=True)
+    (root / "etc").mkdir()
+    os.symlink(str(outside), root / "etc" / "x")
+    seen: list[int] = []
+
+    def record(fd: int, request: int, buf: bytearray) -> None:
+        seen.append(os.fstat(fd).st_ino)
+
+    add_root(str(root))
+    try:
+        request = pb.FilesystemOperationRequest(path=f"{root}/etc/x/sub", thaw=pb.FiThawParams())
+        await filesystem_operation(request, ioctl=FsIoctl(record))
+    finally:
+        remove_root(str(root))
+    assert seen == [inside.stat().st_ino]

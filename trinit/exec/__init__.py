@@ -7,10 +7,25 @@ Public names:
 * :class:`Lifecycle`, :class:`State`, :class:`Event`, :class:`InvalidTransition`,
   :data:`SETTLED`, :data:`LIVE`: the pure process state machine.
 * :func:`parse_mount_options`: mount(8)-style option parsing (shared with the Mount RPC).
+* :func:`locate`, :func:`open_root`, :func:`open_in_root`, :func:`makedirs_in_root`,
+  :func:`read_bounded`, :func:`require_regular`, :func:`add_root`, :func:`remove_root`:
+  paths inside a container rootfs, resolved there (``openat2(RESOLVE_IN_ROOT)``).
 
 The helper itself (``_child``) is started as a separate process and never imported here.
 """
 
+from trinit.exec._inroot import (
+    Located,
+    add_root,
+    locate,
+    makedirs_in_root,
+    open_in_root,
+    open_root,
+    read_bounded,
+    remove_root,
+    require_regular,
+    split_parent,
+)
 from trinit.exec._launch import LaunchResult, launch
 from trinit.exec._lifecycle import LIVE, SETTLED, Event, InvalidTransition, Lifecycle, State
 from trinit.exec._mountopts import parse_options as parse_mount_options
@@ -24,11 +39,21 @@ __all__ = [
     "InvalidTransition",
     "LaunchResult",
     "Lifecycle",
+    "Located",
     "ResolvedUser",
     "State",
+    "add_root",
     "alter_spec",
     "decode_spec",
     "launch",
+    "locate",
+    "makedirs_in_root",
+    "open_in_root",
+    "open_root",
     "parse_mount_options",
+    "read_bounded",
+    "remove_root",
+    "require_regular",
     "resolve_user",
+    "split_parent",
 ]

@@ -1,21 +1,22 @@
 """Resolve an OCI user string against a container rootfs (spec section 6.2 step 3).
 
-Pure apart from reading ``<rootfs>/etc/passwd`` and ``<rootfs>/etc/group``. Both files are
-opened with ``openat2(RESOLVE_IN_ROOT)`` so a symlink inside the image cannot make trinit read
-a file of the VM. A missing file counts as "no entries". Failures raise
+Pure apart from reading ``<rootfs>/etc/passwd`` and ``<rootfs>/etc/group``, which the image
+controls: both are read with :func:`trinit.exec._inroot.read_bounded` (resolved inside the
+rootfs, regular files of at most 4 MiB only, never a blocking open). Blocking: callers run
+it in a worker thread. A missing file counts as "no entries". Lookup failures raise
 :class:`trinit.errors.Internal` (vminitd reports user-lookup errors as INTERNAL) with text
-such as ``no such user: foo``.
+such as ``no such user: foo``; a FIFO, device or oversized file raises
+:class:`trinit.errors.InvalidArgument` naming the file.
 
 Accepted forms: ``user``, ``uid``, ``user:group``, ``uid:gid``, ``uid:group``, ``user:gid``.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from trinit.errors import Internal
-from trinit.exec import _syscalls
+from trinit.exec._inroot import PASSWD_LIMIT, read_bounded
 
 MAX_ID = 2147483647
 
@@ -45,23 +46,16 @@ class _GroupEntry:
 
 
 def _read_in_root(rootfs: str, relpath: str) -> str | None:
-    """The file's text, or None if it (or the rootfs) does not exist."""
+    """The file's text, or None if it (or the rootfs) does not exist.
+
+    Read with :func:`read_bounded`: a FIFO, a device or a file over 4 MiB planted by the
+    image raises InvalidArgument instead of blocking or exhausting trinit's memory.
+    """
     try:
-        root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise Internal(f"failed to open rootfs {rootfs}: {exc}") from None
-    try:
-        fd = _syscalls.openat2(root_fd, relpath, os.O_RDONLY, 0, _syscalls.RESOLVE_IN_ROOT)
-        with open(fd, "rb") as file:
-            return file.read().decode("utf-8", "replace")
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+        data = read_bounded(rootfs, relpath, PASSWD_LIMIT)
     except OSError as exc:
         raise Internal(f"failed to read /{relpath} in {rootfs}: {exc}") from None
-    finally:
-        os.close(root_fd)
+    return None if data is None else data.decode("utf-8", "replace")
 
 
 def _parse_int(text: str) -> int | None:

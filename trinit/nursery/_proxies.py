@@ -10,19 +10,26 @@ nothing outlives its owner.
   accepted connection dials the host's ``vsock_port`` through the transport.
 - OUT_OF (a guest service for the host): listen on the transport's guest port
   ``vsock_port``; each accepted connection connects to the unix socket at ``guestPath``.
+
+``guestPath`` must be absolute. Below a container rootfs it is resolved inside that rootfs
+(``openat2(RESOLVE_IN_ROOT)``): a link the container planted on the way never makes the
+proxy bind, remove or connect to a socket of the VM outside it.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
+import stat as stat_mod
 from collections.abc import Awaitable, Callable
 
 import trio
 
 from trinit import errors
 from trinit._log import fields
+from trinit.exec import Located, locate, makedirs_in_root, open_in_root, open_root, split_parent
 from trinit.io import Transport, relay
 
 log = logging.getLogger("trinit.proxy")
@@ -42,22 +49,130 @@ def _prepare_socket_path(path: str) -> None:
         raise errors.Internal(f"{path} is a directory") from exc
 
 
-async def _unix_listener(path: str, permissions: int | None) -> trio.SocketListener:
-    """Listen at ``path`` (parents created, stale file replaced), mode ``permissions`` or
-    0777 as vminitd leaves it. The mode is set on the socket inode before bind so no wider
-    mode is ever visible, then fixed up after bind (the umask may have removed bits)."""
-    await trio.to_thread.run_sync(_prepare_socket_path, path)
-    mode = 0o777 if permissions is None else permissions & 0o7777
-    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def _plain_listener(path: str, mode: int) -> socket.socket:
+    """vminitd's INTO listener for a path outside every rootfs, used as given."""
+    _prepare_socket_path(path)
+    return _bound_socket(path, mode, lambda: os.chmod(path, mode))
+
+
+def _bound_socket(address: str, mode: int, fix_mode: Callable[[], None]) -> socket.socket:
+    """A listening unix socket bound at ``address``. The mode is set on the socket inode
+    before bind so no wider mode is ever visible, then fixed up after bind (the umask may
+    have removed bits)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         os.fchmod(sock.fileno(), mode)
-        await sock.bind(path)
-        os.chmod(path, mode)
+        sock.bind(address)
+        fix_mode()
         sock.listen(_BACKLOG)
     except BaseException:
         sock.close()
         raise
-    return trio.SocketListener(sock)
+    return sock
+
+
+def _in_root_parent(where: Located, *, create: bool = False) -> tuple[int, int, str]:
+    """(root fd, fd of the parent directory resolved inside the rootfs, final name); with
+    ``create`` the parent is made first (mkdir -p inside the rootfs)."""
+    assert where.root is not None
+    parent, name = split_parent(where.rel)
+    if name in ("", ".", ".."):
+        raise errors.InvalidArgument(f"invalid guestPath {where.path!r}: no file name")
+    root = open_root(where.root)
+    try:
+        if create:
+            makedirs_in_root(root, parent, 0o755)
+        return root, open_in_root(root, parent, os.O_PATH | os.O_DIRECTORY), name
+    except BaseException:
+        os.close(root)
+        raise
+
+
+def _in_root_listener(where: Located, mode: int) -> socket.socket:
+    """The INTO listener for a path in a container rootfs (the container may have planted
+    links anywhere on it).
+
+    The parent is created and opened inside the rootfs (``openat2(RESOLVE_IN_ROOT)``), the
+    stale entry removed with ``unlinkat`` in that fd, and the socket bound at
+    ``/proc/self/fd/<parent fd>/<name>``. Why this is safe: the walk through the magic link
+    lands on exactly the directory inode already resolved inside the rootfs (nothing the
+    container controls is looked up again), and bind(2) never follows a link at its final
+    component (anything there, raced in or not, fails it with EADDRINUSE). The mode is then
+    set through an ``O_PATH | O_NOFOLLOW`` fd of what was bound, after checking it is a
+    socket, so a raced-in link is never chmod'ed through.
+    """
+    root, parent_fd, name = _in_root_parent(where, create=True)
+    try:
+        try:
+            os.unlink(name, dir_fd=parent_fd)
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError as exc:
+            raise errors.Internal(f"{where.path} is a directory") from exc
+
+        def fix_mode() -> None:
+            fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+            try:
+                if not stat_mod.S_ISSOCK(os.fstat(fd).st_mode):
+                    raise errors.Internal(f"{where.path} was replaced while binding")
+                os.chmod(f"/proc/self/fd/{fd}", mode)
+            finally:
+                os.close(fd)
+
+        return _bound_socket(f"/proc/self/fd/{parent_fd}/{name}", mode, fix_mode)
+    finally:
+        os.close(parent_fd)
+        os.close(root)
+
+
+def _remove_socket_file(where: Located) -> None:
+    """Remove the INTO socket file; in a rootfs, ``unlinkat`` in the parent resolved there."""
+    if where.root is None:
+        os.unlink(where.path)
+        return
+    root, parent_fd, name = _in_root_parent(where)
+    try:
+        os.unlink(name, dir_fd=parent_fd)
+    finally:
+        os.close(parent_fd)
+        os.close(root)
+
+
+async def _unix_listener(where: Located, permissions: int | None) -> trio.SocketListener:
+    """Listen at ``where`` (parents created, stale file replaced), mode ``permissions`` or
+    0777 as vminitd leaves it."""
+    mode = 0o777 if permissions is None else permissions & 0o7777
+    if where.root is None:
+        sock = await trio.to_thread.run_sync(_plain_listener, where.path, mode)
+    else:
+        sock = await trio.to_thread.run_sync(_in_root_listener, where, mode)
+    return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+
+
+def _open_socket_inode(where: Located) -> int:
+    """An ``O_PATH`` fd of the socket at ``where``, resolved inside its rootfs. connect(2)
+    follows a link at its final component, so the OUT_OF dial connects to
+    ``/proc/self/fd/<this fd>``: exactly the inode resolved here. Raises OSError."""
+    assert where.root is not None
+    root = open_root(where.root)
+    try:
+        fd = open_in_root(root, where.rel, os.O_PATH)
+    finally:
+        os.close(root)
+    if not stat_mod.S_ISSOCK(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.ECONNREFUSED, f"{where.path} is not a socket")
+    return fd
+
+
+async def _connect_unix(where: Located) -> trio.SocketStream:
+    if where.root is None:
+        return await trio.open_unix_socket(where.path)
+    fd = await trio.to_thread.run_sync(_open_socket_inode, where)
+    try:
+        return await trio.open_unix_socket(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
 
 
 class VsockProxy:
@@ -67,7 +182,7 @@ class VsockProxy:
         action: int,
         listener: trio.SocketListener,
         dial: Callable[[], Awaitable[trio.SocketStream]],
-        socket_file: str | None,
+        socket_file: Located | None,
     ) -> None:
         self.proxy_id = proxy_id
         self.action = action
@@ -97,8 +212,8 @@ class VsockProxy:
                 await self._listener.aclose()
             if self._socket_file is not None:
                 try:
-                    os.unlink(self._socket_file)
-                except OSError:
+                    await trio.to_thread.run_sync(_remove_socket_file, self._socket_file)
+                except (OSError, errors.TrinitError):
                     pass
             self._done.set()
 
@@ -132,18 +247,22 @@ class ProxyTable:
             raise errors.AlreadyExists(f"proxy {proxy_id} already exists")
         if not guest_path or "\0" in guest_path:
             raise errors.InvalidArgument(f"invalid guestPath {guest_path!r}")
+        if not guest_path.startswith("/"):
+            # vminitd would use trinit's working directory; a host never means that
+            raise errors.InvalidArgument(f"guestPath must be absolute: {guest_path!r}")
+        where = locate(guest_path)
         if action == INTO:
-            listener = await _unix_listener(guest_path, permissions)
+            listener = await _unix_listener(where, permissions)
 
             async def dial_host() -> trio.SocketStream:
                 return await self._transport.dial(port)
 
-            proxy = VsockProxy(proxy_id, action, listener, dial_host, guest_path)
+            proxy = VsockProxy(proxy_id, action, listener, dial_host, where)
         elif action == OUT_OF:
             listener = await self._transport.listen(port)
 
             async def dial_guest() -> trio.SocketStream:
-                return await trio.open_unix_socket(guest_path)
+                return await _connect_unix(where)
 
             proxy = VsockProxy(proxy_id, action, listener, dial_guest, None)
         else:

@@ -18,7 +18,7 @@ import trio
 
 from trinit import errors
 from trinit._log import fields
-from trinit.exec import alter_spec, decode_spec
+from trinit.exec import add_root, alter_spec, decode_spec, remove_root
 from trinit.system._etc import install_etc_file
 
 from ._backend import ProcessBackend
@@ -77,7 +77,8 @@ class ContainerRegistry:
     ) -> None:
         if container_id is None:
             raise errors.InvalidArgument("processes in the root of the vm not implemented")
-        spec = alter_spec(decode_spec(configuration), process_id)
+        # alter_spec reads the image's etc/passwd and etc/group: never on the event loop
+        spec = await trio.to_thread.run_sync(_altered_spec, configuration, process_id)
         process = spec["process"]
         terminal = bool(process.get("terminal", False))
         existing = self._containers.get(container_id)
@@ -157,6 +158,8 @@ class ContainerRegistry:
                 await self._cgroups.remove(container_id, spec)
             raise
         self._containers[container_id] = container
+        # host file RPCs on paths under this root resolve inside it from now on
+        add_root(root_path)
         log.info("created container", extra=fields(container=container_id))
 
     def _new_process(
@@ -185,7 +188,7 @@ class ContainerRegistry:
         if proc is container.init:
             async with container.lock:
                 await container.delete()
-                self._containers.pop(container.container_id, None)
+                self._forget(container)
             log.info("deleted container", extra=fields(container=container.container_id))
         else:
             async with container.lock:
@@ -217,7 +220,15 @@ class ContainerRegistry:
                 f"failed to delete container: {exc.message}",
                 extra=fields(container=container.container_id),
             )
-        self._containers.pop(container.container_id, None)
+        self._forget(container)
+
+    def _forget(self, container: Container) -> None:
+        if self._containers.pop(container.container_id, None) is not None:
+            remove_root(container.spec["root"]["path"])
+
+
+def _altered_spec(configuration: bytes, process_id: str) -> dict[str, Any]:
+    return alter_spec(decode_spec(configuration), process_id)
 
 
 def _check_id(value: str) -> None:

@@ -64,21 +64,26 @@ def has_nul(*values: str) -> bool:
     return any("\x00" in value for value in values)
 
 
-def open_creating(path: str, flags: int, mode: int) -> int:
+Opener = Callable[[str, int, int], int]
+
+
+def open_creating(path: str, flags: int, mode: int, opener: Opener = os.open) -> int:
     """``open(path, flags | O_CREAT, mode)`` as vminitd does it, but a file this call creates
     gets exactly ``mode`` (the umask does not narrow it; an existing file keeps its mode).
 
     Like plain ``O_CREAT``, a dangling symlink at ``path`` gets its target created (an image's
-    ``etc/resolv.conf -> ../run/...``, say). Blocking: call it from a worker thread.
+    ``etc/resolv.conf -> ../run/...``, say). ``opener(path, flags, mode)`` does each open
+    (a rootfs path passes one that resolves inside the rootfs). Blocking: call it from a
+    worker thread.
     """
     try:
-        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = opener(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         try:
-            return os.open(path, flags)
+            return opener(path, flags, 0)
         except FileNotFoundError:
             # a dangling symlink: O_EXCL refuses it, O_CREAT without it creates the target
-            fd = os.open(path, flags | os.O_CREAT, 0o600)
+            fd = opener(path, flags | os.O_CREAT, 0o600)
     try:
         os.fchmod(fd, mode)
     except BaseException:

@@ -13,6 +13,10 @@ guest dials to the host (``dial(vsock_port)``, the transport's dial, vsock or un
 
 Invariants:
 
+* A path below a container rootfs is resolved inside that rootfs (:mod:`._paths`): links
+  the container planted lead to its own files, never the VM's; only regular files are
+  read or written there.
+
 * Extraction never writes outside the target and never follows a symlink: every path is
   walked one component at a time from an fd of the target with ``O_NOFOLLOW``, so an entry
   whose parent is (or is raced into) a symlink is skipped. Absolute names and names with a
@@ -49,7 +53,8 @@ import trio
 from trinit._proto import sandbox_pb2 as pb
 from trinit.errors import Internal, InvalidArgument, NotFound, TrinitError
 
-from ._common import has_nul, open_creating, os_reason, run_blocking
+from ._common import has_nul, os_reason, run_blocking
+from ._paths import make_parents, makedirs, open_data, open_dir, stat_follow
 
 if TYPE_CHECKING:
     import tarfile
@@ -114,20 +119,14 @@ async def _connect(dial: Dial, port: int) -> trio.abc.Stream:
 # ---------------------------------------------------------------- COPY_IN
 
 
-def _make_parent(path: str) -> None:
-    parent = os.path.dirname(path.rstrip("/"))
-    if parent:
-        os.makedirs(parent, 0o755, exist_ok=True)
-
-
 async def _copy_in(request: pb.CopyRequest, dial: Dial) -> None:
     path = request.path
     if request.create_parents:
-        await run_blocking(functools.partial(_make_parent, path))
+        await run_blocking(functools.partial(make_parents, path))
     stream = await _connect(dial, request.vsock_port)
     async with stream:
         if request.is_archive:
-            await run_blocking(functools.partial(os.makedirs, path, 0o755, exist_ok=True))
+            await run_blocking(functools.partial(makedirs, path, 0o755))
             reader = _StreamReader(stream)
             count = await run_blocking(functools.partial(_extract_archive, reader, path))
             if count == 0:
@@ -138,8 +137,10 @@ async def _copy_in(request: pb.CopyRequest, dial: Dial) -> None:
 
 
 def _open_target(path: str, mode: int) -> int:
-    """O_WRONLY|O_CREAT|O_TRUNC; a file this call creates gets exactly ``mode``."""
-    return open_creating(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_TRUNC, mode)
+    """O_WRONLY|O_CREAT|O_TRUNC; a file this call creates gets exactly ``mode``; in a rootfs,
+    only a regular file (resolved inside it)."""
+    flags = os.O_WRONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_TRUNC
+    return open_data(path, flags, mode, create=True)
 
 
 def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
@@ -405,7 +406,7 @@ def _finish_directories(root_fd: int, directories: list[tuple[list[str], tarfile
 def _extract_archive(reader: _StreamReader, target: str) -> int:
     """Extract a (gzip) tar read from ``reader`` into ``target``; the number of entries
     read (skipped ones included). Runs in a worker thread."""
-    root_fd = os.open(target, _DIR_FLAGS)
+    root_fd = open_dir(target, nofollow=True)
     count = 0
     directories: list[tuple[list[str], tarfile.TarInfo]] = []
     try:
@@ -439,7 +440,7 @@ class _Source:
 
 async def _source(path: str) -> _Source:
     try:
-        st = await run_blocking(functools.partial(os.stat, path))
+        st = await run_blocking(functools.partial(stat_follow, path))
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
             raise NotFound(f"copy: path not found '{path}'") from None
@@ -462,9 +463,8 @@ async def _copy_out(request: pb.CopyRequest, dial: Dial, source: _Source) -> Non
 
 
 async def _send_file(stream: trio.abc.Stream, path: str) -> None:
-    fd = await run_blocking(
-        functools.partial(os.open, path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    )
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+    fd = await run_blocking(functools.partial(open_data, path, flags, 0, create=False))
     try:
         sock = getattr(stream, "socket", None)
         if sock is not None:
@@ -496,30 +496,62 @@ class _StreamWriter:
             trio.from_thread.run(self._stream.send_all, data)
 
 
+@dataclass(frozen=True)
+class _FdRef:
+    """What ``TarFile.gettarinfo(fileobj=...)`` needs of a directory fd (it fstats it)."""
+
+    fd: int
+    name: str
+
+    def fileno(self) -> int:
+        return self.fd
+
+
 def _add_tree(tar: tarfile.TarFile, path: str) -> None:
-    root = os.path.realpath(path)  # the source may be a symlink to a directory
-    tar.addfile(tar.gettarinfo(root, arcname="."))
-    pending = [(root, "")]
-    while pending:
-        directory, prefix = pending.pop()
-        with os.scandir(directory) as scan:
-            entries = sorted(scan, key=lambda entry: entry.name)
-        subdirectories = []
-        for entry in entries:
-            name = prefix + entry.name
-            if entry.is_file(follow_symlinks=False):
-                fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-                with os.fdopen(fd, "rb") as file:
-                    info = tar.gettarinfo(arcname=name, fileobj=file)
-                    tar.addfile(info, file if info.isreg() else None)
+    """``./`` and then everything below ``path``. The tree is walked by directory fds
+    (each subdirectory opened ``O_NOFOLLOW`` in its parent's fd, each entry named as
+    ``/proc/self/fd/<dir fd>/<name>``, whose last component is never followed), so a link
+    planted or raced into the tree is archived as a link, never followed out of it."""
+    dir_fd = open_dir(path)  # the source may be a symlink to a directory
+    try:
+        ref = _FdRef(dir_fd, path)
+        tar.addfile(tar.gettarinfo(arcname=".", fileobj=ref))  # type: ignore[arg-type]
+        _add_directory(tar, dir_fd, "")
+    finally:
+        os.close(dir_fd)
+
+
+def _add_directory(tar: tarfile.TarFile, dir_fd: int, prefix: str) -> None:
+    with os.scandir(dir_fd) as scan:
+        entries = sorted(scan, key=lambda entry: entry.name)
+    subdirectories = []
+    for entry in entries:
+        name = prefix + entry.name
+        if entry.is_file(follow_symlinks=False):
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+            fd = os.open(entry.name, flags, dir_fd=dir_fd)
+            with os.fdopen(fd, "rb") as file:
+                info = tar.gettarinfo(arcname=name, fileobj=file)
+                tar.addfile(info, file if info.isreg() else None)
+            continue
+        info = tar.gettarinfo(f"/proc/self/fd/{dir_fd}/{entry.name}", arcname=name)
+        if info is None:
+            continue  # sockets cannot be archived
+        tar.addfile(info)
+        if info.isdir():
+            subdirectories.append((entry.name, name + "/"))
+    for entry_name, sub_prefix in subdirectories:
+        try:
+            sub_fd = os.open(entry_name, _DIR_FLAGS, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
+                log.warning("copy: %r changed while archiving; contents left out", sub_prefix)
                 continue
-            info = tar.gettarinfo(entry.path, arcname=name)
-            if info is None:
-                continue  # sockets cannot be archived
-            tar.addfile(info)
-            if entry.is_dir(follow_symlinks=False):
-                subdirectories.append((entry.path, name + "/"))
-        pending.extend(reversed(subdirectories))
+            raise
+        try:
+            _add_directory(tar, sub_fd, sub_prefix)
+        finally:
+            os.close(sub_fd)
 
 
 def _write_archive(root: str, writer: _StreamWriter) -> None:

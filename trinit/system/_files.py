@@ -3,7 +3,9 @@
 Each public coroutine runs its syscalls in one worker thread that is never abandoned, so a
 cancelled caller never leaves a half-done operation running unseen. No fd outlives the call
 that opened it. Paths are the guest's (vminitd's mount namespace), taken as given: the host
-is trusted with paths, as in vminitd.
+is trusted with paths, as in vminitd; but the part of a path below a container rootfs is
+resolved inside that rootfs (:mod:`._paths`), so links the container planted never lead
+these calls to the VM's own files, and data goes only to regular files there.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from dataclasses import dataclass
 
 from trinit._proto import sandbox_pb2 as pb
 from trinit.errors import Internal, InvalidArgument, NotFound
+from trinit.exec import makedirs_in_root, open_in_root, split_parent
 
-from ._common import has_nul, open_creating, os_reason, run_blocking, strerror
+from ._common import has_nul, os_reason, run_blocking, strerror
+from ._paths import locate, make_parents, open_data, open_nofollow, root_fd, stat_follow
 
 FIFREEZE = 0xC0045877
 FITHAW = 0xC0045878
@@ -32,6 +36,9 @@ _U64_MAX = 2**64 - 1
 
 def _mkdir(path: str, parents: bool, perms: int) -> None:
     mode = perms & 0o7777 if perms else 0o777
+    if locate(path).root is not None:
+        _mkdir_in_root(path, parents, perms, mode)
+        return
     if parents:
         parent = os.path.dirname(path.rstrip("/"))
         if parent:
@@ -46,6 +53,36 @@ def _mkdir(path: str, parents: bool, perms: int) -> None:
         os.mkdir(path, mode)
     if perms:
         os.chmod(path, mode)  # exactly `perms`, not `perms & ~umask`
+
+
+def _mkdir_in_root(path: str, parents: bool, perms: int, mode: int) -> None:
+    """``_mkdir`` for a path in a rootfs: the parent is resolved inside the rootfs and the
+    directory made with ``mkdirat`` there; ``perms`` are set through an fd of the new
+    directory, never by a second lookup of its path."""
+    where = locate(path)
+    parent, name = split_parent(where.rel)
+    with root_fd(where) as root:
+        if parents:
+            makedirs_in_root(root, parent, 0o755)
+        parent_fd = open_in_root(root, parent, os.O_PATH | os.O_DIRECTORY)
+        try:
+            os.mkdir(name or ".", mode, dir_fd=parent_fd)
+        except FileExistsError:
+            if not parents:
+                raise
+            try:
+                os.close(open_in_root(root, where.rel, os.O_PATH | os.O_DIRECTORY))
+            except NotADirectoryError:
+                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), path) from None
+            return  # mkdir -p leaves an existing directory as it is
+        finally:
+            os.close(parent_fd)
+        if perms:
+            fd = open_in_root(root, where.rel, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fchmod(fd, mode)  # exactly `perms`, not `perms & ~umask`
+            finally:
+                os.close(fd)
 
 
 async def mkdir(request: pb.MkdirRequest) -> pb.MkdirResponse:
@@ -71,19 +108,17 @@ async def mkdir(request: pb.MkdirRequest) -> pb.MkdirResponse:
 def _open_for_write(path: str, create: bool, append: bool, mode: int) -> int:
     base = os.O_WRONLY | os.O_CLOEXEC | os.O_NONBLOCK  # no open(2) hang on a reader-less FIFO
     base |= os.O_APPEND if append else os.O_TRUNC
-    return open_creating(path, base, mode) if create else os.open(path, base)
+    return open_data(path, base, mode, create=create)
 
 
 def _write_file(
     path: str, data: bytes, mode: int, create: bool, append: bool, parents: bool
 ) -> None:
     if parents:
-        parent = os.path.dirname(path.rstrip("/"))
-        if parent:
-            try:
-                os.makedirs(parent, 0o755, exist_ok=True)
-            except OSError as exc:
-                raise Internal(f"writeFile: {os_reason(exc)}") from None
+        try:
+            make_parents(path)
+        except OSError as exc:
+            raise Internal(f"writeFile: {os_reason(exc)}") from None
     try:
         fd = _open_for_write(path, create, append, mode)
     except OSError as exc:
@@ -156,7 +191,7 @@ async def stat(request: pb.StatRequest) -> pb.StatResponse:
     if has_nul(path):
         raise InvalidArgument(f"stat: {path!r}: NUL byte in path")
     try:
-        st = await run_blocking(lambda: os.stat(path))
+        st = await run_blocking(lambda: stat_follow(path))
     except FileNotFoundError:
         raise NotFound(f"stat: path not found '{path}'") from None
     except OSError as exc:
@@ -183,12 +218,13 @@ DEFAULT_IOCTL = FsIoctl(_real_ioctl)
 
 def _fs_operation(path: str, operation: str, ioctl: FsIoctl) -> int | None:
     try:
-        os.stat(path)
+        stat_follow(path)
     except OSError as exc:
         raise NotFound(f"failed to stat path: {os_reason(exc)}") from None
     try:
-        # O_NONBLOCK: a FIFO must not block the open; ioctls ignore it.
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        # O_NONBLOCK: a FIFO must not block the open; ioctls ignore it. Below a rootfs the
+        # path resolves inside it: a planted link must not aim a freeze at the VM's own fs.
+        fd = open_nofollow(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise Internal(f"path cannot be a symlink: '{path}'") from None

@@ -1,0 +1,197 @@
+"""Paths inside a container rootfs, resolved the way the container would resolve them.
+
+A rootfs holds the image's files and whatever the container's processes wrote there: any
+entry may be a symlink (absolute, ``..``, or ``/proc/self/root``-style), a FIFO, a device node
+or a huge file, planted to make PID 1 act on the VM's own files, block, or run out of memory.
+Everything here therefore resolves the part of a path below a rootfs with
+``openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`` relative to an fd of that rootfs (a
+planted ``/`` link lands on the rootfs, as ``docker cp`` does), opens with
+``O_NONBLOCK | O_NOCTTY`` (a FIFO cannot block the open, a tty cannot become ours) and
+checks what was opened with ``fstat`` on the fd, never by a second lookup of the path.
+
+:func:`locate` decides which paths are rootfs paths: ``/run/container/<id>/rootfs/...``
+(where the host mounts every container rootfs, spec 6.1) and any root registered with
+:func:`add_root` (the ``root.path`` of a running container). Other paths are the host's own
+and are used as given.
+
+Blocking (filesystem syscalls): call these from a worker thread.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as stat_mod
+import threading
+from dataclasses import dataclass
+
+from trinit.errors import InvalidArgument
+from trinit.exec import _syscalls
+
+IN_ROOT = _syscalls.RESOLVE_IN_ROOT | _syscalls.RESOLVE_NO_MAGICLINKS
+SAFE_OPEN = os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+BUNDLE_PARENT = ("run", "container")
+PASSWD_LIMIT = 4 << 20
+
+_roots_lock = threading.Lock()
+_roots: dict[str, int] = {}  # registered root -> how many containers use it
+
+
+def add_root(root: str) -> None:
+    """Treat ``root`` (a container's ``root.path``) as a rootfs until :func:`remove_root`."""
+    key = os.path.normpath(root)
+    with _roots_lock:
+        _roots[key] = _roots.get(key, 0) + 1
+
+
+def remove_root(root: str) -> None:
+    key = os.path.normpath(root)
+    with _roots_lock:
+        count = _roots.get(key, 0) - 1
+        if count > 0:
+            _roots[key] = count
+        else:
+            _roots.pop(key, None)
+
+
+@dataclass(frozen=True)
+class Located:
+    """A host-given path: ``root`` is the rootfs it lies under (None: not in any rootfs) and
+    ``rel`` the rest, to be resolved inside ``root`` ("" is the rootfs itself)."""
+
+    path: str
+    root: str | None
+    rel: str
+
+
+def locate(path: str) -> Located:
+    """Split an absolute ``path`` into (rootfs, remainder) if it lies under a rootfs.
+
+    The prefix is normalised lexically (``/run/../run/container/c/rootfs/x`` is still a
+    rootfs path: the directories above a rootfs are trinit's, not the container's); the
+    remainder is kept as given, for the kernel to resolve inside the rootfs.
+    """
+    if not path.startswith("/"):
+        return Located(path, None, "")
+    with _roots_lock:
+        roots = [tuple(p for p in r.split("/") if p) for r in _roots]
+    stack: list[str] = []
+    parts = path.split("/")
+    for index, part in enumerate(parts):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if stack:
+                stack.pop()
+            continue
+        stack.append(part)
+        here = tuple(stack)
+        is_bundle_rootfs = len(here) == 4 and here[:2] == BUNDLE_PARENT and here[3] == "rootfs"
+        if is_bundle_rootfs or here in roots:
+            rel = "/".join(parts[index + 1 :])
+            return Located(path, "/" + "/".join(here), rel)
+    return Located(path, None, "")
+
+
+def open_root(root: str) -> int:
+    """An ``O_PATH`` directory fd of ``root`` (a path trinit or the host chose)."""
+    return os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def open_in_root(root_fd: int, rel: str, flags: int, mode: int = 0) -> int:
+    """``openat2`` of ``rel`` inside ``root_fd``: every symlink, absolute or ``..``,
+    resolves inside the root; magic links (``/proc/<pid>/root``...) are refused (ELOOP)."""
+    rel = rel.lstrip("/") or "."
+    # openat2 refuses O_PATH with any flag but O_DIRECTORY/O_NOFOLLOW/O_CLOEXEC (EINVAL)
+    extra = os.O_CLOEXEC if flags & os.O_PATH else SAFE_OPEN
+    return _syscalls.openat2(root_fd, rel, flags | extra, mode, IN_ROOT)
+
+
+def split_parent(rel: str) -> tuple[str, str]:
+    """(parent, name) of a remainder; the parent is "." at the top. ``name`` may be "" for
+    the rootfs itself."""
+    rel = rel.strip("/")
+    parent, _, name = rel.rpartition("/")
+    return parent or ".", name
+
+
+def makedirs_in_root(root_fd: int, rel: str, mode: int = 0o755) -> None:
+    """``mkdir -p`` of ``rel`` inside the root: each missing directory is made with
+    ``mkdirat`` in its parent's fd (mkdir never follows a link at the new name)."""
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    for index in range(len(parts)):
+        prefix = "/".join(parts[: index + 1])
+        try:
+            os.close(open_in_root(root_fd, prefix, os.O_PATH | os.O_DIRECTORY))
+            continue
+        except FileNotFoundError:
+            pass
+        parent_fd = open_in_root(root_fd, "/".join(parts[:index]), os.O_PATH | os.O_DIRECTORY)
+        try:
+            os.mkdir(parts[index], mode, dir_fd=parent_fd)
+        except FileExistsError:
+            pass  # made meanwhile, or a dangling link: the check below decides
+        finally:
+            os.close(parent_fd)
+        os.close(open_in_root(root_fd, prefix, os.O_PATH | os.O_DIRECTORY))
+
+
+def _kind(mode: int) -> str:
+    if stat_mod.S_ISDIR(mode):
+        return "a directory"
+    if stat_mod.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat_mod.S_ISCHR(mode):
+        return "a character device"
+    if stat_mod.S_ISBLK(mode):
+        return "a block device"
+    if stat_mod.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def require_regular(fd: int, what: str) -> os.stat_result:
+    """``fstat(fd)``; raises :class:`InvalidArgument` naming ``what`` unless it is a
+    regular file."""
+    st = os.fstat(fd)
+    if not stat_mod.S_ISREG(st.st_mode):
+        raise InvalidArgument(f"{what} is {_kind(st.st_mode)}, not a regular file")
+    return st
+
+
+def read_bounded(root: str, rel: str, limit: int) -> bytes | None:
+    """The contents of regular file ``rel`` inside ``root``, or None if it (or ``root``)
+    does not exist.
+
+    Raises :class:`InvalidArgument` naming the file if it is not a regular file (a FIFO, a
+    device, a directory) or holds more than ``limit`` bytes; other failures raise OSError.
+    Never blocks on the file's kind and never reads more than ``limit + 1`` bytes.
+    """
+    what = f"/{rel.lstrip('/')} in {root}"
+    try:
+        root_fd = open_root(root)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        try:
+            fd = open_in_root(root_fd, rel, os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+    finally:
+        os.close(root_fd)
+    try:
+        st = require_regular(fd, what)
+        if st.st_size > limit:
+            raise InvalidArgument(f"{what} is larger than {limit} bytes")
+        chunks: list[bytes] = []
+        got = 0
+        while got <= limit:
+            chunk = os.read(fd, min(limit + 1 - got, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        if got > limit:  # grew after fstat
+            raise InvalidArgument(f"{what} is larger than {limit} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
