@@ -194,3 +194,45 @@ def test_proxy_into_and_out_of_with_half_close(agent) -> None:
     stub.StopVsockProxy(pb.StopVsockProxyRequest(id="out"))
     guest_service.close()
     os.unlink(guest_service_path)
+
+
+def test_proxies_never_take_over_a_live_socket(agent) -> None:
+    """OUT_OF on the API's own port, a second OUT_OF on a port, a second INTO on a path:
+    ALREADY_EXISTS naming the path, and whoever held it keeps it."""
+    host, stub = agent.host, agent.host.stub
+
+    def proxy(proxy_id: str, port: int, path: str, action: int) -> grpc.RpcError | None:
+        try:
+            stub.ProxyVsock(
+                pb.ProxyVsockRequest(id=proxy_id, vsock_port=port, guestPath=path, action=action)
+            )
+        except grpc.RpcError as exc:
+            return exc
+        return None
+
+    out = pb.ProxyVsockRequest.OUT_OF
+    api = proxy("api", 1024, "/tmp/nothing-here.sock", out)
+    assert api is not None and api.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert api.details() == (
+        "proxyVsock: failed to setup vsock proxy: "
+        f"{agent.directory}/guest_1024 is in use: another process is listening on it"
+    )
+    stub.Getenv(pb.GetenvRequest(key="PATH"), timeout=10)  # the API still answers
+
+    port = host.ports.next()
+    assert proxy("first", port, "/tmp/first.sock", out) is None
+    second = proxy("second", port, "/tmp/second.sock", out)
+    assert second is not None and second.code() == grpc.StatusCode.ALREADY_EXISTS
+
+    into = pb.ProxyVsockRequest.INTO
+    path = f"/tmp/trinit-into-{os.getpid()}.sock"
+    assert proxy("in1", host.ports.next(), path, into) is None
+    taken = proxy("in2", host.ports.next(), path, into)
+    assert taken is not None and taken.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert path in taken.details()
+    probe = socket.socket(socket.AF_UNIX)
+    probe.connect(path)  # still in1's listener
+    probe.close()
+    for proxy_id in ("first", "in1"):
+        stub.StopVsockProxy(pb.StopVsockProxyRequest(id=proxy_id))
+    assert not os.path.exists(path)

@@ -30,7 +30,7 @@ import trio
 from trinit import errors
 from trinit._log import fields
 from trinit.exec import Located, locate, makedirs_in_root, open_in_root, open_root, split_parent
-from trinit.io import Transport, relay
+from trinit.io import Transport, relay, socket_is_live
 
 log = logging.getLogger("trinit.proxy")
 
@@ -40,10 +40,14 @@ _BACKLOG = 128
 
 
 def _prepare_socket_path(path: str) -> None:
-    """Create the parents of ``path`` and remove a stale file there (vminitd unlinks too)."""
+    """Create the parents of ``path`` and remove a stale file there (vminitd unlinks too),
+    but never a socket something still listens on (another proxy's, the API's):
+    ALREADY_EXISTS instead of silently taking it over."""
     os.makedirs(os.path.dirname(path) or "/", exist_ok=True)
     try:
         if os.path.lexists(path):
+            if stat_mod.S_ISSOCK(os.lstat(path).st_mode) and socket_is_live(path):
+                raise errors.AlreadyExists(f"{path} is in use: another process is listening on it")
             os.unlink(path)
     except IsADirectoryError as exc:
         raise errors.Internal(f"{path} is a directory") from exc
