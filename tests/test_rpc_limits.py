@@ -491,3 +491,24 @@ def test_frame_scanner_batches_and_limits() -> None:
     with pytest.raises(FramingError, match="preface") as info:
         FrameScanner(100).scan(b"GET / HTTP/1.1\r\n", 0, 10)
     assert info.value.error_code == PROTOCOL_ERROR
+
+
+async def test_a_ping_flood_that_never_reads_is_disconnected(
+    server: tuple[Listener, Servicer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # h2 answers each PING itself; a peer that never reads the answers must not make us
+    # buffer them forever. (A small cap keeps the test quick; the mechanism is the same.)
+    monkeypatch.setattr(_adapter, "_MAX_QUEUED_RESPONSE_BYTES", 64 * 1024)
+    listener, _ = server
+    stream = await listener.connect_socket()
+    ping = frame(6, 0, 0, b"12345678")
+    await stream.send_all(PREFACE + frame(SETTINGS, 0, 0, b""))
+    with trio.move_on_after(30):  # a bound on the loop only; the assertion is below
+        while listener.server_sockets[0].fileno() != -1:
+            try:
+                await stream.send_all(ping * 1024)
+            except trio.BrokenResourceError:
+                break
+    await trio.testing.wait_all_tasks_blocked()
+    assert listener.server_sockets[0].fileno() == -1
+    await stream.aclose()

@@ -443,6 +443,9 @@ class _Connection:
                 # nothing costs a batch.)
                 if h2c._data_to_send:
                     self._schedule_write()
+                    # h2 answers PINGs, SETTINGS and bad streams itself: a peer that
+                    # sends those but does not read would grow h2's buffer.
+                    self._check_backlog()
                 if stop == end:
                     break
                 start = stop
@@ -732,9 +735,13 @@ class _Connection:
             self._queued_response_bytes += len(framed)
             self._blocked[stream_id] = call
             self._resume_blocked()
+        self._check_backlog()
+
+    def _check_backlog(self) -> None:
+        """Close the connection if more output waits for the peer than it may make us hold."""
         backlog = (
             self._queued_response_bytes
-            + len(h2c._data_to_send)
+            + len(self._h2._data_to_send)
             + len(self._unsent)
             + self._writer_holding
         )
