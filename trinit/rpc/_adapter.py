@@ -23,17 +23,46 @@ and how this module fixes each one:
   keep their code and message, purerpc status exceptions keep their status, anything else
   is INTERNAL with one line; the traceback goes to the ``trinit.rpc`` logger at debug.
 
-One defect of h2 3.2 (which purerpc pins) is fixed too: a late WINDOW_UPDATE for a
-stream that has ended and been cleaned up killed the whole connection with GOAWAY
-(``_H2Connection``); grpc-core clients send such frames under load.
+Defects of h2 3.2 (which purerpc pins) are fixed too: a late WINDOW_UPDATE for a
+stream that has ended and been cleaned up killed the whole connection with GOAWAY, and so
+did one stream too many over SETTINGS_MAX_CONCURRENT_STREAMS (``_H2Connection``; grpc-core
+clients send such WINDOW_UPDATEs under load); h2 buffers a frame whole before checking its
+length against SETTINGS_MAX_FRAME_SIZE (``_wire.FrameScanner`` checks the header first).
+
+Resource bounds (what one connection can make trinit hold; the host is trusted, but no
+connection may exhaust or freeze PID 1):
+
+- Frames: at most ``_MAX_INBOUND_FRAME`` (64 KiB, advertised). A longer frame header is
+  answered with GOAWAY(FRAME_SIZE_ERROR) and the connection is closed, before its payload
+  is read.
+- Streams: at most ``_MAX_CONCURRENT_STREAMS`` (256, advertised) open at once; HEADERS for
+  another get RST_STREAM(REFUSED_STREAM) (a client may retry), the connection lives on.
+- Request bytes: each message at most ``max_message_bytes``; all unfinished requests of a
+  connection together at most ``_MAX_BUFFERED_REQUEST_BYTES``. The request whose DATA would
+  go over fails with RESOURCE_EXHAUSTED (the rest of its body is discarded); the others
+  go on.
+- Response bytes waiting for the peer (for flow-control window, or for the socket to take
+  them): at most ``_MAX_QUEUED_RESPONSE_BYTES``. Streaming handlers wait until their
+  previous message is out, so only unary responses a peer never collects can pile up; past
+  the cap the peer is not reading, and the connection is closed (every RPC on it
+  cancelled). Waiting would not help: the response already exists when it is queued.
+- Time: the client preface (magic and SETTINGS) must arrive within ``PREFACE_TIMEOUT``
+  (10 s) of the connection's start; an idle connection after that is fine.
+- Fairness: the reader hands h2 at most ``_MAX_FRAMES_PER_BATCH`` frames, then yields to
+  the scheduler, so a flood on one connection delays others by one batch at a time.
+- Logs: warnings about bad connections go through one ``RateLimitedLog`` per
+  :func:`serve` (one line per ``_BAD_CONNECTION_LOG_INTERVAL``, with a count of the
+  suppressed ones).
 
 Theory of operation (one connection):
 
 - One reader task (``_Connection._read_loop``) owns ``h2.connection.H2Connection``'s input
-  side: it feeds received bytes to h2, collects each request's body, and starts one task
-  per RPC when the request has ended (for unary-request RPCs the whole request is needed
-  before the handler can run). Rejections that need no handler (unknown method, oversized
-  or malformed framing) are answered directly by the reader without a task.
+  side: it scans frame headers (``_wire.FrameScanner``), feeds received bytes to h2 in
+  batches of whole frames with a checkpoint between batches, collects each request's body,
+  and starts one task per RPC when the request has ended (for unary-request RPCs the
+  whole request is needed before the handler can run). Rejections that need no handler
+  (unknown method, oversized or malformed framing) are answered directly by the reader
+  without a task.
 - RPC tasks write responses into h2's output buffer synchronously (no await between h2
   calls, so h2 state is never seen half-updated), then flush (``_flush_after_rpc``).
 - Sending: an RPC that is alone on its connection writes its bytes at once with one
@@ -55,8 +84,9 @@ Theory of operation (one connection):
 - Outbound flow control: DATA is passed to h2 only as far as the peer's window allows; the
   rest waits in the RPC's queue and is resumed on WINDOW_UPDATE/SETTINGS. A streaming
   handler is not asked for its next message until its previous one has been handed to h2.
-- Inbound flow control: received DATA is acknowledged at once (its size is bounded by the
-  message limit), so large requests stream at full speed.
+- Inbound flow control: received DATA is acknowledged at once (what is kept is bounded by
+  the message limit and the connection's request-byte cap), so large requests stream at
+  full speed.
 
 Invariants: no RPC task outlives its connection; no handler exception escapes its RPC;
 h2 is touched only from tasks of its own connection and never across an ``await``.
@@ -85,6 +115,7 @@ from trinit.errors import Code, InvalidArgument, TrinitError, describe
 
 from . import _wire
 from ._hpack import LiteralEncoder
+from ._ratelimit import RateLimitedLog
 
 __all__ = ["serve"]
 
@@ -101,8 +132,35 @@ _CONNECTION_WINDOW: Final = 16 * 1024 * 1024
 # Largest DATA frame the client may send us. h2's frame buffer copies its remaining input
 # after every frame, so moderate frames are cheaper than huge ones.
 _MAX_INBOUND_FRAME: Final = 64 * 1024
-_MAX_CONCURRENT_STREAMS: Final = 4096
+# Streams a client may have open at once; HEADERS for one more are refused with
+# RST_STREAM(REFUSED_STREAM), which gRPC clients retry transparently. The host keeps
+# long-lived RPCs open (WaitProcess per process, Copy, stdio-related calls), a few per
+# container, plus short calls in bursts; 256 leaves room for dozens of containers per
+# connection, and bounds what one connection can make us hold: with the caps below, a
+# stream's state and handler task (a few KiB) times 256.
+_MAX_CONCURRENT_STREAMS: Final = 256
 _MAX_HEADER_LIST_BYTES: Final = 64 * 1024
+# Bytes of unfinished request bodies one connection may make us hold (sum over its
+# streams): four maximum-size messages arriving interleaved. The request whose DATA would
+# go over it fails with RESOURCE_EXHAUSTED. (Inbound DATA is acknowledged at once, so
+# flow control does not bound this.)
+_MAX_BUFFERED_REQUEST_BYTES: Final = 4 * DEFAULT_MAX_MESSAGE_BYTES
+# Response bytes one connection may have waiting for its peer (for window, or for the
+# socket to take them). Past this the peer is not reading, and the connection is closed.
+# Streaming handlers hold at most one message each in the queue (they wait on ``drained``),
+# so only unary responses the peer never collects can pile up to this.
+_MAX_QUEUED_RESPONSE_BYTES: Final = 8 * DEFAULT_MAX_MESSAGE_BYTES
+# Frames handed to h2 per step of the reader: after each batch it yields to the scheduler,
+# so one busy connection cannot delay the others by more than a batch (a few ms of h2
+# parsing), however much it sends at once. Two frames start a typical RPC.
+_MAX_FRAMES_PER_BATCH: Final = 128
+# A connection must have sent the client preface (magic and SETTINGS) within this time;
+# otherwise it is not an HTTP/2 client and is closed. An idle connection after the
+# preface is fine (the host keeps connections open between calls).
+PREFACE_TIMEOUT: Final = 10.0
+# Warnings about bad connections (protocol errors, timeouts, peers that do not read):
+# at most one line per this many seconds, so a misbehaving peer cannot flood the console.
+_BAD_CONNECTION_LOG_INTERVAL: Final = 10.0
 # How long a connection that is going away may spend flushing its last frames (GOAWAY).
 _CLOSE_FLUSH_SECONDS: Final = 1.0
 
@@ -143,6 +201,7 @@ class _Call:
     """State of one RPC (one HTTP/2 stream) on a connection."""
 
     __slots__ = (
+        "buffered",
         "deadline",
         "drained",
         "headers_sent",
@@ -161,6 +220,8 @@ class _Call:
         self.stream_id = stream_id
         self.method = method
         self.reader: _wire.UnaryRequestReader | None = reader
+        # Request bytes this call holds in its reader (counted in the connection's total).
+        self.buffered = 0
         self.deadline = float("inf")
         self.started_at = trio.current_time()
         # Created here, entered by the RPC task: a reset before the task runs still cancels.
@@ -176,14 +237,44 @@ class _Call:
 
 
 class _H2Connection(h2.connection.H2Connection):  # type: ignore[misc]
-    """h2 3.2 (pinned by purerpc) with one defect fixed.
+    """h2 3.2 (pinned by purerpc) with two defects fixed.
 
     h2 3.2 treats a WINDOW_UPDATE for a stream that ended normally and has already been
     cleaned up as a connection error and sends GOAWAY, killing every RPC on the
     connection. RFC 9113 section 5.1 says such frames may still arrive after END_STREAM
     and must be ignored; grpc-core clients do send them under load. (purerpc's own h2
     patch only covers streams not yet cleaned up.)
+
+    HEADERS that would exceed our SETTINGS_MAX_CONCURRENT_STREAMS make h2 3.2 raise
+    ``TooManyStreamsError``, a connection error (GOAWAY, every RPC lost). RFC 9113
+    section 5.1.2 allows a stream error instead: that stream alone is refused with
+    RST_STREAM(REFUSED_STREAM), which tells the client it was not processed (safe to
+    retry).
     """
+
+    def _receive_headers_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
+        try:
+            result: tuple[list[Any], list[Any]] = super()._receive_headers_frame(frame)
+        except h2.exceptions.TooManyStreamsError:
+            return self._refuse_stream(frame)
+        return result
+
+    def _refuse_stream(self, frame: Any) -> tuple[list[Any], list[Any]]:
+        # h2 raised before decoding the header block. Decode it anyway: HPACK is stateful,
+        # and skipping a block would garble every later one. Then open the stream and
+        # reset it at once, so h2 knows it as closed by us and answers any further frames
+        # on it with RST_STREAM rather than a connection error. Its events are dropped:
+        # the adapter never sees the request.
+        headers = h2.connection._decode_headers(self.decoder, frame.data)
+        events: list[Any] = self.state_machine.process_input(
+            h2.connection.ConnectionInputs.RECV_HEADERS
+        )
+        stream = self._get_or_create_stream(
+            frame.stream_id, h2.connection.AllowedStreamIDs(not self.config.client_side)
+        )
+        stream.receive_headers(headers, "END_STREAM" in frame.flags, self.config.header_encoding)
+        frames: list[Any] = stream.reset_stream(h2.errors.ErrorCodes.REFUSED_STREAM)
+        return frames, events
 
     def _receive_window_update_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
         try:
@@ -197,11 +288,16 @@ class _Connection:
     """One client connection: its h2 state machine, its RPCs and its writer."""
 
     def __init__(
-        self, stream: trio.abc.Stream, methods: dict[bytes, _Method], max_message_bytes: int
+        self,
+        stream: trio.abc.Stream,
+        methods: dict[bytes, _Method],
+        max_message_bytes: int,
+        bad_connection_log: RateLimitedLog,
     ) -> None:
         self._stream = stream
         self._methods = methods
         self._max_message_bytes = max_message_bytes
+        self._bad_connection_log = bad_connection_log
         self._h2 = _H2Connection(
             h2.config.H2Configuration(
                 client_side=False,
@@ -224,7 +320,14 @@ class _Connection:
         # applies their side effects itself: set the frame size limit by hand.
         self._h2.max_inbound_frame_size = _MAX_INBOUND_FRAME
         self._h2.encoder = LiteralEncoder()
+        self._scanner = _wire.FrameScanner(_MAX_INBOUND_FRAME)
         self._calls: dict[int, _Call] = {}
+        # Sum of _Call.buffered over this connection's calls.
+        self._buffered_request_bytes = 0
+        # Response bytes in the calls' ``pending`` queues, and in the writer's hands.
+        self._queued_response_bytes = 0
+        self._writer_holding = 0
+        self._abandoned = False
         # Calls whose output waits for window, in the order they blocked.
         self._blocked: dict[int, _Call] = {}
         self._write_lot = trio.lowlevel.ParkingLot()
@@ -238,6 +341,7 @@ class _Connection:
         self._closing = False
         self._writer_done = trio.Event()
         self._rpc_nursery: trio.Nursery | None = None
+        self._connection_scope: trio.CancelScope | None = None
 
     async def run(self) -> None:
         """Serve until the peer closes, the socket breaks or we are cancelled.
@@ -249,6 +353,7 @@ class _Connection:
         h2c.initiate_connection()
         h2c.increment_flow_control_window(_CONNECTION_WINDOW - 65535)
         async with trio.open_nursery() as connection_nursery:
+            self._connection_scope = connection_nursery.cancel_scope
             connection_nursery.start_soon(self._writer)
             self._schedule_write()
             async with trio.open_nursery() as rpc_nursery:
@@ -289,24 +394,65 @@ class _Connection:
             return data
 
     async def _read_loop(self) -> None:
+        with trio.CancelScope(deadline=trio.current_time() + PREFACE_TIMEOUT) as preface:
+            await self._read_frames(preface)
+        if preface.cancelled_caught:
+            self._bad_connection_log.warning(
+                "no HTTP/2 preface within %g s, closing connection", PREFACE_TIMEOUT
+            )
+
+    async def _read_frames(self, preface: trio.CancelScope) -> None:
         h2c = self._h2
+        scanner = self._scanner
+        dispatch = self._dispatch
         while True:
             data = await self._receive()
             if not data:
                 _log.debug("connection closed by peer")
                 return
-            try:
-                events = h2c.receive_data(data)
-            except h2.exceptions.ProtocolError as exc:
-                # h2 has queued a GOAWAY; run() flushes it on the way out.
-                _log.warning("HTTP/2 protocol error, closing connection: %s", describe(exc))
-                return
-            for event in events:
-                self._dispatch(event)
-            # SETTINGS/PING acks, WINDOW_UPDATEs, rejections. (h2 3.2, pinned by purerpc, has
-            # no public "is there output" query; waking the writer for nothing costs a batch.)
-            if h2c._data_to_send:
-                self._schedule_write()
+            end = len(data)
+            start = 0
+            while True:
+                # h2 gets whole frames, at most a batch at a time, each frame header
+                # checked against our limit before its payload is buffered anywhere.
+                try:
+                    stop = scanner.scan(data, start, _MAX_FRAMES_PER_BATCH)
+                except _wire.FramingError as exc:
+                    self._bad_connection_log.warning(
+                        "HTTP/2 protocol error, closing connection: %s", exc
+                    )
+                    try:
+                        h2c.close_connection(exc.error_code)
+                    except h2.exceptions.H2Error:
+                        pass
+                    return
+                try:
+                    events = h2c.receive_data(
+                        data if stop == end and not start else data[start:stop]
+                    )
+                except h2.exceptions.ProtocolError as exc:
+                    # h2 has queued a GOAWAY; run() flushes it on the way out.
+                    self._bad_connection_log.warning(
+                        "HTTP/2 protocol error, closing connection: %s", describe(exc)
+                    )
+                    return
+                for event in events:
+                    dispatch(event)
+                # SETTINGS/PING acks, WINDOW_UPDATEs, rejections. (h2 3.2, pinned by
+                # purerpc, has no public "is there output" query; waking the writer for
+                # nothing costs a batch.)
+                if h2c._data_to_send:
+                    self._schedule_write()
+                    # h2 answers PINGs, SETTINGS and bad streams itself: a peer that
+                    # sends those but does not read would grow h2's buffer.
+                    self._check_backlog()
+                if stop == end:
+                    break
+                start = stop
+                # Let other connections (and the RPCs just started) run between batches.
+                await trio.lowlevel.checkpoint()
+            if scanner.preface_done and preface.deadline != float("inf"):
+                preface.deadline = float("inf")
 
     def _schedule_write(self) -> None:
         if not self._write_scheduled:
@@ -323,7 +469,9 @@ class _Connection:
                 self._unsent = b""
                 if data:
                     self._writer_sending = True
+                    self._writer_holding = len(data)
                     await send_all(data)
+                    self._writer_holding = 0
                     self._writer_sending = False
                 elif self._closing:
                     return
@@ -418,8 +566,21 @@ class _Connection:
         call = self._calls.get(stream_id)
         if call is None or call.reader is None:
             return  # the RPC was already answered; discard the rest of its body
+        data = event.data
+        size = len(data)
+        if self._buffered_request_bytes + size > _MAX_BUFFERED_REQUEST_BYTES:
+            self._abort_request(
+                call,
+                _wire.RequestBufferFull(
+                    f"the connection's buffered request bytes would exceed the limit of "
+                    f"{_MAX_BUFFERED_REQUEST_BYTES} bytes"
+                ),
+            )
+            return
+        self._buffered_request_bytes += size
+        call.buffered += size
         try:
-            call.reader.feed(event.data)
+            call.reader.feed(data)
         except TrinitError as exc:
             self._abort_request(call, exc)
 
@@ -431,7 +592,7 @@ class _Connection:
         reader = call.reader
         if reader is None:
             return
-        call.reader = None
+        self._release_reader(call)
         try:
             payload = reader.finish()
         except TrinitError as exc:
@@ -445,9 +606,15 @@ class _Connection:
         if call is not None:
             self._drop(call)
 
+    def _release_reader(self, call: _Call) -> None:
+        """The call's request is complete or abandoned: its bytes no longer count."""
+        call.reader = None
+        self._buffered_request_bytes -= call.buffered
+        call.buffered = 0
+
     def _abort_request(self, call: _Call, exc: TrinitError) -> None:
         """Fail an RPC whose request could not be read; nothing else is affected."""
-        call.reader = None
+        self._release_reader(call)
         self._calls.pop(call.stream_id, None)
         self._reject(call.stream_id, call.method.name, exc.code, exc.message, call.started_at)
 
@@ -565,8 +732,21 @@ class _Connection:
             h2c.send_data(stream_id, framed)
         else:
             call.pending.append(memoryview(framed))
+            self._queued_response_bytes += len(framed)
             self._blocked[stream_id] = call
             self._resume_blocked()
+        self._check_backlog()
+
+    def _check_backlog(self) -> None:
+        """Close the connection if more output waits for the peer than it may make us hold."""
+        backlog = (
+            self._queued_response_bytes
+            + len(self._h2._data_to_send)
+            + len(self._unsent)
+            + self._writer_holding
+        )
+        if backlog > _MAX_QUEUED_RESPONSE_BYTES:
+            self._abandon(f"peer is not reading: {backlog} response bytes queued")
 
     def _resume_blocked(self) -> None:
         """Give waiting DATA to h2 as far as the windows allow; then send due trailers."""
@@ -582,6 +762,7 @@ class _Connection:
                     view = pending[0]
                     size = min(len(view), window, max_frame)
                     h2c.send_data(stream_id, view[:size])
+                    self._queued_response_bytes -= size
                     if size == len(view):
                         pending.popleft()
                     else:
@@ -623,12 +804,26 @@ class _Connection:
         self._calls.pop(call.stream_id, None)
         self._blocked.pop(call.stream_id, None)
         call.reset = True
-        call.reader = None
+        self._release_reader(call)
+        self._queued_response_bytes -= sum(len(view) for view in call.pending)
         call.pending.clear()
         call.trailers = None
         call.scope.cancel()
         if call.drained is not None:
             call.drained.set()
+
+    def _abandon(self, reason: str) -> None:
+        """Close the connection now: cancel its reader, writer and RPCs, keep nothing."""
+        if self._abandoned:
+            return
+        self._abandoned = True
+        self._bad_connection_log.warning("%s, closing connection", reason)
+        for call in list(self._calls.values()):
+            call.pending.clear()
+        self._blocked.clear()
+        self._queued_response_bytes = 0
+        assert self._connection_scope is not None
+        self._connection_scope.cancel()
 
     def _send_trailers(self, call: _Call, fields: list[tuple[bytes, bytes]]) -> None:
         h2c = self._h2
@@ -650,15 +845,18 @@ class _Connection:
 
 
 async def _serve_connection(
-    stream: trio.abc.Stream, methods: dict[bytes, _Method], max_message_bytes: int
+    stream: trio.abc.Stream,
+    methods: dict[bytes, _Method],
+    max_message_bytes: int,
+    bad_connection_log: RateLimitedLog,
 ) -> None:
     """Run one connection; its failures are logged and never reach the server loop."""
     try:
-        await _Connection(stream, methods, max_message_bytes).run()
+        await _Connection(stream, methods, max_message_bytes, bad_connection_log).run()
     except* (trio.BrokenResourceError, trio.ClosedResourceError) as group:
         _log.debug("connection lost: %s", describe(group.exceptions[0]))
     except* Exception as group:
-        _log.warning("connection failed: %s", describe(group.exceptions[0]))
+        bad_connection_log.warning("connection failed: %s", describe(group.exceptions[0]))
         _log.debug("connection failure", exc_info=group)
 
 
@@ -687,9 +885,14 @@ async def serve(
     them to finish, and closes the listener and every accepted stream.
     """
     methods = _method_table(servicer)
+    # One limiter for all connections: the point is to bound lines per second, whoever
+    # causes them.
+    bad_connection_log = RateLimitedLog(
+        _log, interval=_BAD_CONNECTION_LOG_INTERVAL, clock=trio.current_time
+    )
 
     async def handle(stream: trio.abc.Stream) -> None:
-        await _serve_connection(stream, methods, max_message_bytes)
+        await _serve_connection(stream, methods, max_message_bytes, bad_connection_log)
 
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, handle, [listener])
