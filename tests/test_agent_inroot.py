@@ -350,3 +350,40 @@ def test_proxy_relative_guest_path_is_invalid(agent: LocalAgent, action: int) ->
     error = _error(agent.host.stub.ProxyVsock, request)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "absolute" in error.details()
+
+
+def _mount_points(agent: LocalAgent) -> set[str]:
+    """Mount points in the agent's mount namespace (its /proc, read from here)."""
+    text = Path(f"/proc/{agent.pid}/mountinfo").read_text()
+    return {line.split()[4] for line in text.splitlines()}
+
+
+@pytest.mark.parametrize("way", ["abs", "dotdot"])
+def test_mount_destination_resolves_inside_the_rootfs(box: Box, way: str) -> None:
+    """The host bind-mounts into container rootfs (the pause container's /sbin): a link
+    planted at the destination must not carry the mount onto a VM directory outside."""
+    stub = box.agent.host.stub
+    destination = box.plant("mnt", _escapes(box, "")[way])
+    landing = box.landing(way)
+    stub.Mount(
+        pb.MountRequest(type="tmpfs", source="tmpfs", destination=destination, options=["size=1m"]),
+        timeout=60,
+    )
+    points = _mount_points(box.agent)
+    assert str(box.outside) not in points  # nothing mounted over the VM's directory
+    agent_view = box.root + "/" + str(landing.relative_to(box.local))
+    assert agent_view in points  # the mount landed on the container's own directory
+    assert (box.outside / "secret").read_bytes() == SECRET
+    stub.Umount(pb.UmountRequest(path=agent_view), timeout=60)
+
+
+def test_mount_file_destination_refuses_a_dangling_link(box: Box, tmp_path: Path) -> None:
+    source = tmp_path / "single-file"
+    source.write_bytes(b"x")
+    destination = box.plant("bound", str(box.outside / "not-there"))
+    error = _error(
+        box.agent.host.stub.Mount,
+        pb.MountRequest(type="none", source=str(source), destination=destination, options=["bind"]),
+    )
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert not (box.outside / "not-there").exists()

@@ -6,7 +6,9 @@ Theory of operation:
   host's option strings into mount flags, propagation flags and a data string, with the
   same set/clear table as mount(8) (spec section 4, Mount).
 * :func:`mount` prepares the destination (parent ``mkdir -p`` 0755; an empty 0644 file for a
-  bind mount of a non-directory, else the directory), calls mount(2), and when that fails for
+  bind mount of a non-directory, else the directory; below a container rootfs every step
+  and the mount target itself resolve inside that rootfs, see :func:`_mount_target`),
+  calls mount(2), and when that fails for
   a hot-pluggable source (virtiofs, or a ``/dev/vd*`` block device) asks the kernel to rescan
   the PCI bus and retries 20 times, 100 ms apart.
 * :func:`umount` calls umount2(2) and retries EBUSY 51 times, 10 ms apart.
@@ -21,7 +23,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import trio
@@ -29,9 +32,11 @@ import trio
 from trinit._proto import sandbox_pb2 as pb
 from trinit.errors import Internal, InvalidArgument
 from trinit.exec import _syscalls as _libc
+from trinit.exec import makedirs_in_root, open_in_root, split_parent
 from trinit.exec._mountopts import parse_options
 
 from ._common import has_nul, os_reason, run_blocking, strerror
+from ._paths import Located, locate, root_fd
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +63,60 @@ def _is_hotplug(fstype: str, source: str) -> bool:
 
 
 def _prepare_destination(source: str, destination: str, is_bind: bool) -> None:
-    parent = os.path.dirname(destination.rstrip("/")) or "/"
-    os.makedirs(parent, 0o755, exist_ok=True)
-    if is_bind and not os.path.isdir(source):
-        if not os.path.lexists(destination):
+    """``mkdir -p`` the parent; then an empty 0644 file for a bind mount of a non-directory,
+    else the directory. Below a rootfs every step resolves inside it."""
+    file_target = is_bind and not os.path.isdir(source)  # the source is the host's path
+    where = _in_rootfs(destination)
+    if where is None:
+        parent = os.path.dirname(destination.rstrip("/")) or "/"
+        os.makedirs(parent, 0o755, exist_ok=True)
+        if not file_target:
+            os.makedirs(destination, 0o755, exist_ok=True)
+        elif not os.path.lexists(destination):
             flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-            fd = os.open(destination, flags, 0o644)
-            os.close(fd)
-    else:
-        os.makedirs(destination, 0o755, exist_ok=True)
+            os.close(os.open(destination, flags, 0o644))
+        return
+    with root_fd(where) as root:
+        if not file_target:
+            makedirs_in_root(root, where.rel, 0o755)
+            return
+        makedirs_in_root(root, split_parent(where.rel)[0], 0o755)
+        try:
+            os.close(open_in_root(root, where.rel, os.O_PATH))
+        except FileNotFoundError:
+            # O_EXCL: a dangling link planted at the name fails instead of being followed
+            os.close(open_in_root(root, where.rel, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+
+
+def _in_rootfs(destination: str) -> Located | None:
+    """Where ``destination`` lies below a rootfs, or None: outside every rootfs, or the
+    rootfs directory itself (the host mounts the rootfs there; the path is trinit's)."""
+    where = locate(destination)
+    if where.root is None or not where.rel.strip("/"):
+        return None
+    return where
+
+
+@contextmanager
+def _mount_target(destination: str) -> Iterator[str]:
+    """The path to hand mount(2) for ``destination``.
+
+    Outside every rootfs: the path itself. Below a rootfs: ``/proc/self/fd/N`` of an
+    ``O_PATH`` fd opened inside it, so a link the container planted on the way (``sbin ->
+    /``) resolves inside the container and the mount can never land on the VM's own tree.
+    Opened afresh for each call: a remount after the first mount must reach the new mount
+    on top, which an fd opened before it does not.
+    """
+    where = _in_rootfs(destination)
+    if where is None:
+        yield destination
+        return
+    with root_fd(where) as root:
+        fd = open_in_root(root, where.rel, os.O_PATH)
+    try:
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
 
 
 def _rescan_pci(path: str) -> None:
@@ -103,7 +153,11 @@ async def mount(
         raise Internal(f"mount: {what}: preparing destination: {os_reason(exc)}") from None
 
     def call(src: str | None, fst: str | None, flags: int, data: str | None) -> Callable[[], None]:
-        return lambda: syscalls.mount(src, destination, fst, flags, data)
+        def attempt() -> None:
+            with _mount_target(destination) as target:
+                syscalls.mount(src, target, fst, flags, data)
+
+        return attempt
 
     main = call(source or None, fstype or None, opts.flags, opts.data or None)
     # A bind remount without data is done by the MS_REMOUNT|MS_BIND call below (vminitd skips
