@@ -1,7 +1,8 @@
 """Command line: ``trinit agent|init|pause`` (also ``python -m trinit``).
 
-``trinit agent [--transport vsock|unix:DIR] [--port N] [--host-cid N] [--log-level L]`` is the
-default. Invoked through a file named ``.cz-init`` it runs init mode directly (spec 9.1).
+``trinit agent [--transport vsock|unix:DIR] [--port N] [--host-cid N] [--allow-local-vsock]
+[--log-level L]`` is the default. Invoked through a file named ``.cz-init`` it runs init mode
+directly (spec 9.1).
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ def _agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     agent.add_argument("--port", type=int, default=1024, help="API port (default 1024)")
     agent.add_argument("--host-cid", type=int, default=2, help="host CID to dial (default 2)")
+    agent.add_argument(
+        "--allow-local-vsock",
+        action="store_true",
+        help="also accept vsock connections from inside the guest (CID 1 or its own CID); "
+        "for tests that drive the agent from the guest only: containers could reach the API",
+    )
     agent.add_argument(
         "--log-level",
         default="info",
@@ -109,7 +116,13 @@ def main(argv: list[str] | None = None) -> None:
 
         setup(ns.log_level)
         config = AgentConfig(
-            ns.transport, ns.port, ns.host_cid, ns.drain_grace, ns.cgroup_root, ns.stop_grace
+            ns.transport,
+            ns.port,
+            ns.host_cid,
+            ns.drain_grace,
+            ns.cgroup_root,
+            ns.stop_grace,
+            allow_local_vsock=ns.allow_local_vsock,
         )
         if is_vm_init():
             from trinit._pid1 import run_as_pid1

@@ -65,7 +65,7 @@ class VsockProxy:
         self,
         proxy_id: str,
         action: int,
-        listener: trio.SocketListener,
+        listener: trio.abc.Listener[trio.SocketStream],
         dial: Callable[[], Awaitable[trio.SocketStream]],
         socket_file: str | None,
     ) -> None:
@@ -132,6 +132,7 @@ class ProxyTable:
             raise errors.AlreadyExists(f"proxy {proxy_id} already exists")
         if not guest_path or "\0" in guest_path:
             raise errors.InvalidArgument(f"invalid guestPath {guest_path!r}")
+        listener: trio.abc.Listener[trio.SocketStream]
         if action == INTO:
             listener = await _unix_listener(guest_path, permissions)
 
