@@ -63,20 +63,22 @@ def find_qemu() -> str:
 
 
 def build_test_initfs(output: str, kernel: Kernel) -> Any:
-    """The production initfs plus the driver, grpcio, busybox, socat and virtio_blk."""
+    """The production initfs plus the driver, grpcio, busybox, socat, virtio_blk, and the
+    test-only opt-in that lets the in-guest driver reach the agent: vsock_loopback and
+    ``--allow-local-vsock`` (with ``--host-cid 1``: trinit dials the driver's listeners)."""
     from trinit.initfs import InitfsOptions, build_initfs
 
     options = InitfsOptions(
         output=output,
         modules_dir=kernel.modules_dir,
-        extra_kernel_modules=["virtio_blk"],
+        extra_kernel_modules=["virtio_blk", "vsock_loopback"],
         python_modules=["trinit.host", "subprocess", "json", "traceback"],
         files=[(os.path.join(HERE, "guest_driver.py"), "/usr/lib/trinit-vmtest/guest_driver.py")],
         binaries=[
             ("/bin/busybox", "/bin/busybox"),
             (shutil.which("socat") or "/usr/bin/socat", "/usr/bin/socat"),
         ],
-        agent_args=["--host-cid", "1"],
+        agent_args=["--host-cid", "1", "--allow-local-vsock"],
         preinit=os.path.join(HERE, "guest_preinit.py"),
     )
     return build_initfs(options)
