@@ -107,7 +107,14 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("init", help="tiny init for containers (spec 9.3)")
     sub.add_parser("pause", help="pause process for pods (spec 9.4)")
     sub.add_parser("initfs", help="build a bootable initramfs (trinit initfs build -h)")
-    ns = parser.parse_args(args)
+    try:
+        ns = parser.parse_args(args)
+    except SystemExit:
+        if args[0] == "agent" and is_vm_init():  # PID 1 must not exit: that panics the VM
+            from trinit._pid1 import die
+
+            die("bad agent arguments on the kernel command line")
+        raise
     if ns.command == "agent":
         import trio
 
