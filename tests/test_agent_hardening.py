@@ -845,3 +845,23 @@ def test_statistics_before_start_and_after_exit(agent: LocalAgent) -> None:
         stub.ContainerStatistics, pb.ContainerStatisticsRequest(container_ids=[ctr.id])
     )
     assert error.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_oom_score_adj_from_the_spec(agent: LocalAgent) -> None:
+    """Every container process gets ``process.oomScoreAdj`` (0 when absent), never the
+    agent's own value, which children inherit (-1000 for PID 1 of a VM). Here the agent is
+    set to +300: this machine's root lacks CAP_SYS_RESOURCE, so values stay >= 0."""
+    Path(f"/proc/{agent.pid}/oom_score_adj").write_text("300")
+    read = ["cat", "/proc/self/oom_score_adj"]
+
+    def run_init(**process: object) -> str:
+        return Container(agent.host).run(read, process=process).stdout.decode().strip()
+
+    assert [run_init(), run_init()] == ["0", "0"]  # a warm helper, then a fresh one
+    assert run_init(oomScoreAdj=500) == "500"
+    ctr = Container(agent.host)
+    init = ctr.start_init()
+    assert ctr.exec("adj0", read).stdout.decode().strip() == "0"
+    result = ctr.exec("adj1", read, process={"oomScoreAdj": 200})
+    assert result.stdout.decode().strip() == "200"
+    _stop(init)

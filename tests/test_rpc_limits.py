@@ -24,9 +24,9 @@ import trio.testing
 from test_rpc_adapter import SERVICE, Servicer
 
 from trinit._proto import sandbox_pb2 as pb
+from trinit._ratelimit import RateLimitedLog
 from trinit.errors import Code
 from trinit.rpc import _adapter, serve
-from trinit.rpc._ratelimit import RateLimitedLog
 
 MiB = 1024 * 1024
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"

@@ -1,7 +1,8 @@
 """Command line: ``trinit agent|init|pause`` (also ``python -m trinit``).
 
-``trinit agent [--transport vsock|unix:DIR] [--port N] [--host-cid N] [--log-level L]`` is the
-default. Invoked through a file named ``.cz-init`` it runs init mode directly (spec 9.1).
+``trinit agent [--transport vsock|unix:DIR] [--port N] [--host-cid N] [--allow-local-vsock]
+[--log-level L]`` is the default. Invoked through a file named ``.cz-init`` it runs init mode
+directly (spec 9.1).
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ def _agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     agent.add_argument("--port", type=int, default=1024, help="API port (default 1024)")
     agent.add_argument("--host-cid", type=int, default=2, help="host CID to dial (default 2)")
+    agent.add_argument(
+        "--allow-local-vsock",
+        action="store_true",
+        help="also accept vsock connections from inside the guest (CID 1 or its own CID); "
+        "for tests that drive the agent from the guest only: containers could reach the API",
+    )
     agent.add_argument(
         "--log-level",
         default="info",
@@ -100,7 +107,14 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("init", help="tiny init for containers (spec 9.3)")
     sub.add_parser("pause", help="pause process for pods (spec 9.4)")
     sub.add_parser("initfs", help="build a bootable initramfs (trinit initfs build -h)")
-    ns = parser.parse_args(args)
+    try:
+        ns = parser.parse_args(args)
+    except SystemExit:
+        if args[0] == "agent" and is_vm_init():  # PID 1 must not exit: that panics the VM
+            from trinit._pid1 import die
+
+            die("bad agent arguments on the kernel command line")
+        raise
     if ns.command == "agent":
         import trio
 
@@ -109,7 +123,13 @@ def main(argv: list[str] | None = None) -> None:
 
         setup(ns.log_level)
         config = AgentConfig(
-            ns.transport, ns.port, ns.host_cid, ns.drain_grace, ns.cgroup_root, ns.stop_grace
+            ns.transport,
+            ns.port,
+            ns.host_cid,
+            ns.drain_grace,
+            ns.cgroup_root,
+            ns.stop_grace,
+            allow_local_vsock=ns.allow_local_vsock,
         )
         if is_vm_init():
             from trinit._pid1 import run_as_pid1

@@ -37,13 +37,15 @@ class AgentConfig:
     drain_grace: float = 2.0
     cgroup_root: str = "/sys/fs/cgroup"
     stop_grace: float = 2.0
+    allow_local_vsock: bool = False
+    """Accept API and proxy connections from this guest (vsock CID 1, own CID); tests only."""
 
 
 class StartupError(Exception):
     """The agent cannot start; its message is one line for the operator."""
 
 
-async def _listen(transport: Transport, port: int) -> trio.SocketListener:
+async def _listen(transport: Transport, port: int) -> trio.abc.Listener[trio.SocketStream]:
     """The API listener, before anything else starts: a failure is a one-line StartupError
     (a live socket of another agent is never taken over, see trinit.io)."""
     try:
@@ -68,7 +70,7 @@ async def run_agent(
 ) -> None:
     """Serve until SIGTERM/SIGINT. ``on_serving(root)`` runs once the API listens (the PID-1
     boot uses it to start its late stage in the root nursery, see ``trinit._pid1``)."""
-    transport = parse_transport(config.transport, config.host_cid)
+    transport = parse_transport(config.transport, config.host_cid, config.allow_local_vsock)
     pid1 = os.getpid() == 1
     if not pid1:
         become_subreaper()

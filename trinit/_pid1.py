@@ -9,9 +9,11 @@ as the VM's init.
    on /dev if the kernel did not (Debian's kernel is built without DEVTMPFS_MOUNT) and make
    sure fds 0-2 are the console; RLIMIT_NOFILE soft and
    hard to ``fs.nr_open``; ignore SIGPIPE (and SIGINT until the agent listens for it);
-   tmpfs /run, sysfs /sys, cgroup2 /sys/fs/cgroup (targets created 0755, already-mounted
-   targets left alone); load the kernel modules the API needs (vsock) from the initfs'
-   list; create trinit's own cgroup (memory.high 80 MiB, memory.low 50 MiB) and move in.
+   oom_score_adj -1000 (the OOM killer takes PID 1 last: its death is the VM's);
+   tmpfs /run, sysfs /sys, cgroup2 /sys/fs/cgroup with ``nsdelegate`` (targets created
+   0755, other already-mounted targets left alone; an existing cgroup2 is remounted with
+   ``nsdelegate``); load the kernel modules the API needs (vsock) from the initfs' list;
+   create trinit's own cgroup (memory.high 80 MiB, memory.low 50 MiB) and move in.
 2. The agent (``trinit._agent.run_agent``) starts its reaper (trinit is the reaper of every
    orphan in the VM simply by being PID 1) and listens on vsock port 1024. As soon as it
    listens it calls :meth:`Boot.on_serving`, which starts the late stage in the agent's root
@@ -21,10 +23,12 @@ as the VM's init.
    the disks synced by the agent), sync once more and ``reboot(RB_POWER_OFF)``. PID 1 never
    simply exits while things are fine: exiting panics the kernel.
 
-Failures: a failing boot step is logged (with traceback) to the console, the disks are synced
-and PID 1 exits with status 1, which panics the kernel: the VMM sees the panic and the log
-says why. A crash of the agent itself takes the same path (spec 9.2 step 9). RPC errors never
-get here: the RPC layer turns them into statuses.
+Failures (:func:`die`): a failing boot step is logged (with traceback) to the console, the
+disks are synced, a last line ``trinit: fatal: <reason>; powering off`` is written and the VM
+powers off; only if the kernel refuses the power-off does PID 1 exit (a panic). A crash of the
+agent itself takes the same path (spec 9.2 step 9 exits, which panics; we power off so the
+VMM sees a clean stop and the console says why). RPC errors never get here: the RPC layer
+turns them into statuses.
 
 Every stage logs a timeline line with the uptime (CLOCK_BOOTTIME, seconds since the kernel
 started), e.g. ``boot: stage=serving uptime=1.234``; the launcher's first instruction is
@@ -64,12 +68,18 @@ LAUNCHED_AT_ENV = "TRINIT_LAUNCHED_AT"
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
 MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
 MS_BIND = 0x1000
 MS_MOVE = 0x2000
 MS_RELATIME = 0x200000
 MNT_DETACH = 2
 RB_POWER_OFF = 0x4321FEDC
 _SYS_FINIT_MODULE = 313  # x86_64
+PID1_OOM_SCORE_ADJ = -1000
+"""OOM_SCORE_ADJ_MIN: the OOM killer never picks PID 1 (killing it would kill the VM)."""
+CGROUP2_OPTIONS = "nsdelegate"
+"""A cgroup namespace root's interface files (memory.max, cpu.max...) are then read-only
+from inside that namespace: a container cannot lift the limits the host gave it."""
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -119,20 +129,25 @@ class Boot:
             os.makedirs("/dev", mode=0o755, exist_ok=True)
             mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755")
         ensure_console()
+        set_oom_score_adj(PID1_OOM_SCORE_ADJ)
         raise_nofile_limit()
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         # Until the agent listens for SIGINT (ctrl-alt-del), a KeyboardInterrupt would kill
         # PID 1; the kernel does not deliver it to init while it is ignored.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         mounted = mount_points()
-        for source, target, fstype, flags in (
-            ("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV),
-            ("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC),
-            ("none", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC),
-        ):
+        for source, target, fstype, flags, data in (
+            ("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, None),
+            ("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, None),
+            ("none", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+             CGROUP2_OPTIONS),
+        ):  # fmt: skip
             if target not in mounted:
                 os.makedirs(target, mode=0o755, exist_ok=True)
-                mount(source, target, fstype, flags | MS_RELATIME)
+                mount(source, target, fstype, flags | MS_RELATIME, data)
+            elif data is not None and mounted[target] == fstype:
+                # Remounting reconfigures the superblock: options not given are cleared.
+                mount(source, target, fstype, MS_REMOUNT | flags | MS_RELATIME, data)
         self.timeline.mark("mounts")
         loaded = load_modules(self._modules("early"))
         self.timeline.mark(f"early modules ({loaded})")
@@ -193,15 +208,34 @@ def run_as_pid1(config: AgentConfig) -> NoReturn:
 
 
 def die(what: str) -> NoReturn:
-    """Log ``what`` and the current exception to the console, sync and exit(1) (a panic)."""
+    """PID 1 cannot go on: say why on the console, sync, and power the VM off.
+
+    Exiting instead would panic the kernel, and the VMM would see a crash with the reason
+    buried above the panic text; a power-off is a clean stop whose last console line is
+    ``trinit: fatal: <what>: <error>; powering off``. Only if the kernel refuses the
+    power-off does PID 1 exit (status 1, a panic) rather than hang.
+    """
     text = traceback.format_exc()
+    last = text.strip().splitlines()[-1] if sys.exc_info()[0] is not None else ""
+    reason = f"{what}: {last}" if last else what
     try:
-        log.critical(f"{what}: {text.strip().splitlines()[-1]}")
+        log.critical(reason)
     finally:
         # The console formatter hides tracebacks above debug level; a dying PID 1 shows it.
-        os.write(2, f"trinit: {what}\n{text}".encode(errors="replace"))
+        if last:
+            _console(f"trinit: {what}\n{text}")
         os.sync()
+        _console(f"trinit: fatal: {reason}; powering off\n")
+        _libc.reboot(ctypes.c_int(RB_POWER_OFF))
+        _console(f"trinit: reboot(RB_POWER_OFF): {os.strerror(ctypes.get_errno())}\n")
         os._exit(1)
+
+
+def _console(text: str) -> None:
+    try:
+        os.write(2, text.encode(errors="replace"))
+    except OSError:
+        pass
 
 
 def power_off() -> NoReturn:
@@ -268,13 +302,21 @@ def make_root_pivotable(scratch: str = "/.trinit-root") -> None:
     os.rmdir(scratch)
 
 
-def mount_points() -> set[str]:
-    """Mount points of this mount namespace (empty before /proc is mounted)."""
+def mount_points() -> dict[str, str]:
+    """Mount point -> filesystem type (of the last mount there) in this mount namespace;
+    empty before /proc is mounted."""
     try:
         with open("/proc/self/mounts", encoding="utf-8", errors="replace") as file:
-            return {line.split()[1] for line in file if len(line.split()) > 1}
+            return {f[1]: f[2] for f in (line.split() for line in file) if len(f) > 2}
     except FileNotFoundError:
-        return set()
+        return {}
+
+
+def set_oom_score_adj(value: int, path: str = "/proc/self/oom_score_adj") -> None:
+    """Write our oom_score_adj (children inherit it: the exec helper sets each container
+    process's own value before execve)."""
+    with open(path, "w", encoding="ascii") as file:
+        file.write(str(value))
 
 
 def ensure_console() -> None:

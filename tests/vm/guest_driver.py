@@ -15,8 +15,10 @@ guest's interpreter with the packaged site-packages.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -45,6 +47,10 @@ LINE = b"trinit stdio over vsock: 0123456789 abcdefghijklmnopqrstuvwxyz.\n"  # 6
 PATTERN_FILE = "/pattern.bin"  # inside the rootfs: LINE repeated to PATTERN_MIB
 PATTERN_MIB = 10
 SHUTDOWN_MARKER = b"TRINIT-SYNCED-BY-PID1"
+PROBE = "/usr/lib/trinit-vmtest/vsockprobe"
+GUARD_PORT = 2024
+IOCTL_VM_SOCKETS_GET_LOCAL_CID = 0x7B9
+SITE = "/usr/lib/python{}.{}/site-packages".format(*sys.version_info[:2])
 
 
 def uptime() -> float:
@@ -156,8 +162,11 @@ class Driver:
         self.host.stub.Getenv(pb.GetenvRequest(key="PATH"), timeout=30)
         answered = uptime()
         leave_trinit_cgroup()
+        with open("/proc/1/oom_score_adj") as file:
+            pid1_oom_score_adj = int(file.read())
         return {"listening_uptime": listening, "first_rpc_uptime": answered,
-                "pid1_start": pid1_start_time()}  # fmt: skip
+                "pid1_start": pid1_start_time(),
+                "pid1_oom_score_adj": pid1_oom_score_adj}  # fmt: skip
 
     def setup_rootfs(self) -> dict[str, Any]:
         started = time.monotonic()
@@ -181,9 +190,30 @@ class Driver:
         check(lines == ["536870912", "200000 100000"], f"inside the container: {lines}")
         return {"memory.max": lines[0], "cpu.max": lines[1]}
 
+    def cgroup_escape(self) -> dict[str, Any]:
+        """The container's cgroup namespace is rooted at its cgroup (nsdelegate): it cannot
+        write its own limits; the VM (here: the driver, in the root namespace) still can."""
+        script = (
+            "cd /sys/fs/cgroup; echo max > memory.max; echo memory=$?; "
+            "echo max > cpu.max; echo cpu=$?; cat /proc/self/cgroup memory.max cpu.max"
+        )
+        result = self.host.run("limits", self.spec(["sh", "-c", script]),
+                               process_id="limits-escape", timeout=60)  # fmt: skip
+        lines = result.stdout.decode().splitlines()
+        stderr = result.stderr.decode(errors="replace")
+        outside = read_cgroup("limits", "memory.max"), read_cgroup("limits", "cpu.max")
+        data = {"inside": lines, "stderr": stderr.strip(), "outside": list(outside)}
+        check(lines[:3] == ["memory=1", "cpu=1", "0::/"], f"writes not refused: {data}")
+        check(stderr.count("Operation not permitted") == 2, f"not EPERM: {data}")
+        check(lines[3:] == ["536870912", "200000 100000"], f"limits changed inside: {data}")
+        check(outside == ("536870912", "200000 100000"), f"limits changed: {data}")
+        return data
+
     def oom(self) -> dict[str, Any]:
-        script = ("echo 33554432 > /sys/fs/cgroup/memory.max && "
-                  "exec dd if=/dev/zero of=/dev/null bs=96M count=1")  # fmt: skip
+        # The container cannot lower its own limit any more (nsdelegate): the VM does it.
+        with open(cgroup_file("limits", "memory.max"), "w") as file:
+            file.write("33554432")
+        script = "exec dd if=/dev/zero of=/dev/null bs=96M count=1"
         result = self.host.run("limits", self.spec(["sh", "-c", script]),
                                process_id="limits-oom", timeout=120)  # fmt: skip
         check(result.exit_code == 137, f"dd exited {result.exit_code}: {result.stderr!r}")
@@ -229,6 +259,54 @@ class Driver:
         check(b"fork" in result.stderr, f"no fork failure reported: {result.stderr[-300:]!r}")
         return {"pids.max": lines[0], "pids.current": lines[1],
                 "stderr_tail": result.stderr.decode(errors="replace")[-120:]}  # fmt: skip
+
+    def vsock_guard(self) -> dict[str, Any]:
+        """A container process cannot reach a guest vsock listener with the default policy.
+
+        PID 1 runs with the test opt-in (--allow-local-vsock), so the guard is a second agent
+        started here with the production defaults on port 2024. A container (default
+        capabilities) probes it through CID 1 and the guest's own CID: each connection must
+        be closed without an answer, and the agent logs one warning for the peer. The same
+        probe against PID 1 (which admits local peers) gets an answer: the probe would see
+        one if the guard let it in.
+        """
+        guest_cid = local_cid()
+        shutil.copy(PROBE, os.path.join(ROOTFS, "bin", "vsockprobe"))
+        boot = (f"import sys; sys.path.insert(0, {SITE!r}); from trinit.__main__ import main; "
+                f"main(['trinit', 'agent', '--port', '{GUARD_PORT}'])")  # fmt: skip
+        env = {"PATH": "/usr/bin:/bin", "TRINIT_BOOT": "0"}
+        guard = subprocess.Popen([sys.executable, "-I", "-S", "-c", boot], env=env,
+                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
+        log: list[str] = []
+        try:
+            assert guard.stderr is not None
+            for line in guard.stderr:  # blocks until the guard listens (or dies)
+                log.append(line)
+                if "serving on" in line:
+                    break
+            check(any("serving on" in line for line in log), f"guard did not start: {log}")
+            self.container("probe")
+            probes = [(1, GUARD_PORT), (guest_cid, GUARD_PORT), (1, API_PORT)]
+            script = "; ".join(f"vsockprobe {cid} {port}" for cid, port in probes)
+            result = self.host.run("probe", self.spec(["sh", "-c", script]), timeout=60)
+        finally:
+            guard.send_signal(signal.SIGTERM)
+            _, rest = guard.communicate(timeout=60)
+            log += rest.splitlines(keepends=True)
+        lines = result.stdout.decode().splitlines()
+        refusals = [line.strip() for line in log if "refused a connection" in line]
+        data = {"guest_cid": guest_cid, "probes": lines, "guard_warnings": refusals,
+                "guard_exit": guard.returncode}  # fmt: skip
+        check(result.exit_code == 0 and len(lines) == 3, f"probe failed: {data} {result.stderr!r}")
+        for line in lines[:2]:
+            check("answered" not in line, f"a container reached the guard agent: {data}")
+            check("closed=" in line or "connect=" in line, f"unexpected probe result: {data}")
+        check("answered=" in lines[2], f"the control probe got no answer from PID 1: {data}")
+        # one line per peer CID however often it tries (both probes come from CID 1 when
+        # vsock_loopback carries the guest-CID connection too)
+        check(sum("from cid 1:" in line for line in refusals) == 1, f"warnings: {data}")
+        check(len(refusals) <= 2, f"warnings: {data}")
+        return data
 
     def producer_only(self) -> dict[str, Any]:
         """How fast the producer alone runs in this guest (the ceiling for both relays)."""
@@ -380,6 +458,22 @@ class Driver:
         return {"disk_writes_before_sigterm": writes, "attempt": attempt, "uptime": uptime()}
 
 
+def local_cid() -> int:
+    """The guest's own CID (IOCTL_VM_SOCKETS_GET_LOCAL_CID on /dev/vsock)."""
+    with open("/dev/vsock", "rb") as dev:
+        raw = fcntl.ioctl(dev.fileno(), IOCTL_VM_SOCKETS_GET_LOCAL_CID, b"\0\0\0\0")
+    return int.from_bytes(raw, sys.byteorder)
+
+
+def cgroup_file(container: str, name: str) -> str:
+    return f"/sys/fs/cgroup/container/{container}/{name}"
+
+
+def read_cgroup(container: str, name: str) -> str:
+    with open(cgroup_file(container, name)) as file:
+        return file.read().strip()
+
+
 def disk_writes() -> int:
     with open("/sys/block/vda/stat") as file:
         return int(file.read().split()[4])
@@ -457,7 +551,9 @@ def main() -> None:
             state.update(pid1_start=boot["pid1_start"])
             scenario("setup_rootfs", driver.setup_rootfs)
             for name, body in (
-                ("cgroup_limits", driver.cgroup_limits), ("oom", driver.oom),
+                ("cgroup_limits", driver.cgroup_limits),
+                ("cgroup_escape", driver.cgroup_escape), ("oom", driver.oom),
+                ("vsock_guard", driver.vsock_guard),
                 ("pids_limit", driver.pids_limit), ("stdout_bulk", driver.stdout_bulk),
                 ("socat_stdio", driver.socat_stdio),
                 ("producer_only", driver.producer_only), ("orphans", driver.orphans),

@@ -62,21 +62,32 @@ def find_qemu() -> str:
     return qemu
 
 
+def build_probe(workdir: str) -> str:
+    """``vsockprobe.c`` built static (the container rootfs is busybox, without a libc)."""
+    output = os.path.join(workdir, "vsockprobe")
+    subprocess.run(["gcc", "-static", "-O2", "-o", output, os.path.join(HERE, "vsockprobe.c")],
+                   check=True)  # fmt: skip
+    return output
+
+
 def build_test_initfs(output: str, kernel: Kernel) -> Any:
-    """The production initfs plus the driver, grpcio, busybox, socat and virtio_blk."""
+    """The production initfs plus the driver, grpcio, busybox, socat, virtio_blk, and the
+    test-only opt-in that lets the in-guest driver reach the agent: vsock_loopback and
+    ``--allow-local-vsock`` (with ``--host-cid 1``: trinit dials the driver's listeners)."""
     from trinit.initfs import InitfsOptions, build_initfs
 
     options = InitfsOptions(
         output=output,
         modules_dir=kernel.modules_dir,
-        extra_kernel_modules=["virtio_blk"],
-        python_modules=["trinit.host", "subprocess", "json", "traceback"],
+        extra_kernel_modules=["virtio_blk", "vsock_loopback"],
+        python_modules=["trinit.host", "subprocess", "json", "traceback", "shutil", "fcntl"],
         files=[(os.path.join(HERE, "guest_driver.py"), "/usr/lib/trinit-vmtest/guest_driver.py")],
         binaries=[
+            (build_probe(os.path.dirname(output)), "/usr/lib/trinit-vmtest/vsockprobe"),
             ("/bin/busybox", "/bin/busybox"),
             (shutil.which("socat") or "/usr/bin/socat", "/usr/bin/socat"),
         ],
-        agent_args=["--host-cid", "1"],
+        agent_args=["--host-cid", "1", "--allow-local-vsock"],
         preinit=os.path.join(HERE, "guest_preinit.py"),
     )
     return build_initfs(options)
@@ -143,6 +154,21 @@ def run_vm(workdir: str, *, timeout: float = 280.0, stdout_mib: int | None = Non
     command = qemu_command(qemu, kernel, initfs, console, results, disk)
     if stdout_mib is not None:
         command[-1] += f" VMTEST_STDOUT_MIB={stdout_mib}"  # the kernel passes it to init's env
+    exit_code, output, wall = _run_qemu(command, timeout)
+    text = _read(console) + output
+    parsed: dict[str, dict[str, Any]] = {}
+    for line in _read(results).splitlines():
+        if line.startswith("VMTEST "):
+            entry = json.loads(line[len("VMTEST ") :])
+            parsed[entry["scenario"]] = entry
+    with open(disk, "rb") as file:
+        head = file.read(4096)
+    timeline = {m.group(1): float(m.group(2)) for m in _TIMELINE.finditer(text)}
+    return VmRun(parsed, text, exit_code, wall, head, report.compressed_bytes, timeline)
+
+
+def _run_qemu(command: list[str], timeout: float) -> tuple[int | None, str, float]:
+    """Run QEMU to its exit (killed at ``timeout``: exit code None); (exit, output, wall)."""
     started = time.monotonic()
     proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)  # fmt: skip
@@ -153,17 +179,48 @@ def run_vm(workdir: str, *, timeout: float = 280.0, stdout_mib: int | None = Non
         proc.kill()
         output, _ = proc.communicate()
         exit_code = None
-    wall = time.monotonic() - started
-    text = _read(console) + output.decode(errors="replace")
-    parsed: dict[str, dict[str, Any]] = {}
-    for line in _read(results).splitlines():
-        if line.startswith("VMTEST "):
-            entry = json.loads(line[len("VMTEST ") :])
-            parsed[entry["scenario"]] = entry
-    with open(disk, "rb") as file:
-        head = file.read(4096)
-    timeline = {m.group(1): float(m.group(2)) for m in _TIMELINE.finditer(text)}
-    return VmRun(parsed, text, exit_code, wall, head, report.compressed_bytes, timeline)
+    return exit_code, output.decode(errors="replace"), time.monotonic() - started
+
+
+@dataclass
+class FatalBoot:
+    console: str
+    exit_code: int | None
+    wall_seconds: float
+
+
+def run_fatal_boot(workdir: str, *, timeout: float = 120.0) -> FatalBoot:
+    """Boot the test initfs with a broken early kernel module: a real failing boot step.
+
+    The kernel unpacks concatenated initramfs archives in order, later files replacing
+    earlier ones, so a small second archive replaces the module list with one naming a
+    file that is no kernel module (finit_module: ENOEXEC) and disables the preinit hook.
+    """
+    from trinit.initfs._cpio import CpioWriter
+
+    qemu = find_qemu()
+    kernel = find_kernel()
+    os.makedirs(workdir, exist_ok=True)
+    base = os.path.join(workdir, "initfs-test.cpio.gz")
+    if not os.path.exists(base):
+        build_test_initfs(base, kernel)
+    overlay = os.path.join(workdir, "overlay.cpio.gz")
+    with CpioWriter(overlay) as cpio:
+        cpio.file("lib/modules/broken.ko", b"this is not an ELF kernel module\n")
+        cpio.file("etc/trinit/modules", b"early /lib/modules/broken.ko\n")
+        cpio.file("etc/trinit/preinit.py", b"")
+    initfs = os.path.join(workdir, "initfs-fatal.cpio.gz")
+    with open(initfs, "wb") as out:
+        for part in (base, overlay):
+            with open(part, "rb") as file:
+                shutil.copyfileobj(file, out)
+    console = os.path.join(workdir, "fatal-console.log")
+    disk = os.path.join(workdir, "fatal-disk.img")
+    with open(disk, "wb") as file:
+        file.truncate(DISK_BYTES)
+    command = qemu_command(qemu, kernel, initfs, console, os.devnull, disk)
+    exit_code, output, wall = _run_qemu(command, timeout)
+    return FatalBoot(_read(console) + output, exit_code, wall)
 
 
 def _read(path: str) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from trinit import _pid1
+from trinit.initfs._build import InitfsOptions, early_module_names
 from trinit.initfs._cpio import CpioWriter
 from trinit.initfs._elf import needed_libraries
 from trinit.initfs._kmod import ModuleIndex
@@ -70,6 +71,26 @@ def test_module_index_orders_dependencies(tmp_path: Path) -> None:
     assert modules[-1].archive_path.endswith("/kernel/d-e.ko")
     with pytest.raises(FileNotFoundError):
         index.resolve(["nope"])
+
+
+def test_production_image_has_no_vsock_loopback(tmp_path: Path) -> None:
+    """vsock_loopback lets guest processes reach guest listeners through CID 1: a default
+    build leaves it out and its agent refuses local peers; tests opt in by name."""
+    defaults = InitfsOptions(output="unused")
+    assert "vsock_loopback" not in defaults.kernel_modules
+    assert "--allow-local-vsock" not in render("/p", "/s", list(defaults.agent_args))
+    (tmp_path / "modules.dep").write_text(
+        "kernel/vsock.ko:\nkernel/common.ko: kernel/vsock.ko\n"
+        "kernel/vmw_vsock_virtio_transport.ko: kernel/common.ko kernel/vsock.ko\n"
+        "kernel/vmw_vsock_virtio_transport_common.ko: kernel/vsock.ko\n"
+        "kernel/vsock_loopback.ko: kernel/vmw_vsock_virtio_transport_common.ko\n"
+        "kernel/virtio_pci.ko:\n"
+    )
+    index = ModuleIndex(str(tmp_path))
+    production = early_module_names(index, list(defaults.kernel_modules))
+    assert "vsock_loopback" not in production and "vmw_vsock_virtio_transport" in production
+    with_test_module = early_module_names(index, [*defaults.kernel_modules, "vsock_loopback"])
+    assert with_test_module == production | {"vsock_loopback"}
 
 
 def test_needed_libraries_of_static_and_dynamic() -> None:

@@ -18,13 +18,18 @@ MIB = 1 << 20
 
 
 @pytest.fixture(scope="module")
-def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.VmRun]:
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> str:
     try:
         harness.find_qemu()
         harness.find_kernel()
     except harness.MissingDeps as exc:
         pytest.fail(str(exc), pytrace=False)
-    run = harness.run_vm(str(tmp_path_factory.mktemp("vm")))
+    return str(tmp_path_factory.mktemp("vm"))
+
+
+@pytest.fixture(scope="module")
+def vm(workdir: str) -> Iterator[harness.VmRun]:
+    run = harness.run_vm(workdir)
     print(
         f"\nVM run: {run.wall_seconds:.1f} s wall, initfs {run.initfs_bytes / MIB:.1f} MiB, "
         f"QEMU exit {run.exit_code}, timeline {run.timeline}"
@@ -44,6 +49,14 @@ def ok(run: harness.VmRun, name: str) -> dict[str, object]:
     return data
 
 
+@pytest.fixture(scope="module")
+def fatal_boot(workdir: str, vm: harness.VmRun) -> harness.FatalBoot:
+    """A second, short boot of the same image with a broken early kernel module."""
+    run = harness.run_fatal_boot(workdir)
+    print(f"\nfatal boot: {run.wall_seconds:.1f} s wall, QEMU exit {run.exit_code}")
+    return run
+
+
 def test_boot_to_first_rpc(vm: harness.VmRun) -> None:
     data = ok(vm, "boot")
     first_rpc = data["first_rpc_uptime"]
@@ -56,6 +69,34 @@ def test_boot_to_first_rpc(vm: harness.VmRun) -> None:
 def test_container_sees_its_limits(vm: harness.VmRun) -> None:
     data = ok(vm, "cgroup_limits")
     assert data == {"memory.max": "536870912", "cpu.max": "200000 100000"}
+
+
+def test_container_cannot_lift_its_limits(vm: harness.VmRun) -> None:
+    data = ok(vm, "cgroup_escape")
+    assert data["inside"][:2] == ["memory=1", "cpu=1"]
+    assert data["outside"] == ["536870912", "200000 100000"]
+
+
+def test_pid1_is_the_oom_killers_last_choice(vm: harness.VmRun) -> None:
+    assert ok(vm, "boot")["pid1_oom_score_adj"] == -1000
+
+
+def test_containers_cannot_reach_a_default_vsock_listener(vm: harness.VmRun) -> None:
+    data = ok(vm, "vsock_guard")
+    probes = data["probes"]
+    assert isinstance(probes, list) and len(probes) == 3
+    assert not any("answered" in line for line in probes[:2]), data
+    assert "answered=" in probes[2], data  # PID 1 admits the driver (and so the probe)
+
+
+def test_fatal_boot_step_powers_off_with_the_reason(fatal_boot: harness.FatalBoot) -> None:
+    console = fatal_boot.console
+    assert fatal_boot.exit_code == 0, f"QEMU did not power off cleanly:\n{console[-4000:]}"
+    assert "Kernel panic" not in console, console[-4000:]
+    lines = [line for line in console.splitlines() if "trinit: fatal:" in line]
+    assert lines, console[-4000:]
+    assert "boot failed" in lines[-1] and "broken.ko" in lines[-1], lines
+    assert lines[-1].rstrip().endswith("; powering off"), lines
 
 
 def test_oom_kill_counted_in_statistics(vm: harness.VmRun) -> None:

@@ -286,6 +286,26 @@ def _apply_cgroup(child_pid: int, spec: dict[str, Any], cgroup_root: str) -> Non
     _write_cgroup_file(directory, "cgroup.procs", str(child_pid))
 
 
+def _set_oom_score_adj(process: dict[str, Any]) -> None:
+    """Write ``process.oomScoreAdj`` (0 when absent) to our oom_score_adj before forking.
+
+    The value is inherited across fork and execve, and trinit itself runs at -1000 in a VM:
+    without this every container process would be as unkillable by the OOM killer as PID 1.
+    Written here, in the VM's /proc and while the helper still has CAP_SYS_RESOURCE, the
+    container cannot lower it again without that capability (oom_score_adj_min).
+    """
+    value = process.get("oomScoreAdj")
+    value = 0 if value is None else value
+    if not isinstance(value, int) or isinstance(value, bool) or not -1000 <= value <= 1000:
+        raise ChildError(f"oomScoreAdj: {value!r} is not an integer in -1000..1000")
+    with _Stage("write /proc/self/oom_score_adj"):
+        fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, str(value).encode())
+        finally:
+            os.close(fd)
+
+
 # --- root filesystem (container init only) --------------------------------------------------
 
 
@@ -749,6 +769,7 @@ def command_run(bundle: str, cgroup_root: str) -> int:
     spec = _load_json(os.path.join(bundle, "config.json"), "OCI bundle")
     if not isinstance(spec.get("root"), dict) or not isinstance(spec.get("process"), dict):
         raise ChildError(f"failed to load OCI bundle at {bundle}: missing process or root")
+    _set_oom_score_adj(spec["process"])
     new_cgroup_ns = _enter_namespaces(spec)
     with _Stage("fork"):
         pid = os.fork()
@@ -775,6 +796,7 @@ def _exec_process(process: dict[str, Any]) -> NoReturn:
 
 def command_exec(process_path: str, parent_pid: int) -> int:
     process = _load_json(process_path, "process")
+    _set_oom_score_adj(process)
     with _Stage(f"pidfd_open {parent_pid}"):
         pidfd = sc.pidfd_open(parent_pid)
     try:

@@ -142,6 +142,13 @@ def _read_elf(path: str, strip: bool) -> bytes:
             return file.read()
 
 
+def early_module_names(index: _kmod.ModuleIndex, wanted: Sequence[str]) -> set[str]:
+    """The modules loaded before the API listens: vsock and its virtio transport (with their
+    dependencies), plus a test-only module such as vsock_loopback when ``wanted`` names it."""
+    tests_only = [m for m in wanted if m.replace("-", "_") in _kmod.TEST_EARLY_MODULES]
+    return {m.name for m in index.resolve([*_kmod.VSOCK_MODULES, *tests_only])}
+
+
 def build_initfs(options: InitfsOptions) -> BuildReport:
     """Write the initramfs described by ``options`` to ``options.output``; return a report.
 
@@ -160,8 +167,8 @@ def build_initfs(options: InitfsOptions) -> BuildReport:
     early: set[str] = set()
     if options.modules_dir is not None:
         index = _kmod.ModuleIndex(options.modules_dir)
-        early = {m.name for m in index.resolve(_kmod.VSOCK_MODULES)}
         wanted = [*options.kernel_modules, *options.extra_kernel_modules]
+        early = early_module_names(index, wanted)
         modules = index.resolve(wanted)
     partial = options.output + ".partial"
     try:

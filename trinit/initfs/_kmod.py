@@ -20,9 +20,12 @@ VSOCK_MODULES = (
     "vsock",
     "vmw_vsock_virtio_transport_common",
     "vmw_vsock_virtio_transport",
-    "vsock_loopback",
 )
 """Loaded before the API listens: without them there is no AF_VSOCK."""
+
+TEST_EARLY_MODULES = ("vsock_loopback",)
+"""Never in a production image (it lets guest processes reach guest vsock listeners through
+CID 1); when a test build asks for one with ``--module``, it loads with the early ones."""
 
 LATE_MODULES = ("virtio_pci", "binfmt_misc")
 """Loaded once the API listens: virtio_pci lets virtio_vsock find the VMM's device on

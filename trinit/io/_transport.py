@@ -1,7 +1,8 @@
 """Transports: how trinit listens for the host and dials it, behind one interface.
 
-* :class:`VsockTransport` (production): listen on ``AF_VSOCK`` (CID any), dial the host's CID
-  (2 unless told otherwise).
+* :class:`VsockTransport` (production): listen on ``AF_VSOCK`` (CID any) and accept only the
+  host's CID (``_peer``: a container can reach the listener too), dial the host's CID (2
+  unless told otherwise).
 * :class:`UnixTransport` (development and tests): guest port P listens at ``DIR/guest_<P>``,
   dialing host port P connects to ``DIR/host_<P>``, Firecracker's hybrid-vsock convention.
 
@@ -39,6 +40,8 @@ from typing import Final
 import trio
 
 from trinit.errors import AlreadyExists, Unavailable
+
+from ._peer import VMADDR_CID_LOCAL, PeerCheckedListener, PeerPolicy
 
 __all__ = [
     "DIAL_RETRY_SECONDS",
@@ -97,7 +100,7 @@ class Transport(abc.ABC):
     """Guest listeners and host connections, addressed by vsock-style port numbers."""
 
     @abc.abstractmethod
-    async def listen(self, port: int) -> trio.SocketListener:
+    async def listen(self, port: int) -> trio.abc.Listener[trio.SocketStream]:
         """A guest-side listener on ``port``."""
 
     async def dial(self, port: int) -> trio.SocketStream:
@@ -125,16 +128,23 @@ def _check_port(port: int) -> None:
 
 
 class VsockTransport(Transport):
-    def __init__(self, host_cid: int = 2) -> None:
-        self.host_cid = host_cid
+    """AF_VSOCK. Every listener accepts only the host CID (see ``_peer``); with
+    ``allow_local`` also processes of this guest (CID 1 and the guest's own CID), which
+    only tests that drive the agent from inside the guest want."""
 
-    async def listen(self, port: int) -> trio.SocketListener:
+    def __init__(self, host_cid: int = 2, allow_local: bool = False) -> None:
+        if host_cid == VMADDR_CID_LOCAL and not allow_local:
+            raise ValueError("host cid 1 is the guest itself: it needs allow_local")
+        self.host_cid = host_cid
+        self.policy = PeerPolicy(host_cid, allow_local)
+
+    async def listen(self, port: int) -> PeerCheckedListener:
         _check_port(port)
         sock = trio.socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
         try:
             await sock.bind((socket.VMADDR_CID_ANY, port))
             sock.listen(_BACKLOG)
-            return trio.SocketListener(sock)
+            return PeerCheckedListener(trio.SocketListener(sock), self.policy, port=port)
         except BaseException:
             sock.close()
             raise
@@ -152,7 +162,8 @@ class VsockTransport(Transport):
         return f"host vsock cid {self.host_cid} port {port}"
 
     def describe(self) -> str:
-        return f"vsock (host cid {self.host_cid})"
+        local = ", local peers allowed" if self.policy.allow_local else ""
+        return f"vsock (host cid {self.host_cid}{local})"
 
 
 class UnixTransport(Transport):
@@ -243,10 +254,11 @@ def _unlink_stale_socket(path: str) -> None:
     os.unlink(path)
 
 
-def parse_transport(spec: str, host_cid: int = 2) -> Transport:
-    """``"vsock"`` or ``"unix:DIR"``; anything else raises ValueError."""
+def parse_transport(spec: str, host_cid: int = 2, allow_local: bool = False) -> Transport:
+    """``"vsock"`` or ``"unix:DIR"``; anything else raises ValueError. ``allow_local`` only
+    matters for vsock (a unix socket directory is protected by its permissions)."""
     if spec == "vsock":
-        return VsockTransport(host_cid)
+        return VsockTransport(host_cid, allow_local)
     if spec.startswith("unix:") and len(spec) > len("unix:"):
         return UnixTransport(spec[len("unix:") :])
     raise ValueError(f"unknown transport {spec!r} (expected 'vsock' or 'unix:DIR')")

@@ -184,7 +184,7 @@ class VsockProxy:
         self,
         proxy_id: str,
         action: int,
-        listener: trio.SocketListener,
+        listener: trio.abc.Listener[trio.SocketStream],
         dial: Callable[[], Awaitable[trio.SocketStream]],
         socket_file: Located | None,
     ) -> None:
@@ -255,6 +255,7 @@ class ProxyTable:
             # vminitd would use trinit's working directory; a host never means that
             raise errors.InvalidArgument(f"guestPath must be absolute: {guest_path!r}")
         where = locate(guest_path)
+        listener: trio.abc.Listener[trio.SocketStream]
         if action == INTO:
             listener = await _unix_listener(where, permissions)
 

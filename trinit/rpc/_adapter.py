@@ -111,11 +111,11 @@ import purerpc
 import trio
 from purerpc.rpc import Cardinality
 
+from trinit._ratelimit import RateLimitedLog
 from trinit.errors import Code, InvalidArgument, TrinitError, describe
 
 from . import _wire
 from ._hpack import LiteralEncoder
-from ._ratelimit import RateLimitedLog
 
 __all__ = ["serve"]
 
