@@ -38,7 +38,8 @@ run_paths = (
 
 @pytest.fixture(scope="module")
 def fuzz_agent() -> Iterator[LocalAgent]:
-    agent = LocalAgent.start(log_level="info")
+    # no dial retries: COPY_OUT to a port nobody listens on would wait 2 s per example
+    agent = LocalAgent.start(log_level="info", extra_args=("--dial-retry", "0"))
     try:
         yield agent
     finally:

@@ -50,6 +50,13 @@ def _agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="on shutdown, seconds between SIGTERM and SIGKILL for running processes",
     )
     agent.add_argument(
+        "--dial-retry",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="keep retrying a host port that is not accepting connections yet (default 2)",
+    )
+    agent.add_argument(
         "--drain-grace",
         type=float,
         default=2.0,
@@ -130,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
             ns.cgroup_root,
             ns.stop_grace,
             allow_local_vsock=ns.allow_local_vsock,
+            dial_retry=ns.dial_retry,
         )
         if is_vm_init():
             from trinit._pid1 import run_as_pid1

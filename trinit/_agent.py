@@ -39,6 +39,8 @@ class AgentConfig:
     stop_grace: float = 2.0
     allow_local_vsock: bool = False
     """Accept API and proxy connections from this guest (vsock CID 1, own CID); tests only."""
+    dial_retry: float = 2.0
+    """Seconds to keep retrying a host port that is not accepting connections yet."""
 
 
 class StartupError(Exception):
@@ -70,7 +72,9 @@ async def run_agent(
 ) -> None:
     """Serve until SIGTERM/SIGINT. ``on_serving(root)`` runs once the API listens (the PID-1
     boot uses it to start its late stage in the root nursery, see ``trinit._pid1``)."""
-    transport = parse_transport(config.transport, config.host_cid, config.allow_local_vsock)
+    transport = parse_transport(
+        config.transport, config.host_cid, config.allow_local_vsock, config.dial_retry
+    )
     pid1 = os.getpid() == 1
     if not pid1:
         become_subreaper()

@@ -99,6 +99,9 @@ async def dial_with_retry(
 class Transport(abc.ABC):
     """Guest listeners and host connections, addressed by vsock-style port numbers."""
 
+    dial_retry: float = DIAL_RETRY_SECONDS
+    """Seconds a dial retries a host port that is not accepting yet (``--dial-retry``)."""
+
     @abc.abstractmethod
     async def listen(self, port: int) -> trio.abc.Listener[trio.SocketStream]:
         """A guest-side listener on ``port``."""
@@ -107,7 +110,9 @@ class Transport(abc.ABC):
         """A connection to the host's ``port``, retried while it is not accepting yet
         (:func:`dial_with_retry`); Unavailable when it never does."""
         _check_port(port)
-        return await dial_with_retry(lambda: self._connect(port), self.describe_port(port))
+        return await dial_with_retry(
+            lambda: self._connect(port), self.describe_port(port), self.dial_retry
+        )
 
     @abc.abstractmethod
     async def _connect(self, port: int) -> trio.SocketStream:
@@ -254,11 +259,20 @@ def _unlink_stale_socket(path: str) -> None:
     os.unlink(path)
 
 
-def parse_transport(spec: str, host_cid: int = 2, allow_local: bool = False) -> Transport:
+def parse_transport(
+    spec: str,
+    host_cid: int = 2,
+    allow_local: bool = False,
+    dial_retry: float = DIAL_RETRY_SECONDS,
+) -> Transport:
     """``"vsock"`` or ``"unix:DIR"``; anything else raises ValueError. ``allow_local`` only
     matters for vsock (a unix socket directory is protected by its permissions)."""
+    transport: Transport
     if spec == "vsock":
-        return VsockTransport(host_cid, allow_local)
-    if spec.startswith("unix:") and len(spec) > len("unix:"):
-        return UnixTransport(spec[len("unix:") :])
-    raise ValueError(f"unknown transport {spec!r} (expected 'vsock' or 'unix:DIR')")
+        transport = VsockTransport(host_cid, allow_local)
+    elif spec.startswith("unix:") and len(spec) > len("unix:"):
+        transport = UnixTransport(spec[len("unix:") :])
+    else:
+        raise ValueError(f"unknown transport {spec!r} (expected 'vsock' or 'unix:DIR')")
+    transport.dial_retry = dial_retry
+    return transport
