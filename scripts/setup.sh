@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for cmd_pkg in busybox:busybox-static socat:socat unshare:util-linux ip:iproute2; do
+for cmd_pkg in busybox:busybox-static socat:socat unshare:util-linux ip:iproute2 runc:runc; do
     command -v "${cmd_pkg%%:*}" >/dev/null 2>&1 || need+=("${cmd_pkg#*:}")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
