@@ -3,8 +3,8 @@
 Code comments cite ``docs/protocol.md §N`` for the wire contract, ``docs/compat.md`` for
 differences from vminitd and ``docs/architecture.md`` for the internal design. These tests
 fail on a citation of a document that is not here (the external vminitd spec, a design or
-style guide kept elsewhere, bare "spec 6.5" section numbers), on a document under ``docs/``
-that does not exist, and on a ``protocol.md §N`` that names no section of protocol.md.
+style guide kept elsewhere, bare section numbers of that spec), on a document under
+``docs/`` that does not exist, and on a ``protocol.md §N`` that names no section of protocol.md.
 """
 
 from __future__ import annotations
