@@ -1,4 +1,4 @@
-"""read_stats: cgroup interface files -> ContainerStats, every field (spec 8.3)."""
+"""read_stats: cgroup interface files -> ContainerStats, every field (docs/protocol.md §7.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CreateProcess's spec decoding and vminitd's alterations (spec 6.2, 10)."""
+"""CreateProcess's spec decoding and vminitd's alterations (docs/protocol.md §5.2, §9)."""
 
 from __future__ import annotations
 

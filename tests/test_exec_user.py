@@ -1,4 +1,4 @@
-"""User resolution against a rootfs's passwd and group files (spec 6.2 step 3)."""
+"""User resolution against a rootfs's passwd and group files (docs/protocol.md §5.2 step 3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``trinit init`` (spec 9.3) with real processes.
+"""``trinit init`` (docs/protocol.md §8.3) with real processes.
 
 Each test runs the init as a subprocess (tests may use subprocess for their own tools) and
 waits for explicit readiness lines from the child script, never for time.

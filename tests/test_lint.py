@@ -1,4 +1,4 @@
-"""The code stays ruff- and mypy-clean (style.md): checked by the suite, so CI enforces it."""
+"""The code stays ruff- and mypy-clean: checked by the suite, so CI enforces it."""
 
 from __future__ import annotations
 

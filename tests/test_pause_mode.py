@@ -1,4 +1,4 @@
-"""``trinit pause`` (spec 9.4) with real processes."""
+"""``trinit pause`` (docs/protocol.md §8.4) with real processes."""
 
 from __future__ import annotations
 

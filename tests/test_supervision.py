@@ -1,4 +1,5 @@
-"""The supervision tree's invariants (design.md), on a simulated process backend.
+"""The supervision tree's invariants (docs/architecture.md, "Invariants"), on a simulated
+process backend.
 
 Processes here are fake: the backend hands out pids and the test decides when they "exit"
 by delivering a status to the reaper, exactly as the SIGCHLD path would. Time-dependent

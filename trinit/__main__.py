@@ -2,7 +2,7 @@
 
 ``trinit agent [--transport vsock|unix:DIR] [--port N] [--host-cid N] [--allow-local-vsock]
 [--log-level L]`` is the default. Invoked through a file named ``.cz-init`` it runs init mode
-directly (spec 9.1).
+directly (docs/protocol.md §8.1).
 """
 
 from __future__ import annotations
@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--version", action="version", version=f"trinit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _agent_parser(sub)
-    sub.add_parser("init", help="tiny init for containers (spec 9.3)")
-    sub.add_parser("pause", help="pause process for pods (spec 9.4)")
+    sub.add_parser("init", help="tiny init for containers (vminitd's /.cz-init)")
+    sub.add_parser("pause", help="pause process for pods")
     sub.add_parser("initfs", help="build a bootable initramfs (trinit initfs build -h)")
     try:
         ns = parser.parse_args(args)

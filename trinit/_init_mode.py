@@ -1,6 +1,6 @@
 """``trinit init``: a tiny init for one container process (vminitd's ``/.cz-init``).
 
-Theory of operation (spec section 9.3), a checklist in the manner of tini's ``main``:
+Theory of operation (docs/protocol.md §8.3), a checklist in the manner of tini's ``main``:
 
 1. parse ``[-p|--process-group] [--] CMD ARGS...``;
 2. become a child subreaper unless already PID 1, so orphans re-parent to us;
@@ -202,7 +202,7 @@ def _continue_if_foreground(child: int, stop_signal: int) -> None:
 
 
 def exit_code(status: int) -> int:
-    """Spec 6.6: the exit status, 128 + signal for a signalled process, else the raw status."""
+    """docs/protocol.md §5.6: the exit status, 128 + signal when signalled, else the raw one."""
     if os.WIFEXITED(status):
         return os.WEXITSTATUS(status)
     if os.WIFSIGNALED(status):

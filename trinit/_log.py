@@ -1,4 +1,4 @@
-"""Logging in vminitd's console format (spec 9.2).
+"""Logging in vminitd's console format (docs/protocol.md §8.2 step 2).
 
 One line per event on stderr, which is the VM console (hvc0) when trinit is PID 1:
 ``2026-11-28T10:00:00.123Z info trinit: container=abc, pid=42 started process``.

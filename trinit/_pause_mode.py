@@ -1,6 +1,6 @@
 """``trinit pause``: the do-nothing init of a pod's ``pause-<podID>`` container.
 
-Theory of operation (spec section 9.4): warn when not PID 1; SIGINT or SIGTERM -> log and
+Theory of operation (docs/protocol.md §8.4): warn when not PID 1; SIGINT or SIGTERM -> log and
 exit 0; SIGCHLD -> reap every exited child with WNOHANG; otherwise sleep.
 
 vminitd installs handlers and loops on ``pause()``. Here the three signals are blocked and
@@ -51,7 +51,7 @@ def _parse_log_level(argv: list[str]) -> int:
             level = next(args, "info")
         elif arg.startswith("--log-level="):
             level = arg.partition("=")[2]
-    # Unknown values mean info, as vminitd's command line does (spec 9.1).
+    # Unknown values mean info, as vminitd's command line does (docs/protocol.md §8.1).
     return _LEVELS.index(level) if level in _LEVELS else _LEVELS.index("info")
 
 

@@ -1,4 +1,4 @@
-"""PID-1 duties: the boot checklist, the late boot stage, and power-off (spec 9.2).
+"""PID-1 duties: the boot checklist, the late boot stage, and power-off (docs/protocol.md §8.2).
 
 Read :func:`run_as_pid1` top to bottom, like tini's ``main``: it is the whole life of trinit
 as the VM's init.
@@ -26,9 +26,9 @@ as the VM's init.
 Failures (:func:`die`): a failing boot step is logged (with traceback) to the console, the
 disks are synced, a last line ``trinit: fatal: <reason>; powering off`` is written and the VM
 powers off; only if the kernel refuses the power-off does PID 1 exit (a panic). A crash of the
-agent itself takes the same path (spec 9.2 step 9 exits, which panics; we power off so the
-VMM sees a clean stop and the console says why). RPC errors never get here: the RPC layer
-turns them into statuses.
+agent itself takes the same path (vminitd exits there, which panics, docs/protocol.md §8.2
+step 9; we power off so the VMM sees a clean stop and the console says why). RPC errors
+never get here: the RPC layer turns them into statuses.
 
 Every stage logs a timeline line with the uptime (CLOCK_BOOTTIME, seconds since the kernel
 started), e.g. ``boot: stage=serving uptime=1.234``; the launcher's first instruction is
@@ -113,7 +113,7 @@ class Boot:
     own_cgroup: str | None = None
 
     def prepare(self) -> None:
-        """Steps 1-7 of spec 9.2, synchronously. Raises on the first failing step."""
+        """Steps 1-7 of docs/protocol.md §8.2, synchronously. Raises on the first failing step."""
         launched = os.environ.pop(LAUNCHED_AT_ENV, None)
         log.info(f"trinit booting (python {sys.version.split()[0]}, pid {os.getpid()})")
         if launched is not None:

@@ -2,8 +2,9 @@
 
 Each handler validates its request, finds the owner (the container registry, the system
 module, the proxy table), makes one call and builds the reply. Errors are domain errors from
-``trinit.errors``; the process RPCs prefix them with vminitd's operation names (spec 3) so a
-host matching on message text (e.g. "failed to find target executable") still matches.
+``trinit.errors``; the process RPCs prefix them with vminitd's operation names
+(docs/protocol.md §3) so a host matching on message text (e.g. "failed to find target
+executable") still matches.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ log = logging.getLogger("trinit.server")
 
 @contextlib.contextmanager
 def operation(prefix: str, unexpected: str | None = None) -> Iterator[None]:
-    """Prefix every error raised inside with vminitd's operation text (spec 3).
+    """Prefix every error raised inside with vminitd's operation text (docs/protocol.md §3).
 
     trinit's own errors (vminitd's ContainerizationErrors) get ``prefix``; anything else
     becomes INTERNAL with ``unexpected`` (default: ``prefix``), as vminitd words the two

@@ -5,7 +5,7 @@ themselves. The RPC adapter (``trinit.rpc``) calls :func:`to_status` for anythin
 raises: a :class:`TrinitError` keeps its code and message, any other exception becomes
 INTERNAL with a one-line message and never a traceback.
 
-The codes follow vminitd's ContainerizationError table (spec section 3).
+The codes follow vminitd's ContainerizationError table (docs/protocol.md §3).
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@
 Public names only; the code lives in the private modules:
 
 * ``_manager``: :class:`CgroupManager` (create, limits, membership, removal with retries)
-  and :func:`setup_own_cgroup` (PID-1 boot, spec 9.2 step 7);
-* ``_stats``: :func:`read_stats` / :func:`read_network_stats` (ContainerStatistics, spec 8.3);
-* ``_monitor``: :class:`MemoryMonitor` (spec 8.2);
+  and :func:`setup_own_cgroup` (PID-1 boot, docs/protocol.md §8.2 step 7);
+* ``_stats``: :func:`read_stats` / :func:`read_network_stats` (ContainerStatistics,
+  docs/protocol.md §7.3);
+* ``_monitor``: :class:`MemoryMonitor` (docs/protocol.md §7.2);
 * ``_format``: pure parsers of the interface file formats.
 """
 

@@ -1,6 +1,6 @@
 """CgroupManager: creation, limits, membership and removal of cgroup v2 directories.
 
-Theory of operation (spec section 8.1). Every container gets the directory
+Theory of operation (docs/protocol.md §7.1). Every container gets the directory
 ``<root><cgroupsPath>`` (default ``/container/<id>``). Creating it is ``mkdir -p`` plus
 vminitd's "toggle all available": the controllers listed in ``<root>/cgroup.controllers``
 that are among pids, memory, cpuset, cpu, io and hugetlb (in file order) are written to
@@ -49,7 +49,7 @@ DEFAULT_ROOT = "/sys/fs/cgroup"
 # vminitd's "toggle all available" set; the order written is the order of cgroup.controllers.
 TOGGLED_CONTROLLERS = frozenset({"pids", "memory", "cpuset", "cpu", "io", "hugetlb"})
 
-# Sleeps between the 5 removal attempts (spec section 4, DeleteProcess step 3).
+# Sleeps between the 5 removal attempts (docs/protocol.md §7.1, Removal).
 REMOVE_RETRY_DELAYS = (0.010, 0.020, 0.040, 0.080)
 _RETRYABLE_REMOVE_ERRNOS = frozenset({errno.EBUSY, errno.EAGAIN})
 
@@ -156,7 +156,7 @@ class CgroupManager:
                 ) from exc
 
     def apply_resources(self, cgroup_dir: str, resources: Mapping[str, Any] | None) -> None:
-        """Write OCI ``linux.resources`` limits (spec section 7.1).
+        """Write OCI ``linux.resources`` limits (docs/protocol.md §7.1).
 
         ``memory.max`` <- memory.limit (negative -> ``max``); ``cpu.max`` <- ``"<quota>
         <period>"`` only when both are present (negative quota -> ``max``); ``pids.max`` <-
@@ -327,9 +327,10 @@ class CgroupManager:
 def setup_own_cgroup(manager: CgroupManager, name: str = "trinit") -> str:
     """Create trinit's own cgroup ``/<name>``, set its soft limits and move this process in.
 
-    memory.high = 80 MiB and memory.low = 50 MiB as vminitd does (spec 8.1, boot step 7);
-    missing controllers are logged and skipped. Returns the directory. Raises Internal only
-    if the directory cannot be created or the pid cannot be moved into an existing cgroup.
+    memory.high = 80 MiB and memory.low = 50 MiB as vminitd does (docs/protocol.md §7.1,
+    §8.2 step 7); missing controllers are logged and skipped. Returns the directory. Raises
+    Internal only if the directory cannot be created or the pid cannot be moved into an
+    existing cgroup.
     """
     cgroup_dir = manager.create("/" + name)
     manager._write_limit(cgroup_dir, "memory.high", str(OWN_MEMORY_HIGH))

@@ -1,6 +1,6 @@
 """MemoryMonitor: watches trinit's own cgroup ``memory.events`` and logs pressure.
 
-Theory of operation (spec section 8.2). The kernel signals a change of ``memory.events``
+Theory of operation (docs/protocol.md §7.2). The kernel signals a change of ``memory.events``
 as an inotify IN_MODIFY on the file. On each change the monitor re-reads the file: when the
 ``high`` count has risen it logs a warning (with ``memory.high`` and ``memory.current`` of
 the same directory), and whenever ``oom`` or ``oom_kill`` is above zero it logs an error.

@@ -1,6 +1,6 @@
 """ContainerStatistics: cgroup v2 files and link counters mapped to ``ContainerStats``.
 
-Theory of operation (spec sections 4 "ContainerStatistics" and 8.3). For one container
+Theory of operation (docs/protocol.md §4.21 and §7.3). For one container
 cgroup directory, :func:`read_stats` reads the interface files of the requested
 categories and fills the protobuf message. A sub-message appears only when the category
 is requested and its source exists:
@@ -39,7 +39,7 @@ ALL_STAT_CATEGORIES: frozenset[int] = frozenset(
 
 SYS_CLASS_NET = "/sys/class/net"
 
-# MemoryStats field <- memory.stat key (spec 8.3).
+# MemoryStats field <- memory.stat key (docs/protocol.md §7.3).
 _MEMORY_STAT_FIELDS = {
     "cache_bytes": "file",
     "kernel_stack_bytes": "kernel_stack",

@@ -2,7 +2,8 @@
 
 Public names:
 * :func:`launch` / :class:`LaunchResult`: spawn the helper and run the start protocol.
-* :func:`decode_spec` / :func:`alter_spec`: CreateProcess's OCI spec handling (section 6.2).
+* :func:`decode_spec` / :func:`alter_spec`: CreateProcess's OCI spec handling
+  (docs/protocol.md §5.2).
 * :func:`resolve_user` / :class:`ResolvedUser`: user strings against a rootfs.
 * :class:`Lifecycle`, :class:`State`, :class:`Event`, :class:`InvalidTransition`,
   :data:`SETTLED`, :data:`LIVE`: the pure process state machine.

@@ -5,7 +5,7 @@ Usage (spawned by :func:`trinit.exec.launch`, never imported by the daemon's eve
     python -I -S <bootstrap> run --bundle-path DIR [--cgroup-root /sys/fs/cgroup]
     python -I -S <bootstrap> exec --process-path FILE --parent-pid PID
 
-Protocol (spec sections 6.5 and 7): fd 3 is the sync pipe (we write the container pid as a
+Protocol (docs/protocol.md §5.5 and §6): fd 3 is the sync pipe (we write the container pid as a
 native int32, then in terminal mode the PTY master fd number), fd 4 is the ack pipe (we read
 exactly ``AckPid``, then ``AckConsole``), fd 5 is the error pipe (on failure we write one
 line of UTF-8 naming the stage that failed, e.g. ``mount /proc: [Errno 2] ...``, and exit 1).
@@ -269,12 +269,13 @@ def _write_cgroup_file(directory: str, name: str, value: str) -> None:
 
 
 def _apply_cgroup(child_pid: int, spec: dict[str, Any], cgroup_root: str) -> None:
-    """Move ``child_pid`` into its container cgroup before it is released (spec 7.1 step 4).
+    """Move ``child_pid`` into its container cgroup before it is released.
 
-    The daemon (``trinit.cgroup``) has already created the cgroup and written its limits;
-    only the placement happens here, so the init is inside before it can run anything. Does
-    nothing when ``linux.cgroupsPath`` is empty or its directory does not exist under
-    ``cgroup_root`` (cgroup management is off, e.g. no cgroup2 hierarchy).
+    See docs/protocol.md §6.1 step 4. The daemon (``trinit.cgroup``) has already created the
+    cgroup and written its limits; only the placement happens here, so the init is inside
+    before it can run anything. Does nothing when ``linux.cgroupsPath`` is empty or its
+    directory does not exist under ``cgroup_root`` (cgroup management is off, e.g. no
+    cgroup2 hierarchy).
     """
     linux = spec.get("linux") or {}
     relative = (linux.get("cgroupsPath") or "").strip("/")
@@ -634,7 +635,7 @@ def _chown_stdio(uid: int) -> None:
 
 
 def find_executable(arg0: str, cwd: str, env: list[str]) -> str:
-    """Resolve ``arg0`` like vmexec (spec 7.3 step 7); ChildError if it cannot be found."""
+    """Resolve ``arg0`` as docs/protocol.md §6.3 step 7 says; ChildError if not found."""
     if arg0.startswith("/"):
         if os.path.exists(arg0):
             return arg0

@@ -10,7 +10,7 @@ planted ``/`` link lands on the rootfs, as ``docker cp`` does), opens with
 checks what was opened with ``fstat`` on the fd, never by a second lookup of the path.
 
 :func:`locate` decides which paths are rootfs paths: ``/run/container/<id>/rootfs/...``
-(where the host mounts every container rootfs, spec 6.1) and any root registered with
+(where the host mounts every container rootfs, docs/protocol.md §5.1) and any root registered with
 :func:`add_root` (the ``root.path`` of a running container). Other paths are the host's own
 and are used as given.
 

@@ -1,4 +1,4 @@
-"""Parent side of the exec helper protocol (spec section 6.5), on trio.
+"""Parent side of the exec helper protocol (docs/protocol.md §5.5), on trio.
 
 :func:`launch` spawns ``trinit.exec._child`` with ``os.posix_spawn`` (never ``subprocess``:
 the daemon's single reaper owns every pid), feeds the pids it learns to ``on_pid`` before
@@ -299,7 +299,10 @@ async def _handshake(
     before_ack: Callable[[int], Awaitable[None]] | None,
     pty: list[int],
 ) -> int:
-    """Steps 2-5 of spec 6.5; returns the container pid, appends the PTY master to ``pty``."""
+    """Steps 2-5 of docs/protocol.md §5.5.
+
+    Returns the container pid; appends the PTY master to ``pty``.
+    """
     raw = await _read_exact(sync_r, 4)
     if len(raw) != 4:
         raise _HelperFailed("the helper exited before reporting a pid")

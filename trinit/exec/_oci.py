@@ -1,4 +1,4 @@
-"""Decode and alter the OCI runtime spec of a CreateProcess request (spec sections 6.2, 10).
+"""Decode and alter the OCI runtime spec of a CreateProcess request (docs/protocol.md §5.2, §9).
 
 Owns no state. :func:`decode_spec` turns the request's ``configuration`` bytes into a dict;
 :func:`alter_spec` validates the shapes trinit relies on and applies vminitd's alterations
@@ -152,7 +152,7 @@ def _dedupe(values: list[int]) -> list[int]:
 
 
 def alter_spec(spec: dict[str, Any], request_id: str) -> dict[str, Any]:
-    """A validated copy of ``spec`` with vminitd's alterations applied (section 6.2).
+    """A validated copy of ``spec`` with vminitd's alterations applied (docs/protocol.md §5.2).
 
     Raises InvalidArgument for a missing ``process``/``root`` or a wrong JSON shape, and
     Internal when the user or group cannot be resolved. ``spec`` itself is not modified.

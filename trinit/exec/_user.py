@@ -1,4 +1,4 @@
-"""Resolve an OCI user string against a container rootfs (spec section 6.2 step 3).
+"""Resolve an OCI user string against a container rootfs (docs/protocol.md §5.2 step 3).
 
 Pure apart from reading ``<rootfs>/etc/passwd`` and ``<rootfs>/etc/group``, which the image
 controls: both are read with :func:`trinit.exec._inroot.read_bounded` (resolved inside the

@@ -1,7 +1,7 @@
 """A host-side client for trinit (or vminitd): run processes in containers, stream stdio.
 
 It drives the SandboxContext API with the official grpcio client, the way a VMM's host
-library does (spec section 11): listen on the stdio ports, CreateProcess (the guest dials
+library does (docs/protocol.md §10): listen on the stdio ports, CreateProcess (the guest dials
 them), accept, StartProcess, stream, CloseProcessStdin, WaitProcess, DeleteProcess.
 Tests and benchmarks use it; it is deliberately synchronous (threads for the stdio streams)
 so it also serves simple scripts.
@@ -85,7 +85,10 @@ class Host:
         grpc.channel_ready_future(self.channel).result(timeout=timeout)
 
     def mount_rootfs(self, container_id: str, source: str) -> str:
-        """Bind-mount a host-visible rootfs directory at the bundle's rootfs (spec 11)."""
+        """Bind-mount a host-visible rootfs directory at the bundle's rootfs.
+
+        As the host does before CreateProcess (docs/protocol.md §10).
+        """
         dest = f"/run/container/{container_id}/rootfs"
         self.stub.Mount(pb.MountRequest(type="", source=source, destination=dest, options=["bind"]))
         return dest
@@ -351,7 +354,7 @@ def oci_spec(
     mounts: list[dict[str, Any]] | None = None,
     linux: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A minimal OCI spec shaped like the host's (spec 10)."""
+    """A minimal OCI spec shaped like the host's (docs/protocol.md §9)."""
     return {
         "ociVersion": "",
         "process": {

@@ -1,7 +1,7 @@
 """Host-side listeners for the ports the guest dials (stdio, Copy data, INTO proxies).
 
-The guest always connects to the host (spec 0). Under the unix transport, host port P is
-the socket file ``DIR/host_<P>``; under vsock it is AF_VSOCK port P on the host.
+The guest always connects to the host (docs/protocol.md §1). Under the unix transport, host
+port P is the socket file ``DIR/host_<P>``; under vsock it is AF_VSOCK port P on the host.
 """
 
 from __future__ import annotations

@@ -8,11 +8,11 @@ Why it is not a pair of pumps:
 
 * ``EIO`` from the master means "no slave is open right now", not end of file: a program may
   close its terminal and another may open it again. The relay keeps going until the process
-  exits (spec section 6.4). While no slave is open the master polls as hung up, which a
+  exits (docs/protocol.md §5.4). While no slave is open the master polls as hung up, which a
   level-triggered wait reports at once, so the relay re-checks with a backoff (10 ms doubling
   to 0.5 s) instead of spinning, and wakes at once when the process exits.
 * Closing stdin closes only the host socket; the master stays open and the program sees no
-  EOF (spec QUIRK, kept).
+  EOF (vminitd's behaviour, kept: docs/compat.md).
 * A host whose stdout reader is gone (the socket failed) is treated like a pipe nobody reads:
   the relay stops reading the master, so a program that keeps writing blocks once the
   terminal's buffer is full, at no cost to trinit (reading and discarding cost 0.6 CPU-s/s).
@@ -108,7 +108,7 @@ class PtyRelay:
 
         Reads the socket until it has nothing more right now and writes all of it to the
         master (waiting while the terminal's input buffer is full), then closes the socket.
-        The master stays open, so the program does not see EOF (spec QUIRK, kept).
+        The master stays open, so the program does not see EOF (vminitd's behaviour, kept).
         Idempotent; a no-op without a stdin socket. Cancelling this call leaves the delivery
         to :meth:`run` (or, before run started, closes the socket).
         """

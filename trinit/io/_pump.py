@@ -13,7 +13,8 @@ but descendants keep the pipe open, :meth:`OutputPump.process_exited` bounds the
 
 :class:`InputPump` (stdin): host socket -> pipe write end. It runs until the host closes the
 connection; CloseProcessStdin (:meth:`InputPump.close_stdin`) ends it early after delivering
-every byte the host had already sent, because the host never closes its side (spec section 4).
+every byte the host had already sent, because the host never closes its side
+(docs/protocol.md §5.4).
 
 Only trinit's ends are made non-blocking: :func:`make_pipe` gives the two ends separate file
 descriptions, so the child's end keeps ordinary blocking semantics.

@@ -1,4 +1,4 @@
-"""The supervision tree: reaper, containers, their processes (design.md)."""
+"""The supervision tree: reaper, containers, their processes (docs/architecture.md)."""
 
 from ._backend import HelperBackend, Launched, ProcessBackend
 from ._cgroups import ContainerCgroups, container_statistics, is_cgroup2

@@ -37,7 +37,9 @@ class ProcessBackend(Protocol):
 
 
 class HelperBackend:
-    """Launches processes through the exec helper (spec 6.5) and signals them with kill(2).
+    """Launches processes through the exec helper and signals them with kill(2).
+
+    The start protocol is docs/protocol.md §5.5.
 
     Owns a :class:`trinit.exec._zygote.HelperPool` (one warm helper waiting, so a launch
     skips Python start-up); :meth:`aclose` kills that helper.

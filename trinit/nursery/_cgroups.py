@@ -104,7 +104,8 @@ def container_statistics(
 ) -> list[Any]:
     """ContainerStats for each (id, spec), blocking (run it in a thread).
 
-    Sources per spec 8.3; the network list is VM-wide and read once for the whole call.
+    Sources per docs/protocol.md §7.3; the network list is VM-wide and read once for the
+    whole call.
     Without cgroups every category still answers as vminitd does for missing files.
     """
     from trinit._proto import sandbox_pb2 as pb

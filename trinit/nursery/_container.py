@@ -244,7 +244,7 @@ def remove_bundle(bundle: Path) -> None:
     """Unmount whatever is still mounted in the bundle (the rootfs normally), then delete it.
 
     Never deletes through a mount: if an unmount fails, the error is raised and the bundle
-    stays, so DeleteProcess fails and the container stays registered (spec 4).
+    stays, so DeleteProcess fails and the container stays registered (docs/protocol.md §4.20).
     """
     from trinit.exec._syscalls import umount2
 

@@ -14,7 +14,7 @@ synchronously (an ``ExitWatch`` callback), so from that instant nothing signals 
 Exit reporting. Once reaped, the output pumps drain what the pipes hold (bounded by
 ``drain_grace`` when descendants keep them open) and close the host connections; only then
 is the exit published (EXITED), so a host that sees WaitProcess return already has every
-byte (docs/architecture.md, "stdout and stderr are complete").
+byte (docs/architecture.md, "Invariants").
 """
 
 from __future__ import annotations

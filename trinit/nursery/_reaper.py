@@ -39,7 +39,7 @@ _UNCLAIMED_LIMIT = 4096
 
 @dataclass(frozen=True)
 class ExitStatus:
-    """How a process ended, as vminitd reports it (spec 6.6)."""
+    """How a process ended, as vminitd reports it (docs/protocol.md §5.6)."""
 
     pid: int
     raw: int

@@ -2,7 +2,7 @@
 
 Created once in the agent's ``main`` (tests build their own) and handed the root nursery:
 every container runs as a task of that nursery. The registry implements the process RPCs'
-semantics (spec sections 3, 4, 6); the RPC layer only translates messages.
+semantics (docs/protocol.md §3, §4, §5); the RPC layer only translates messages.
 
 Concurrency: creating an id reserves it first, so two CreateProcess calls for the same id
 cannot both succeed; everything else is serialised per container, never globally.

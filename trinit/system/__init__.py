@@ -1,4 +1,4 @@
-"""The VM-level system calls behind the host's non-process RPCs (spec section 4).
+"""The VM-level system calls behind the host's non-process RPCs (docs/protocol.md §4).
 
 Each public coroutine takes a request message of ``trinit._proto.sandbox_pb2`` (plus, for
 some, keyword-only hooks that tests use to stay off the real machine) and returns the

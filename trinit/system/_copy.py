@@ -73,7 +73,7 @@ COPY_OUT = pb.CopyRequest.COPY_OUT
 
 
 async def copy(request: pb.CopyRequest, dial: Dial) -> AsyncGenerator[pb.CopyResponse, None]:
-    """Run one Copy RPC, yielding its responses (spec section 4, Copy).
+    """Run one Copy RPC, yielding its responses (docs/protocol.md §4.7).
 
     Errors: unknown direction → ``InvalidArgument``; a missing COPY_OUT source →
     ``NotFound("copy: path not found '<path>'")`` before any response; anything else →

@@ -137,7 +137,7 @@ def _write_file(
 
 
 async def write_file(request: pb.WriteFileRequest) -> pb.WriteFileResponse:
-    """Write ``request.data`` to ``request.path`` (spec section 4, WriteFile).
+    """Write ``request.data`` to ``request.path`` (docs/protocol.md §4.6).
 
     Unlike vminitd, a non-append write truncates the file first (docs/compat.md). A file
     this call creates gets exactly ``mode`` (0 means 0o644). Raises
@@ -181,7 +181,7 @@ def stat_message(st: os.stat_result) -> pb.Stat:
 
 
 async def stat(request: pb.StatRequest) -> pb.StatResponse:
-    """stat(2) ``request.path``, following symlinks (spec section 4, Stat).
+    """stat(2) ``request.path``, following symlinks (docs/protocol.md §4.8).
 
     A missing path raises ``NotFound("stat: path not found '<path>'")`` (the host's copy path
     resolution relies on it); any other errno is an OK response with ``error`` set and
@@ -249,7 +249,7 @@ def _fs_operation(path: str, operation: str, ioctl: FsIoctl) -> int | None:
 async def filesystem_operation(
     request: pb.FilesystemOperationRequest, *, ioctl: FsIoctl = DEFAULT_IOCTL
 ) -> pb.FilesystemOperationResponse:
-    """Freeze, thaw or trim the file system holding ``request.path`` (spec section 4).
+    """Freeze, thaw or trim the file system holding ``request.path`` (docs/protocol.md §4.9).
 
     Errors: a relative path → ``InvalidArgument("path must be absolute")``; a missing
     operation or trim schedule → ``InvalidArgument("filesystemOperation: ...")`` (vminitd

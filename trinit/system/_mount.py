@@ -4,7 +4,7 @@ Theory of operation:
 
 * ``parse_options`` (``trinit.exec._mountopts``, shared with the exec helper) turns the
   host's option strings into mount flags, propagation flags and a data string, with the
-  same set/clear table as mount(8) (spec section 4, Mount).
+  same set/clear table as mount(8) (docs/protocol.md §4.1).
 * :func:`mount` prepares the destination (parent ``mkdir -p`` 0755; an empty 0644 file for a
   bind mount of a non-directory, else the directory; below a container rootfs every step
   and the mount target itself resolve inside that rootfs, see :func:`_mount_target`),
@@ -130,7 +130,7 @@ def _rescan_pci(path: str) -> None:
 async def mount(
     request: pb.MountRequest, *, syscalls: MountSyscalls = DEFAULT_SYSCALLS
 ) -> pb.MountResponse:
-    """Mount ``request.source`` on ``request.destination`` (spec section 4, Mount).
+    """Mount ``request.source`` on ``request.destination`` (docs/protocol.md §4.1).
 
     Raises ``Internal("mount: <reason>")`` on any failure. Cancellation: a syscall already
     running completes first (its thread is never abandoned); a cancelled hot-plug retry loop
@@ -203,7 +203,7 @@ async def _retry_after_rescan(
 async def umount(
     request: pb.UmountRequest, *, syscalls: MountSyscalls = DEFAULT_SYSCALLS
 ) -> pb.UmountResponse:
-    """umount2(path, flags), retrying EBUSY 51 times 10 ms apart (spec section 4, Umount).
+    """umount2(path, flags), retrying EBUSY 51 times 10 ms apart (docs/protocol.md §4.2).
 
     If the mount is still busy after the last attempt it is detached lazily (``MNT_DETACH``)
     and the call succeeds: the host's ``stop()`` relies on success here (docs/compat.md).
