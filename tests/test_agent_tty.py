@@ -44,3 +44,40 @@ def test_console_size_is_seen_from_the_first_byte(agent, kind: str) -> None:
     proc.start()
     assert _finish(proc) == ["40 120"]
     proc.delete()
+
+
+@pytest.mark.parametrize("kind", ["init", "exec"])
+def test_resize_before_start_is_applied_at_start_last_one_wins(agent, kind: str) -> None:
+    ctr = Container(agent.host)
+    proc = _terminal(ctr, kind, ["stty", "size"], consoleSize={"height": 40, "width": 120})
+    proc.resize(20, 60)
+    proc.resize(33, 101)  # the later one wins, over consoleSize too
+    proc.start()
+    assert _finish(proc) == ["33 101"]
+    proc.delete()
+
+
+def test_resize_before_start_without_console_size(agent) -> None:
+    ctr = Container(agent.host)
+    proc = _terminal(ctr, "init", ["stty", "size"])
+    proc.resize(25, 80)
+    proc.start()
+    assert _finish(proc) == ["25 80"]
+    proc.delete()
+
+
+def test_resize_after_exit_is_ok_and_changes_nothing(agent) -> None:
+    ctr = Container(agent.host)
+    proc = _terminal(ctr, "exec", ["stty", "size"], consoleSize={"height": 40, "width": 120})
+    proc.start()
+    assert _finish(proc) == ["40 120"]
+    proc.resize(10, 10)  # EXITED: OK, a no-op
+    proc.resize(11, 11)
+    assert proc.wait(timeout=60) == 0  # the exit is unchanged
+    assert proc.stdout_data.replace(b"\r\n", b"\n") == b"40 120\n"  # and so is the output
+    # a new terminal in the same container starts from its own consoleSize, not the late one
+    again = _terminal(ctr, "exec-again", ["stty", "size"], consoleSize={"height": 7, "width": 9})
+    again.start()
+    assert _finish(again) == ["7 9"]
+    again.delete()
+    proc.delete()
