@@ -15,6 +15,7 @@ from trinit.exec._child import (
     ChildError,
     _parse_args,
     cap_mask,
+    console_size,
     decode_json,
     find_executable,
 )
@@ -145,3 +146,18 @@ def test_apply_cgroup_seam(tmp_path: Path) -> None:
     (leaf / "cgroup.procs").mkdir()
     with pytest.raises(ChildError, match=r"^cgroup cgroup.procs: \[Errno 21\]"):
         _apply_cgroup(42, spec, str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("process", "size"),
+    [
+        ({}, None),
+        ({"consoleSize": None}, None),
+        ({"consoleSize": {"height": 40, "width": 120}}, (40, 120)),
+        ({"consoleSize": {"height": 0x10028, "width": 80}}, (40, 80)),  # uint16, as Resize
+        ({"consoleSize": {"height": True, "width": 80}}, None),
+        ({"consoleSize": {"height": 40}}, None),
+    ],
+)
+def test_console_size(process: dict[str, object], size: tuple[int, int] | None) -> None:
+    assert console_size(process) == size

@@ -7,10 +7,13 @@ for the rest. Every test checks that no fd is left behind and reaps what it spaw
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
+import struct
 import sys
+import termios
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -38,13 +41,17 @@ if ack != b"AckPid":
 if mode == "fail":
     os.write(5, b"mount /proc: [Errno 2] No such file or directory\\n")
     sys.exit(1)
-if mode == "terminal":
+if mode.startswith("terminal"):
     master, slave = os.openpty()
-    os.write(slave, b"from the pty")
+    if mode == "terminal":
+        os.write(slave, b"from the pty")
     os.write(3, master.to_bytes(4, sys.byteorder, signed=True))
     if os.read(4, 10) != b"AckConsole":
         os.write(5, b"no console ack")
         sys.exit(1)
+    if mode == "terminal-size":  # what a workload exec'd now would see first
+        import fcntl, termios
+        os.write(slave, fcntl.ioctl(slave, termios.TIOCGWINSZ, bytes(8)))
 """
 
 
@@ -154,6 +161,28 @@ async def test_terminal_master_is_duplicated(fake: str, stdio: tuple[int, int, i
         os.close(result.pty_master)
     reap(pids)
     assert open_fds() == before
+
+
+async def test_on_console_runs_before_the_console_ack(
+    fake: str, stdio: tuple[int, int, int]
+) -> None:
+    """A terminal size set in ``on_console`` is there before the helper may exec."""
+    pids: list[int] = []
+    seen: list[int] = []
+
+    def on_console(master: int) -> None:
+        seen.append(master)
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+
+    result = await launch(["terminal-size"], stdio=stdio, on_pid=pids.append, python=fake,
+                          terminal=True, on_console=on_console)  # fmt: skip
+    assert result.pty_master is not None
+    try:
+        assert seen == [result.pty_master]
+        assert struct.unpack("HHHH", os.read(result.pty_master, 8)) == (24, 80, 0, 0)
+    finally:
+        os.close(result.pty_master)
+    reap(pids)
 
 
 async def test_failing_before_ack_unblocks_helper(fake: str, stdio: tuple[int, int, int]) -> None:

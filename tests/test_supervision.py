@@ -8,9 +8,12 @@ behaviour (drain grace, bounded kill waits) runs under MockClock with exact virt
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
+import struct
+import termios
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from trinit.nursery import (
     CgroupHooks,
     ContainerRegistry,
     Launched,
+    ManagedProcess,
     Reaper,
 )
 from trinit.nursery._process import StdioPorts
@@ -52,6 +56,7 @@ class FakeBackend:
         terminal: bool,
         on_pid: Callable[[int], None],
         before_ack: Callable[[int], Awaitable[None]] | None = None,
+        on_console: Callable[[int], None] | None = None,
     ) -> Launched:
         helper = self.next_pid
         pid = self.next_pid + 1
@@ -73,6 +78,8 @@ class FakeBackend:
         if terminal and self.pty_masters:
             master, slave = os.openpty()
             self.held_fds.append(slave)
+            if on_console is not None:
+                on_console(master)
             return Launched(pid, master)
         return Launched(pid, None)
 
@@ -441,3 +448,72 @@ async def test_delete_process_kills_at_once(
         assert [(sig, t - start) for t, p, sig in backend.signals if p == pid] == [
             (signal.SIGKILL, 0)
         ]
+
+
+# ------------------------------------------------------------------ resize before start
+class _PtyBackend:
+    """Launches nothing: hands out a real PTY pair, and lets the test act at the two points
+    of a terminal launch that matter for a queued resize (before AckConsole, after it)."""
+
+    def __init__(self, reaper: Reaper) -> None:
+        self.reaper = reaper
+        self.slave: int | None = None
+        self.size_at_ack: tuple[int, int] | None = None  # what the workload would see first
+        self.during_launch: Callable[[], None] = lambda: None
+        self.after_console: Callable[[], None] = lambda: None
+
+    async def launch(
+        self,
+        helper_args: Sequence[str],
+        *,
+        stdio: tuple[int, int, int],
+        terminal: bool,
+        on_pid: Callable[[int], None],
+        before_ack: Callable[[int], Awaitable[None]] | None = None,
+        on_console: Callable[[int], None] | None = None,
+    ) -> Launched:
+        on_pid(2000)
+        self.reaper.deliver(2000, 0)
+        on_pid(2001)
+        self.during_launch()
+        master, self.slave = os.openpty()
+        if on_console is not None:
+            on_console(master)
+        self.size_at_ack = _winsize(self.slave)
+        self.after_console()  # the workload runs from here on; the launch has not returned
+        return Launched(2001, master)
+
+    def kill(self, pid: int, sig: int) -> None:
+        self.reaper.deliver(pid, sig)
+
+
+def _winsize(fd: int) -> tuple[int, int]:
+    rows, cols, _, _ = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, bytes(8)))
+    return rows, cols
+
+
+async def test_resize_before_start_is_applied_before_the_workload_runs() -> None:
+    reaper = Reaper(pid_in_use=_no_process_has)
+    backend = _PtyBackend(reaper)
+    proc = ManagedProcess("p", "c", ["run"], terminal=True, backend=backend, reaper=reaper)
+
+    async def no_dial(port: int) -> trio.SocketStream:
+        raise AssertionError("no ports were asked for")
+
+    await proc.open_stdio(no_dial, StdioPorts())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proc.run)
+        proc.resize(20, 60)  # CREATED
+        backend.during_launch = lambda: proc.resize(33, 101)  # STARTING: the last one wins
+        backend.after_console = lambda: proc.resize(50, 0x10000 + 70)  # STARTING, too late
+        # for the first byte: applied once the relay exists
+        await proc.start()
+        assert backend.slave is not None
+        assert backend.size_at_ack == (33, 101)
+        assert _winsize(backend.slave) == (50, 70)
+        proc.resize(51, 71)  # RUNNING: at once, as before
+        assert _winsize(backend.slave) == (51, 71)
+        reaper.deliver(2001, 0)
+        await proc.wait()
+        proc.resize(1, 1)  # EXITED: a no-op (the master is closed: nothing to set), no error
+        os.close(backend.slave)

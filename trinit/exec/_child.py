@@ -489,8 +489,31 @@ def _setup_root(spec: dict[str, Any], rootfs: str) -> None:
     _swap_dev_null(vm_null_rdev)
 
 
-def _setup_terminal(console: bool) -> None:
-    """Open a PTY in the container, make its slave our stdio, hand the master to trinit."""
+def console_size(process: dict[str, Any]) -> tuple[int, int] | None:
+    """``process.consoleSize`` as (rows, columns) truncated to uint16, as ResizeProcess does;
+    None when absent or not two integers (the daemon validated it at create already)."""
+    size = process.get("consoleSize")
+    if not isinstance(size, dict):
+        return None
+    rows, cols = size.get("height"), size.get("width")
+    if type(rows) is not int or type(cols) is not int:
+        return None
+    return rows & 0xFFFF, cols & 0xFFFF
+
+
+def _winsize(rows: int, cols: int) -> bytes:
+    """``struct winsize`` (four native unsigned shorts) without importing ``struct``."""
+    order = sys.byteorder
+    return rows.to_bytes(2, order) + cols.to_bytes(2, order) + bytes(4)
+
+
+def _setup_terminal(console: bool, size: tuple[int, int] | None) -> None:
+    """Open a PTY in the container, make its slave our stdio, hand the master to trinit.
+
+    ``size`` (from ``consoleSize``) is set before the master is handed over, so the program
+    sees it from its first byte and a resize trinit queued before start (applied on the
+    master before ``AckConsole``) overrides it. vmexec ignores ``consoleSize``: 0x0.
+    """
     with _Stage("open /dev/ptmx"):
         master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     with _Stage("unlock pty"):
@@ -502,6 +525,9 @@ def _setup_terminal(console: bool) -> None:
             os.dup2(slave, fd)
         if slave > 2:
             os.close(slave)
+    if size is not None:
+        with _Stage("set the console size"):
+            fcntl.ioctl(0, sc.TIOCSWINSZ, _winsize(*size))
     _write_int(master)
     _wait_ack(ACK_CONSOLE)
     with _Stage("set controlling terminal"):
@@ -746,7 +772,7 @@ def _run_container_init(spec: dict[str, Any], bundle: str, new_cgroup_ns: bool) 
     _setup_root(spec, os.path.abspath(rootfs))
     process = spec.get("process") or {}
     if process.get("terminal"):
-        _setup_terminal(console=True)
+        _setup_terminal(console=True, size=console_size(process))
     hostname = spec.get("hostname")
     if hostname:
         with _Stage("sethostname"):
@@ -790,7 +816,7 @@ def _exec_process(process: dict[str, Any]) -> NoReturn:
     with _Stage("setsid"):
         os.setsid()
     if process.get("terminal"):
-        _setup_terminal(console=False)
+        _setup_terminal(console=False, size=console_size(process))
     _cloexec_above_stdio()
     _common_tail(process)
 

@@ -194,6 +194,7 @@ async def launch(
     env: Mapping[str, str] | None = None,
     terminal: bool = False,
     before_ack: Callable[[int], Awaitable[None]] | None = None,
+    on_console: Callable[[int], None] | None = None,
 ) -> LaunchResult:
     """Start one container process through the exec helper and return its pid.
 
@@ -203,7 +204,9 @@ async def launch(
     synchronously with the helper's pid right after the spawn (its exit status is of no
     interest) and with the container pid before that process is acknowledged, so a reaper
     can register both before either can exit. ``before_ack(pid)`` runs between those two
-    steps (e.g. cgroup placement of an exec).
+    steps (e.g. cgroup placement of an exec). In terminal mode ``on_console(master)`` is
+    called with the PTY master (still owned by this call) before ``AckConsole``, i.e. before
+    the workload can exec: the place to set a terminal size it must see from its first byte.
 
     Raises :class:`trinit.errors.Internal` ``"vmexec error: <text>"`` when the helper
     reports a failure (or breaks off the protocol). On any other failure (e.g. from
@@ -216,7 +219,7 @@ async def launch(
     """
     return await launch_via(
         None, argv_tail, stdio=stdio, on_pid=on_pid, python=python, env=env,
-        terminal=terminal, before_ack=before_ack,
+        terminal=terminal, before_ack=before_ack, on_console=on_console,
     )  # fmt: skip
 
 
@@ -230,6 +233,7 @@ async def launch_via(
     env: Mapping[str, str] | None = None,
     terminal: bool = False,
     before_ack: Callable[[int], Awaitable[None]] | None = None,
+    on_console: Callable[[int], None] | None = None,
 ) -> LaunchResult:
     """:func:`launch`, but first offered to ``handoff`` (a warm helper); a fresh spawn if
     that returns None. Same contract as :func:`launch` in every other respect."""
@@ -259,7 +263,7 @@ async def launch_via(
                 )
             on_pid(helper_pid)
             helper.close_all()
-            pid = await _handshake(sync_r, ack_w, on_pid, terminal, before_ack, pty)
+            pid = await _handshake(sync_r, ack_w, on_pid, terminal, before_ack, on_console, pty)
             fds.close("ack")
             fds.close("sync")
             text = await _read_text(err_r)
@@ -297,6 +301,7 @@ async def _handshake(
     on_pid: Callable[[int], None],
     terminal: bool,
     before_ack: Callable[[int], Awaitable[None]] | None,
+    on_console: Callable[[int], None] | None,
     pty: list[int],
 ) -> int:
     """Steps 2-5 of docs/protocol.md §5.5.
@@ -324,6 +329,8 @@ async def _handshake(
                 os.close(pidfd)
         except OSError as exc:
             raise Internal(f"failed to take the PTY master of {pid}: {exc}") from None
+        if on_console is not None:
+            on_console(pty[0])
         await _write_all(ack_w, b"AckConsole")
     return pid
 

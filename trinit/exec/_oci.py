@@ -81,6 +81,10 @@ def _validate(spec: dict[str, Any]) -> None:
         _require(process["cwd"], str, "process.cwd")
     if "terminal" in process:
         _require(process["terminal"], bool, "process.terminal")
+    if process.get("consoleSize") is not None:  # applied by the exec helper
+        _require(process["consoleSize"], dict, "process.consoleSize")
+        for key in ("height", "width"):
+            _require(process["consoleSize"].get(key), int, f"process.consoleSize.{key}")
     user = process.get("user")
     if user is not None:
         _require(user, dict, "process.user")

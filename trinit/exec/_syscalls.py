@@ -113,6 +113,7 @@ LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 # tty ioctls (same values on x86_64 and aarch64)
 TIOCSCTTY = 0x540E
+TIOCSWINSZ = 0x5414
 
 # close_range(2)
 CLOSE_RANGE_CLOEXEC = 1 << 2

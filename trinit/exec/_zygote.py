@@ -256,6 +256,7 @@ class HelperPool:
         env: Mapping[str, str] | None = None,
         terminal: bool = False,
         before_ack: Callable[[int], Awaitable[None]] | None = None,
+        on_console: Callable[[int], None] | None = None,
     ) -> LaunchResult:
         """:func:`trinit.exec.launch`, through the waiting zygote if there is a usable one.
 
@@ -269,7 +270,7 @@ class HelperPool:
             return await launch_via(
                 None if zygote is None else zygote.hand_off,
                 argv_tail, stdio=stdio, on_pid=on_pid, python=python, env=env,
-                terminal=terminal, before_ack=before_ack,
+                terminal=terminal, before_ack=before_ack, on_console=on_console,
             )  # fmt: skip
         finally:
             if zygote is not None:

@@ -97,11 +97,23 @@ class PtyRelay:
 
     def resize(self, rows: int, cols: int) -> None:
         """TIOCSWINSZ on the master; values truncated to uint16. Raises Internal on failure."""
+        try:
+            self.set_window_size(self._master.fileno(), rows, cols)
+        except trio.ClosedResourceError as exc:
+            raise Internal("resize: terminal closed") from exc
+
+    @staticmethod
+    def set_window_size(master: int, rows: int, cols: int) -> None:
+        """TIOCSWINSZ on the PTY master fd ``master``; values truncated to uint16.
+
+        Also for a master no relay owns yet: a resize queued before start is applied while the
+        launch still holds the master, before the workload execs. Raises Internal on failure.
+        """
         winsize = struct.pack("HHHH", rows & 0xFFFF, cols & 0xFFFF, 0, 0)
         try:
-            fcntl.ioctl(self._master.fileno(), termios.TIOCSWINSZ, winsize)
-        except (OSError, trio.ClosedResourceError) as exc:
-            raise Internal(f"resize: {exc or 'terminal closed'}") from exc
+            fcntl.ioctl(master, termios.TIOCSWINSZ, winsize)
+        except OSError as exc:
+            raise Internal(f"resize: {exc}") from exc
 
     async def close_stdin(self) -> None:
         """Deliver what the host already sent, then close only the host stdin socket.

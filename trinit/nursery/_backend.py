@@ -31,6 +31,7 @@ class ProcessBackend(Protocol):
         terminal: bool,
         on_pid: Callable[[int], None],
         before_ack: Callable[[int], Awaitable[None]] | None = None,
+        on_console: Callable[[int], None] | None = None,
     ) -> Launched: ...
 
     def kill(self, pid: int, sig: int) -> None: ...
@@ -60,6 +61,7 @@ class HelperBackend:
         terminal: bool,
         on_pid: Callable[[int], None],
         before_ack: Callable[[int], Awaitable[None]] | None = None,
+        on_console: Callable[[int], None] | None = None,
     ) -> Launched:
         result = await self._pool.launch(
             list(helper_args),
@@ -69,6 +71,7 @@ class HelperBackend:
             env=dict(os.environ) if self._env is None else self._env,
             terminal=terminal,
             before_ack=before_ack,
+            on_console=on_console,
         )
         return Launched(result.pid, result.pty_master)
 

@@ -100,6 +100,9 @@ class ManagedProcess:
         self._stdin_scope = trio.CancelScope()
         self._pty_sockets: tuple[trio.SocketStream | None, trio.SocketStream | None] = (None, None)
         self._pty: PtyRelay | None = None
+        # a ResizeProcess before the relay exists (CREATED/STARTING): applied at start, the
+        # last one wins (rows, columns)
+        self._pending_size: tuple[int, int] | None = None
         self._pumps_done: list[trio.Event] = []  # output task joins
 
     # ----------------------------------------------------------------- state
@@ -271,6 +274,16 @@ class ManagedProcess:
                 self._watch = watch
                 self.pid = pid
 
+        def apply_pending_size(master: int) -> None:
+            # a resize queued before start, the last one; over the spec's consoleSize (the
+            # helper set that earlier). A failure is logged, never a reason to fail the start.
+            size, self._pending_size = self._pending_size, None
+            if size is not None:
+                try:
+                    PtyRelay.set_window_size(master, *size)
+                except errors.Internal as exc:
+                    log.warning(f"queued resize not applied: {exc.message}", extra=self._fields())
+
         try:
             launched = await self._backend.launch(
                 self._helper_args,
@@ -278,6 +291,7 @@ class ManagedProcess:
                 terminal=self.terminal,
                 on_pid=on_pid,
                 before_ack=before_ack,
+                on_console=apply_pending_size,  # before the workload execs
             )
         except BaseException as exc:
             self._close_child_fds()
@@ -315,6 +329,7 @@ class ManagedProcess:
                 raise errors.Internal("terminal process started without a PTY master")
             stdin, stdout = self._pty_sockets
             self._pty = PtyRelay(OwnedFd(launched.pty_master), stdin, stdout)
+            apply_pending_size(launched.pty_master)  # a resize while the launch ran on
             done = trio.Event()
             self._pumps_done.append(done)
             nursery.start_soon(self._run_relay, self._pty, done)
@@ -412,8 +427,13 @@ class ManagedProcess:
             raise errors.InvalidArgument(f"invalid signal {sig}") from exc
 
     def resize(self, rows: int, cols: int) -> None:
+        """Set the terminal size. Before start it is kept (the last one wins) and applied when
+        the PTY exists, before the workload execs (vminitd drops it); after exit a no-op."""
         if not self.terminal:
             raise errors.Unimplemented("resize not supported")
+        if self.state in (State.CREATED, State.STARTING):
+            self._pending_size = (rows & 0xFFFF, cols & 0xFFFF)  # applied by start()
+            return
         if self.state not in LIVE or self._pty is None:
             return
         self._pty.resize(rows & 0xFFFF, cols & 0xFFFF)
