@@ -8,7 +8,6 @@ processes), sync, and exit 0.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 
 import trio
 
+from trinit._linux import set_child_subreaper
 from trinit._server import Servicer
 from trinit.errors import TrinitError, describe
 from trinit.io import Transport, parse_transport
@@ -25,8 +25,6 @@ from trinit.nursery._proxies import ProxyTable
 from trinit.rpc import serve
 
 log = logging.getLogger("trinit.agent")
-
-PR_SET_CHILD_SUBREAPER = 36
 
 
 @dataclass(frozen=True)
@@ -57,14 +55,6 @@ async def _listen(transport: Transport, port: int) -> trio.abc.Listener[trio.Soc
         ) from exc
 
 
-def become_subreaper() -> None:
-    """Orphans of our children come back to us (so the reaper sees container processes)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
 async def run_agent(
     config: AgentConfig, on_serving: Callable[[trio.Nursery], None] | None = None
 ) -> None:
@@ -72,8 +62,8 @@ async def run_agent(
     boot uses it to start its late stage in the root nursery, see ``trinit._pid1``)."""
     transport = parse_transport(config.transport, config.host_cid, config.allow_local_vsock)
     pid1 = os.getpid() == 1
-    if not pid1:
-        become_subreaper()
+    if not pid1:  # orphans of our children come back to us, so the reaper sees them all
+        set_child_subreaper()
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     listener = await _listen(transport, config.port)
     reaper = Reaper()
