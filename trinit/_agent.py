@@ -20,8 +20,7 @@ from trinit._linux import set_child_subreaper
 from trinit._server import Servicer
 from trinit.errors import TrinitError, describe
 from trinit.io import Transport, parse_transport
-from trinit.nursery import ContainerCgroups, ContainerRegistry, HelperBackend, Reaper
-from trinit.nursery._proxies import ProxyTable
+from trinit.nursery import ContainerCgroups, ContainerRegistry, HelperBackend, ProxyTable, Reaper
 from trinit.rpc import serve
 
 log = logging.getLogger("trinit.agent")

@@ -39,12 +39,12 @@ class ProcessBackend(Protocol):
 class HelperBackend:
     """Launches processes through the exec helper (spec 6.5) and signals them with kill(2).
 
-    Owns a :class:`trinit.exec._zygote.HelperPool` (one warm helper waiting, so a launch
+    Owns a :class:`trinit.exec.HelperPool` (one warm helper waiting, so a launch
     skips Python start-up); :meth:`aclose` kills that helper.
     """
 
     def __init__(self, python: str = sys.executable, env: Mapping[str, str] | None = None) -> None:
-        from trinit.exec._zygote import HelperPool
+        from trinit.exec import HelperPool
 
         self._python = python
         self._env = env

@@ -2,7 +2,7 @@
 
 Theory of operation:
 
-* ``parse_options`` (``trinit.exec._mountopts``, shared with the exec helper) turns the
+* ``parse_options`` (``trinit.exec.parse_mount_options``, shared with the exec helper) turns the
   host's option strings into mount flags, propagation flags and a data string, with the
   same set/clear table as mount(8) (spec section 4, Mount).
 * :func:`mount` prepares the destination (parent ``mkdir -p`` 0755; an empty 0644 file for a
@@ -33,7 +33,7 @@ from trinit import _linux as linux
 from trinit._proto import sandbox_pb2 as pb
 from trinit.errors import Internal, InvalidArgument
 from trinit.exec import makedirs_in_root, open_in_root, split_parent
-from trinit.exec._mountopts import parse_options
+from trinit.exec import parse_mount_options as parse_options
 
 from ._common import has_nul, os_reason, run_blocking, strerror
 from ._paths import Located, locate, root_fd
