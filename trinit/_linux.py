@@ -5,9 +5,9 @@ helper, the agent, the system RPCs), so each is written once, with one error con
 failure raises :class:`OSError` with the errno, exactly like an ``os`` function.
 
 Why one module, and why it stays this small:
-* The exec helper imports it before pivot_root and must start fast, so this module uses the
-  standard library only (``ctypes``, ``errno``, ``os``), never trio or another trinit module,
-  and imports everything at load time (after pivot_root no file of the interpreter is
+* The exec helper imports it before pivot_root and must start fast, so this module imports
+  ``ctypes``, ``errno`` and ``os`` only (not even ``typing``), never trio or another trinit
+  module, and imports everything at load time (after pivot_root no file of the interpreter is
   reachable for a lazy import).
 * glibc's wrapper is used wherever glibc 2.36 has one (it is the ABI we can rely on across
   architectures). Only calls without a usable wrapper go through ``syscall(2)`` with a number
@@ -27,8 +27,11 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from collections.abc import Callable
-from typing import Any
+
+TYPE_CHECKING = False  # typing costs the exec helper ~12 ms of imports
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
