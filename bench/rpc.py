@@ -102,11 +102,11 @@ SERVERS: dict[str, Callable[[str], None]] = {
 
 def _die_with_parent() -> None:
     """A server subprocess must not outlive an interrupted benchmark (PR_SET_PDEATHSIG)."""
-    import ctypes
     import signal
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL, 0, 0, 0)
+    from trinit import _linux
+
+    _linux.prctl(_linux.PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() == 1:
         os._exit(1)
 

@@ -7,6 +7,13 @@ for cmd_pkg in busybox:busybox-static socat:socat unshare:util-linux ip:iproute2
     command -v "${cmd_pkg%%:*}" >/dev/null 2>&1 || need+=("${cmd_pkg#*:}")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+# the kernel's syscall tables, which tests/test_linux.py checks trinit._linux against:
+# aarch64 uses the generic one; x86_64's comes natively on x86_64, else from the cross package
+[ -f /usr/include/asm-generic/unistd.h ] || need+=(linux-libc-dev)
+if [ ! -f /usr/include/x86_64-linux-gnu/asm/unistd_64.h ] &&
+    [ ! -f /usr/x86_64-linux-gnu/include/asm/unistd_64.h ]; then
+    if [ "$(uname -m)" = x86_64 ]; then need+=(linux-libc-dev); else need+=(linux-libc-dev-amd64-cross); fi
+fi
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

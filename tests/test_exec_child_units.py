@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from trinit.exec import _syscalls as sc
+from trinit import _linux as sc
 from trinit.exec import parse_mount_options
 from trinit.exec._child import (
     CAPABILITIES,

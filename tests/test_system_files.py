@@ -281,7 +281,7 @@ _REAL_IOCTL = textwrap.dedent(
     from trinit._proto import sandbox_pb2 as pb
     from trinit._proto.sandbox_pb2 import FiTrimParams
     from trinit.system import filesystem_operation
-    from trinit.exec._syscalls import mount
+    from trinit._linux import mount
     from trinit.errors import TrinitError
 
     target = sys.argv[1]

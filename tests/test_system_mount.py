@@ -12,9 +12,7 @@ import pytest
 import trio
 from nslib import run_in_private_mount_ns
 
-from trinit._proto import sandbox_pb2 as pb
-from trinit.errors import Internal, InvalidArgument
-from trinit.exec._syscalls import (
+from trinit._linux import (
     MNT_DETACH,
     MS_BIND,
     MS_NODEV,
@@ -26,6 +24,8 @@ from trinit.exec._syscalls import (
     MS_REMOUNT,
     MS_SHARED,
 )
+from trinit._proto import sandbox_pb2 as pb
+from trinit.errors import Internal, InvalidArgument
 from trinit.system import MountSyscalls, mount, parse_options, umount
 
 

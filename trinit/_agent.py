@@ -8,7 +8,6 @@ processes), sync, and exit 0.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -17,16 +16,14 @@ from dataclasses import dataclass
 
 import trio
 
+from trinit._linux import set_child_subreaper
 from trinit._server import Servicer
 from trinit.errors import TrinitError, describe
 from trinit.io import Transport, parse_transport
-from trinit.nursery import ContainerCgroups, ContainerRegistry, HelperBackend, Reaper
-from trinit.nursery._proxies import ProxyTable
+from trinit.nursery import ContainerCgroups, ContainerRegistry, HelperBackend, ProxyTable, Reaper
 from trinit.rpc import serve
 
 log = logging.getLogger("trinit.agent")
-
-PR_SET_CHILD_SUBREAPER = 36
 
 
 @dataclass(frozen=True)
@@ -59,14 +56,6 @@ async def _listen(transport: Transport, port: int) -> trio.abc.Listener[trio.Soc
         ) from exc
 
 
-def become_subreaper() -> None:
-    """Orphans of our children come back to us (so the reaper sees container processes)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
 async def run_agent(
     config: AgentConfig, on_serving: Callable[[trio.Nursery], None] | None = None
 ) -> None:
@@ -76,8 +65,8 @@ async def run_agent(
         config.transport, config.host_cid, config.allow_local_vsock, config.dial_retry
     )
     pid1 = os.getpid() == 1
-    if not pid1:
-        become_subreaper()
+    if not pid1:  # orphans of our children come back to us, so the reaper sees them all
+        set_child_subreaper()
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     listener = await _listen(transport, config.port)
     reaper = Reaper()

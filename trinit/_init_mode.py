@@ -22,7 +22,8 @@ also asks for stop reports of the direct child and continues it with SIGCONT whe
 stopped by SIGTTIN/SIGTTOU while its group owns the terminal.
 
 This runs inside containers, where start-up time matters: stdlib only, and nothing heavier
-than ``os``, ``signal`` and ``sys`` unless subreaping needs ``ctypes``.
+than ``os``, ``signal`` and ``sys`` unless subreaping or a raw signal reset needs
+``trinit._linux`` (ctypes).
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ NOT_FORWARDED = frozenset(
         signal.SIGSYS,
     }
 )
-_PR_SET_CHILD_SUBREAPER = 36
 _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _WAIT_TIMEOUT = 0.1
 
@@ -93,11 +93,12 @@ def _parse_args(argv: list[str]) -> tuple[bool, list[str]]:
 
 
 def _become_subreaper() -> None:
-    import ctypes  # only needed off PID 1
+    from trinit._linux import set_child_subreaper  # only needed off PID 1
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        _warn(f"cannot become a child subreaper: {os.strerror(ctypes.get_errno())}")
+    try:
+        set_child_subreaper()
+    except OSError as exc:
+        _warn(f"cannot become a child subreaper: {exc.strerror}")
 
 
 def resolve(name: str) -> str:
@@ -139,16 +140,14 @@ def _spawn(command: list[str]) -> int:
 
 
 def _reset_raw(signum: int) -> None:
-    """SIG_DFL through the raw rt_sigaction syscall (x86_64 13, aarch64 134)."""
-    import ctypes
-    import platform
+    """SIG_DFL through the raw rt_sigaction syscall; best effort, as the exec that follows
+    matters more than one disposition (an unknown architecture or a refusal is ignored)."""
+    from trinit._linux import reset_signal
 
-    number = {"x86_64": 13, "aarch64": 134}.get(platform.machine())
-    if number is None:
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    action = ctypes.create_string_buffer(32)  # handler, flags, restorer, mask: all zero
-    libc.syscall(ctypes.c_long(number), ctypes.c_long(signum), action, None, ctypes.c_size_t(8))
+    try:
+        reset_signal(signum)
+    except OSError:
+        pass
 
 
 def _make_foreground(child: int) -> None:

@@ -34,13 +34,13 @@ Every stage logs a timeline line with the uptime (CLOCK_BOOTTIME, seconds since 
 started), e.g. ``boot: stage=serving uptime=1.234``; the launcher's first instruction is
 passed in ``TRINIT_LAUNCHED_AT`` so the interpreter start-up is on the timeline too.
 
-This module imports only the standard library at import time, so the launcher can reach
-the mounts before the heavier imports (trio, purerpc, protobuf) happen.
+This module imports only the standard library and ``trinit._linux`` (itself stdlib-only) at
+import time, so the launcher can reach the mounts before the heavier imports (trio, purerpc,
+protobuf) happen.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import os
@@ -52,6 +52,19 @@ import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NoReturn
+
+from trinit import _linux as linux
+from trinit._linux import (
+    MNT_DETACH,
+    MS_BIND,
+    MS_MOVE,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_RELATIME,
+    MS_REMOUNT,
+    RB_POWER_OFF,
+)
 
 if TYPE_CHECKING:
     import trio
@@ -65,23 +78,11 @@ MODULE_LIST = "/etc/trinit/modules"
 
 LAUNCHED_AT_ENV = "TRINIT_LAUNCHED_AT"
 
-MS_NOSUID = 0x2
-MS_NODEV = 0x4
-MS_NOEXEC = 0x8
-MS_REMOUNT = 0x20
-MS_BIND = 0x1000
-MS_MOVE = 0x2000
-MS_RELATIME = 0x200000
-MNT_DETACH = 2
-RB_POWER_OFF = 0x4321FEDC
-_SYS_FINIT_MODULE = 313  # x86_64
 PID1_OOM_SCORE_ADJ = -1000
 """OOM_SCORE_ADJ_MIN: the OOM killer never picks PID 1 (killing it would kill the VM)."""
 CGROUP2_OPTIONS = "nsdelegate"
 """A cgroup namespace root's interface files (memory.max, cpu.max...) are then read-only
 from inside that namespace: a container cannot lift the limits the host gave it."""
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 # ---------------------------------------------------------------------- the timeline
@@ -226,8 +227,10 @@ def die(what: str) -> NoReturn:
             _console(f"trinit: {what}\n{text}")
         os.sync()
         _console(f"trinit: fatal: {reason}; powering off\n")
-        _libc.reboot(ctypes.c_int(RB_POWER_OFF))
-        _console(f"trinit: reboot(RB_POWER_OFF): {os.strerror(ctypes.get_errno())}\n")
+        try:
+            linux.reboot(RB_POWER_OFF)
+        except OSError as exc:
+            _console(f"trinit: reboot(RB_POWER_OFF): {exc.strerror}\n")
         os._exit(1)
 
 
@@ -242,21 +245,20 @@ def power_off() -> NoReturn:
     """Sync and power the VM off; if the kernel refuses, exit (a panic) rather than hang."""
     log.info(f"powering off (uptime {uptime():.3f})")
     os.sync()
-    if _libc.reboot(ctypes.c_int(RB_POWER_OFF)) != 0:
-        log.critical(f"reboot(RB_POWER_OFF): {os.strerror(ctypes.get_errno())}")
+    try:
+        linux.reboot(RB_POWER_OFF)
+    except OSError as exc:
+        log.critical(f"reboot(RB_POWER_OFF): {exc.strerror}")
     os._exit(0)
 
 
 # ----------------------------------------------------------------------- the syscalls
 def mount(source: str, target: str, fstype: str, flags: int = 0, data: str | None = None) -> None:
     """mount(2); raises OSError naming the target."""
-    rc = _libc.mount(
-        source.encode(), target.encode(), fstype.encode() if fstype else None,
-        ctypes.c_ulong(flags), None if data is None else data.encode(),
-    )  # fmt: skip
-    if rc != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount {fstype} on {target}: {os.strerror(err)}")
+    try:
+        linux.mount(source, target, fstype or None, flags, data)
+    except OSError as exc:
+        raise OSError(exc.errno, f"mount {fstype} on {target}: {exc.strerror}") from None
 
 
 def mount_binfmt_misc(target: str = "/proc/sys/fs/binfmt_misc") -> None:
@@ -266,9 +268,10 @@ def mount_binfmt_misc(target: str = "/proc/sys/fs/binfmt_misc") -> None:
 
 
 def umount(target: str) -> None:
-    if _libc.umount2(target.encode(), MNT_DETACH) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"umount {target}: {os.strerror(err)}")
+    try:
+        linux.umount2(target, MNT_DETACH)
+    except OSError as exc:
+        raise OSError(exc.errno, f"umount {target}: {exc.strerror}") from None
 
 
 def root_is_initramfs() -> bool:
@@ -370,11 +373,10 @@ def finit_module(path: str) -> None:
     """finit_module(fd, "", 0) on ``path``; FileExistsError if the module is loaded."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        rc = _libc.syscall(_SYS_FINIT_MODULE, fd, b"", 0)
-        err = ctypes.get_errno() if rc != 0 else 0
+        linux.finit_module(fd)
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, f"{path}: already loaded") from None
+    except OSError as exc:
+        raise OSError(exc.errno, f"finit_module {path}: {exc.strerror}") from None
     finally:
         os.close(fd)
-    if err == errno.EEXIST:
-        raise FileExistsError(err, f"{path}: already loaded")
-    if err:
-        raise OSError(err, f"finit_module {path}: {os.strerror(err)}")

@@ -19,9 +19,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from trinit import errors, system
 from trinit._proto import sandbox_pb2 as pb
 from trinit._proto.sandbox_grpc import SandboxContextServicer
-from trinit.nursery import ContainerRegistry, StdioPorts
-from trinit.nursery._process import Dial
-from trinit.nursery._proxies import ProxyTable
+from trinit.nursery import ContainerRegistry, Dial, ProxyTable, StdioPorts
 
 log = logging.getLogger("trinit.server")
 

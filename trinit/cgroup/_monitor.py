@@ -4,7 +4,7 @@ Theory of operation (docs/protocol.md §7.2). The kernel signals a change of ``m
 as an inotify IN_MODIFY on the file. On each change the monitor re-reads the file: when the
 ``high`` count has risen it logs a warning (with ``memory.high`` and ``memory.current`` of
 the same directory), and whenever ``oom`` or ``oom_kill`` is above zero it logs an error.
-It only logs; it never acts. Without inotify (ctypes cannot reach libc, or the watch is
+It only logs; it never acts. Without inotify (libc lacks it, or the watch is
 refused) it polls once a second on the trio clock instead.
 
 Invariants: the inotify fd is non-blocking, waited on with trio, and closed when
@@ -15,21 +15,18 @@ writer that truncates first, as tests do) never resets the baseline.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import struct
 
 import trio
 
+from trinit import _linux as linux
+
 from . import _format
 
 log = logging.getLogger("trinit.cgroup")
 
-_IN_MODIFY = 0x00000002
-_IN_IGNORED = 0x00008000  # the watch went away (file or cgroup removed)
-_IN_NONBLOCK = os.O_NONBLOCK
-_IN_CLOEXEC = os.O_CLOEXEC
 _EVENT_HEADER = struct.Struct("iIII")  # wd, mask, cookie, len
 POLL_INTERVAL = 1.0
 
@@ -113,26 +110,14 @@ def _read_value(path: str) -> str:
 def _open_inotify(path: str) -> int | None:
     """A non-blocking inotify fd watching ``path`` for IN_MODIFY, or None (then poll)."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        init1 = libc.inotify_init1
-        add_watch = libc.inotify_add_watch
-    except (OSError, AttributeError):
-        log.warning("memory monitor: inotify unavailable; polling")
+        fd = linux.inotify_init1(linux.IN_NONBLOCK | linux.IN_CLOEXEC)
+    except OSError as exc:
+        log.warning("memory monitor: inotify_init1: %s; polling", exc.strerror)
         return None
-    init1.argtypes = [ctypes.c_int]
-    init1.restype = ctypes.c_int
-    add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-    add_watch.restype = ctypes.c_int
-    fd = int(init1(_IN_NONBLOCK | _IN_CLOEXEC))
-    if fd < 0:
-        log.warning("memory monitor: inotify_init1: %s; polling", os.strerror(ctypes.get_errno()))
-        return None
-    if add_watch(fd, os.fsencode(path), _IN_MODIFY) < 0:
-        log.warning(
-            "memory monitor: inotify_add_watch %s: %s; polling",
-            path,
-            os.strerror(ctypes.get_errno()),
-        )
+    try:
+        linux.inotify_add_watch(fd, path, linux.IN_MODIFY)
+    except OSError as exc:
+        log.warning("memory monitor: inotify_add_watch %s: %s; polling", path, exc.strerror)
         os.close(fd)
         return None
     return fd
@@ -151,6 +136,6 @@ def _drain(fd: int) -> bool:
         offset = 0
         while offset + _EVENT_HEADER.size <= len(data):
             _wd, mask, _cookie, name_len = _EVENT_HEADER.unpack_from(data, offset)
-            if mask & _IN_IGNORED:
+            if mask & linux.IN_IGNORED:  # the watch went away (file or cgroup removed)
                 removed = True
             offset += _EVENT_HEADER.size + name_len

@@ -7,7 +7,9 @@ Public names:
 * :func:`resolve_user` / :class:`ResolvedUser`: user strings against a rootfs.
 * :class:`Lifecycle`, :class:`State`, :class:`Event`, :class:`InvalidTransition`,
   :data:`SETTLED`, :data:`LIVE`: the pure process state machine.
-* :func:`parse_mount_options`: mount(8)-style option parsing (shared with the Mount RPC).
+* :func:`parse_mount_options` / :class:`MountOptions`: mount(8)-style option parsing
+  (shared with the Mount RPC).
+* :class:`HelperPool`: warm exec helpers (zygotes) a launch can hand its work to.
 * :func:`locate`, :func:`open_root`, :func:`open_in_root`, :func:`makedirs_in_root`,
   :func:`read_bounded`, :func:`require_regular`, :func:`add_root`, :func:`remove_root`:
   paths inside a container rootfs, resolved there (``openat2(RESOLVE_IN_ROOT)``).
@@ -29,18 +31,22 @@ from trinit.exec._inroot import (
 )
 from trinit.exec._launch import LaunchResult, launch
 from trinit.exec._lifecycle import LIVE, SETTLED, Event, InvalidTransition, Lifecycle, State
+from trinit.exec._mountopts import MountOptions
 from trinit.exec._mountopts import parse_options as parse_mount_options
 from trinit.exec._oci import alter_spec, decode_spec
 from trinit.exec._user import ResolvedUser, resolve_user
+from trinit.exec._zygote import HelperPool
 
 __all__ = [
     "LIVE",
     "SETTLED",
     "Event",
+    "HelperPool",
     "InvalidTransition",
     "LaunchResult",
     "Lifecycle",
     "Located",
+    "MountOptions",
     "ResolvedUser",
     "State",
     "add_root",

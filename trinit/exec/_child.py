@@ -48,7 +48,7 @@ import resource
 import stat
 import sys
 
-from trinit.exec import _syscalls as sc
+from trinit import _linux as sc
 from trinit.exec._mountopts import parse_options, statfs_mount_flags
 
 TYPE_CHECKING = False  # typing, json and signal cost 15 ms of imports: see decode_json

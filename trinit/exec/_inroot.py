@@ -24,10 +24,10 @@ import stat as stat_mod
 import threading
 from dataclasses import dataclass
 
+from trinit import _linux as linux
 from trinit.errors import InvalidArgument
-from trinit.exec import _syscalls
 
-IN_ROOT = _syscalls.RESOLVE_IN_ROOT | _syscalls.RESOLVE_NO_MAGICLINKS
+IN_ROOT = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
 SAFE_OPEN = os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 BUNDLE_PARENT = ("run", "container")
 PASSWD_LIMIT = 4 << 20
@@ -103,7 +103,7 @@ def open_in_root(root_fd: int, rel: str, flags: int, mode: int = 0) -> int:
     rel = rel.lstrip("/") or "."
     # openat2 refuses O_PATH with any flag but O_DIRECTORY/O_NOFOLLOW/O_CLOEXEC (EINVAL)
     extra = os.O_CLOEXEC if flags & os.O_PATH else SAFE_OPEN
-    return _syscalls.openat2(root_fd, rel, flags | extra, mode, IN_ROOT)
+    return linux.openat2(root_fd, rel, flags | extra, mode, IN_ROOT)
 
 
 def split_parent(rel: str) -> tuple[str, str]:

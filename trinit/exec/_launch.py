@@ -10,7 +10,8 @@ the result, which then belongs to the caller.
 The helper runs as ``python -I -S -c <bootstrap> <argv_tail>``: ``-I -S`` keeps start-up
 cheap and independent of the environment. The bootstrap registers ``trinit`` and
 ``trinit.exec`` as bare package stubs pointing at this source tree, so the helper imports
-``_child`` and ``_syscalls`` without running the package ``__init__`` (which imports trio).
+``_child``, ``_mountopts`` and ``trinit._linux`` without running a package ``__init__``
+(``trinit.exec``'s imports trio).
 
 :func:`launch_via` is the same protocol with the spawn step first offered to a warm helper
 (``trinit.exec._zygote``): a helper started earlier with :data:`ZYGOTE_BOOTSTRAP` that is
@@ -30,8 +31,8 @@ from pathlib import Path
 
 import trio
 
+from trinit import _linux as linux
 from trinit.errors import Internal
-from trinit.exec import _syscalls
 
 ERROR_READ_GRACE = 2.0
 """Seconds to wait for the helper's error text after a failure or cancellation."""
@@ -322,9 +323,9 @@ async def _handshake(
             raise _HelperFailed("the helper exited before sending the console fd")
         child_fd = int.from_bytes(raw, sys.byteorder, signed=True)
         try:
-            pidfd = _syscalls.pidfd_open(pid)
+            pidfd = linux.pidfd_open(pid)
             try:
-                pty.append(_syscalls.pidfd_getfd(pidfd, child_fd))
+                pty.append(linux.pidfd_getfd(pidfd, child_fd))
             finally:
                 os.close(pidfd)
         except OSError as exc:

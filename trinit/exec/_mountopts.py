@@ -5,66 +5,66 @@ a flag, names in :data:`CLEAR_FLAGS` clear one, propagation words (``rprivate``,
 ...) become a separate propagation mount, ``defaults`` and empty strings are dropped, and
 everything else is joined with "," into the data string. vminitd sends ``defaults`` and the
 propagation words to the filesystem as data (docs/compat.md, Mount). Imported by the
-fast-starting helper, so it depends on :mod:`_syscalls` only.
+fast-starting helper, so it depends on :mod:`trinit._linux` only.
 """
 
 from __future__ import annotations
 
-from trinit.exec import _syscalls as sc
+from trinit import _linux as linux
 
 PAGE_LIMIT = 4096
 
 SET_FLAGS: dict[str, int] = {
-    "bind": sc.MS_BIND,
-    "rbind": sc.MS_BIND | sc.MS_REC,
-    "dirsync": sc.MS_DIRSYNC,
-    "mand": sc.MS_MANDLOCK,
-    "noatime": sc.MS_NOATIME,
-    "nodev": sc.MS_NODEV,
-    "nodiratime": sc.MS_NODIRATIME,
-    "noexec": sc.MS_NOEXEC,
-    "nosuid": sc.MS_NOSUID,
-    "relatime": sc.MS_RELATIME,
-    "remount": sc.MS_REMOUNT,
-    "ro": sc.MS_RDONLY,
-    "strictatime": sc.MS_STRICTATIME,
-    "sync": sc.MS_SYNCHRONOUS,
+    "bind": linux.MS_BIND,
+    "rbind": linux.MS_BIND | linux.MS_REC,
+    "dirsync": linux.MS_DIRSYNC,
+    "mand": linux.MS_MANDLOCK,
+    "noatime": linux.MS_NOATIME,
+    "nodev": linux.MS_NODEV,
+    "nodiratime": linux.MS_NODIRATIME,
+    "noexec": linux.MS_NOEXEC,
+    "nosuid": linux.MS_NOSUID,
+    "relatime": linux.MS_RELATIME,
+    "remount": linux.MS_REMOUNT,
+    "ro": linux.MS_RDONLY,
+    "strictatime": linux.MS_STRICTATIME,
+    "sync": linux.MS_SYNCHRONOUS,
 }
 
 CLEAR_FLAGS: dict[str, int] = {
-    "async": sc.MS_SYNCHRONOUS,
-    "atime": sc.MS_NOATIME,
-    "dev": sc.MS_NODEV,
-    "diratime": sc.MS_NODIRATIME,
-    "exec": sc.MS_NOEXEC,
-    "nomand": sc.MS_MANDLOCK,
-    "norelatime": sc.MS_RELATIME,
-    "nostrictatime": sc.MS_STRICTATIME,
-    "rw": sc.MS_RDONLY,
-    "suid": sc.MS_NOSUID,
+    "async": linux.MS_SYNCHRONOUS,
+    "atime": linux.MS_NOATIME,
+    "dev": linux.MS_NODEV,
+    "diratime": linux.MS_NODIRATIME,
+    "exec": linux.MS_NOEXEC,
+    "nomand": linux.MS_MANDLOCK,
+    "norelatime": linux.MS_RELATIME,
+    "nostrictatime": linux.MS_STRICTATIME,
+    "rw": linux.MS_RDONLY,
+    "suid": linux.MS_NOSUID,
 }
 
 PROPAGATION: dict[str, int] = {
-    "private": sc.MS_PRIVATE,
-    "rprivate": sc.MS_PRIVATE | sc.MS_REC,
-    "shared": sc.MS_SHARED,
-    "rshared": sc.MS_SHARED | sc.MS_REC,
-    "slave": sc.MS_SLAVE,
-    "rslave": sc.MS_SLAVE | sc.MS_REC,
-    "unbindable": sc.MS_UNBINDABLE,
-    "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
+    "private": linux.MS_PRIVATE,
+    "rprivate": linux.MS_PRIVATE | linux.MS_REC,
+    "shared": linux.MS_SHARED,
+    "rshared": linux.MS_SHARED | linux.MS_REC,
+    "slave": linux.MS_SLAVE,
+    "rslave": linux.MS_SLAVE | linux.MS_REC,
+    "unbindable": linux.MS_UNBINDABLE,
+    "runbindable": linux.MS_UNBINDABLE | linux.MS_REC,
 }
 
 #: flags a bind mount ignores on creation and only takes from a MS_REMOUNT|MS_BIND call
 PER_MOUNT_FLAGS = (
-    sc.MS_RDONLY
-    | sc.MS_NOSUID
-    | sc.MS_NODEV
-    | sc.MS_NOEXEC
-    | sc.MS_NOATIME
-    | sc.MS_NODIRATIME
-    | sc.MS_RELATIME
-    | sc.MS_STRICTATIME
+    linux.MS_RDONLY
+    | linux.MS_NOSUID
+    | linux.MS_NODEV
+    | linux.MS_NOEXEC
+    | linux.MS_NOATIME
+    | linux.MS_NODIRATIME
+    | linux.MS_RELATIME
+    | linux.MS_STRICTATIME
 )
 
 
@@ -95,28 +95,28 @@ class MountOptions:
     @property
     def bind_remount_flags(self) -> int:
         """Flags for the MS_REMOUNT|MS_BIND call a bind mount needs (0: none needed)."""
-        if not self.flags & sc.MS_BIND or not self.flags & PER_MOUNT_FLAGS:
+        if not self.flags & linux.MS_BIND or not self.flags & PER_MOUNT_FLAGS:
             return 0
-        return sc.MS_REMOUNT | sc.MS_BIND | (self.flags & PER_MOUNT_FLAGS)
+        return linux.MS_REMOUNT | linux.MS_BIND | (self.flags & PER_MOUNT_FLAGS)
 
     @property
     def skip_main_call(self) -> bool:
         """A data-less bind remount is done entirely by the bind remount call."""
-        return bool(self.flags & sc.MS_REMOUNT and self.flags & sc.MS_BIND and not self.data)
+        return bool(self.flags & linux.MS_REMOUNT and self.flags & linux.MS_BIND and not self.data)
 
 
 # statvfs f_flag bits (ST_*) -> the MS_* flag a remount must keep
 _STATFS_TO_MS: tuple[tuple[int, int], ...] = (
-    (1, sc.MS_RDONLY),
-    (2, sc.MS_NOSUID),
-    (4, sc.MS_NODEV),
-    (8, sc.MS_NOEXEC),
-    (16, sc.MS_SYNCHRONOUS),
-    (64, sc.MS_MANDLOCK),
-    (1024, sc.MS_NOATIME),
-    (2048, sc.MS_NODIRATIME),
-    (4096, sc.MS_RELATIME),
-    (8192, sc.MS_NOSYMFOLLOW),
+    (1, linux.MS_RDONLY),
+    (2, linux.MS_NOSUID),
+    (4, linux.MS_NODEV),
+    (8, linux.MS_NOEXEC),
+    (16, linux.MS_SYNCHRONOUS),
+    (64, linux.MS_MANDLOCK),
+    (1024, linux.MS_NOATIME),
+    (2048, linux.MS_NODIRATIME),
+    (4096, linux.MS_RELATIME),
+    (8192, linux.MS_NOSYMFOLLOW),
 )
 
 

@@ -3,7 +3,8 @@
 from ._backend import HelperBackend, Launched, ProcessBackend
 from ._cgroups import ContainerCgroups, container_statistics, is_cgroup2
 from ._container import CgroupHooks, Container, remove_bundle
-from ._process import NEVER_RAN_EXIT_CODE, ManagedProcess, StdioPorts
+from ._process import NEVER_RAN_EXIT_CODE, Dial, ManagedProcess, StdioPorts
+from ._proxies import ProxyTable
 from ._reaper import ExitStatus, ExitWatch, Reaper
 from ._registry import ContainerRegistry
 
@@ -13,12 +14,14 @@ __all__ = [
     "Container",
     "ContainerCgroups",
     "ContainerRegistry",
+    "Dial",
     "ExitStatus",
     "ExitWatch",
     "HelperBackend",
     "Launched",
     "ManagedProcess",
     "ProcessBackend",
+    "ProxyTable",
     "Reaper",
     "StdioPorts",
     "container_statistics",

@@ -42,12 +42,12 @@ class HelperBackend:
 
     The start protocol is docs/protocol.md §5.5.
 
-    Owns a :class:`trinit.exec._zygote.HelperPool` (one warm helper waiting, so a launch
+    Owns a :class:`trinit.exec.HelperPool` (one warm helper waiting, so a launch
     skips Python start-up); :meth:`aclose` kills that helper.
     """
 
     def __init__(self, python: str = sys.executable, env: Mapping[str, str] | None = None) -> None:
-        from trinit.exec._zygote import HelperPool
+        from trinit.exec import HelperPool
 
         self._python = python
         self._env = env

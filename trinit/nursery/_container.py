@@ -246,7 +246,7 @@ def remove_bundle(bundle: Path) -> None:
     Never deletes through a mount: if an unmount fails, the error is raised and the bundle
     stays, so DeleteProcess fails and the container stays registered (docs/protocol.md §4.20).
     """
-    from trinit.exec._syscalls import umount2
+    from trinit._linux import umount2
 
     if not bundle.exists():
         return

@@ -19,7 +19,7 @@ import trio
 from trinit import errors
 from trinit._log import fields
 from trinit.exec import add_root, alter_spec, decode_spec, remove_root
-from trinit.system._etc import install_etc_file
+from trinit.system import install_etc_file
 
 from ._backend import ProcessBackend
 from ._container import BUNDLE_ROOT, CgroupHooks, Container, write_json

@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING
 from trinit._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from trinit.exec._mountopts import MountOptions, parse_options
+    from trinit.exec import MountOptions
+    from trinit.exec import parse_mount_options as parse_options
 
     from ._copy import Dial, copy
     from ._dns import configure_dns, configure_hosts, render_hosts, render_resolv_conf
     from ._env import getenv, setenv
+    from ._etc import install_etc_file
     from ._files import FsIoctl, filesystem_operation, mkdir, stat, stat_message, write_file
     from ._kill import KillPlan, Me, kill, plan_kill, sync
     from ._mount import MountSyscalls, mount, umount
@@ -25,8 +27,8 @@ if TYPE_CHECKING:
 __getattr__ = lazy_exports(
     __name__,
     {
-        "MountOptions": "trinit.exec._mountopts",
-        "parse_options": "trinit.exec._mountopts",
+        "MountOptions": "trinit.exec",
+        "parse_options": "._mount",  # trinit.exec's parse_mount_options
         "Dial": "._copy",
         "copy": "._copy",
         "configure_dns": "._dns",
@@ -35,6 +37,7 @@ __getattr__ = lazy_exports(
         "render_resolv_conf": "._dns",
         "getenv": "._env",
         "setenv": "._env",
+        "install_etc_file": "._etc",
         "FsIoctl": "._files",
         "filesystem_operation": "._files",
         "mkdir": "._files",
@@ -74,6 +77,7 @@ __all__ = [
     "copy",
     "filesystem_operation",
     "getenv",
+    "install_etc_file",
     "ip_addr_add",
     "ip_link_set",
     "ip_route_add_default",

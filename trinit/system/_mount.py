@@ -2,7 +2,7 @@
 
 Theory of operation:
 
-* ``parse_options`` (``trinit.exec._mountopts``, shared with the exec helper) turns the
+* ``parse_options`` (``trinit.exec.parse_mount_options``, shared with the exec helper) turns the
   host's option strings into mount flags, propagation flags and a data string, with the
   same set/clear table as mount(8) (docs/protocol.md §4.1).
 * :func:`mount` prepares the destination (parent ``mkdir -p`` 0755; an empty 0644 file for a
@@ -29,11 +29,11 @@ from dataclasses import dataclass
 
 import trio
 
+from trinit import _linux as linux
 from trinit._proto import sandbox_pb2 as pb
 from trinit.errors import Internal, InvalidArgument
-from trinit.exec import _syscalls as _libc
 from trinit.exec import makedirs_in_root, open_in_root, split_parent
-from trinit.exec._mountopts import parse_options
+from trinit.exec import parse_mount_options as parse_options
 
 from ._common import has_nul, os_reason, run_blocking, strerror
 from ._paths import Located, locate, root_fd
@@ -50,8 +50,8 @@ UMOUNT_INTERVAL = 0.01
 class MountSyscalls:
     """The syscalls :func:`mount` and :func:`umount` make; tests substitute failing ones."""
 
-    mount: Callable[[str | None, str, str | None, int, str | None], None] = _libc.mount
-    umount2: Callable[[str, int], None] = _libc.umount2
+    mount: Callable[[str | None, str, str | None, int, str | None], None] = linux.mount
+    umount2: Callable[[str, int], None] = linux.umount2
     pci_rescan_path: str = "/sys/bus/pci/rescan"
 
 
@@ -146,7 +146,7 @@ async def mount(
         opts = parse_options(list(request.options))
     except ValueError:
         raise Internal(f"mount: {what}: data string longer than a page") from None
-    is_bind = bool(opts.flags & _libc.MS_BIND)
+    is_bind = bool(opts.flags & linux.MS_BIND)
     try:
         await run_blocking(lambda: _prepare_destination(source, destination, is_bind))
     except OSError as exc:
@@ -224,7 +224,7 @@ async def umount(
             continue
         return pb.UmountResponse()
     log.warning("umount: %s still busy after %d attempts; detaching lazily", path, UMOUNT_ATTEMPTS)
-    lazy = (flags & ~_libc.MNT_EXPIRE) | _libc.MNT_DETACH
+    lazy = (flags & ~linux.MNT_EXPIRE) | linux.MNT_DETACH
     try:
         await run_blocking(lambda: syscalls.umount2(path, lazy))
     except OSError as exc:

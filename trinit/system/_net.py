@@ -22,9 +22,9 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from trinit import _linux as linux
 from trinit._proto import sandbox_pb2 as pb
 from trinit.errors import Internal, InvalidArgument, TrinitError
-from trinit.exec import _syscalls as _libc
 
 from ._common import has_nul, os_reason, run_blocking, strerror
 
@@ -61,13 +61,13 @@ def _in_netns(netns: str | None, fn: Callable[[], T]) -> T:
     try:
         target = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            _libc.setns(target, _libc.CLONE_NEWNET)
+            linux.setns(target, linux.CLONE_NEWNET)
         finally:
             os.close(target)
         try:
             return fn()
         finally:
-            _libc.setns(own, _libc.CLONE_NEWNET)
+            linux.setns(own, linux.CLONE_NEWNET)
     finally:
         os.close(own)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from trinit import _linux as linux
 from trinit._proto import sandbox_pb2 as pb
 from trinit.errors import Internal
-from trinit.exec import _syscalls as _libc
 
 from ._common import has_nul, os_reason, run_blocking
 
@@ -65,7 +65,7 @@ async def sysctl(request: pb.SysctlRequest, *, proc_sys: str = PROC_SYS) -> pb.S
 async def set_time(
     request: pb.SetTimeRequest,
     *,
-    settimeofday: Callable[[int, int], None] = _libc.settimeofday,
+    settimeofday: Callable[[int, int], None] = linux.settimeofday,
 ) -> pb.SetTimeResponse:
     """Set the VM's wall clock to ``sec``/``usec``; ``Internal("failed to settimeofday: ...")``.
 

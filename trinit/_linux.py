@@ -1,0 +1,383 @@
+"""The one layer for the Linux calls Python 3.11 lacks: ctypes over the C library.
+
+Every raw call trinit makes goes through here (boot as PID 1, ``trinit init``, the exec
+helper, the agent, the system RPCs), so each is written once, with one error convention:
+failure raises :class:`OSError` with the errno, exactly like an ``os`` function.
+
+Why one module, and why it stays this small:
+* The exec helper imports it before pivot_root and must start fast, so this module imports
+  ``ctypes``, ``errno`` and ``os`` only (not even ``typing``), never trio or another trinit
+  module, and imports everything at load time (after pivot_root no file of the interpreter is
+  reachable for a lazy import).
+* glibc's wrapper is used wherever glibc 2.36 has one (it is the ABI we can rely on across
+  architectures). Only calls without a usable wrapper go through ``syscall(2)`` with a number
+  from :data:`SYSCALL_NUMBERS`, keyed by the machine name ``platform.machine()`` reports
+  (read here from ``os.uname()``, which is where ``platform`` gets it: importing
+  ``platform`` would cost the helper ~9 ms). An architecture missing from the table fails
+  that call, not the import, with :class:`UnsupportedArchitecture`.
+* Every integer goes to C as an explicitly sized ctypes value: ``syscall`` and ``prctl``
+  are variadic, where a Python int would be passed as a C ``int`` and truncated.
+
+Invariant: nothing here keeps state except the loaded libc handle; every function is safe to
+call after ``fork()``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+
+TYPE_CHECKING = False  # typing costs the exec helper ~12 ms of imports
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+SYSCALL_NUMBERS: dict[str, dict[str, int]] = {
+    "x86_64": {"rt_sigaction": 13, "finit_module": 313, "openat2": 437},
+    "aarch64": {"rt_sigaction": 134, "finit_module": 273, "openat2": 437},
+}
+"""``machine -> name -> number`` for the calls made through ``syscall(2)``: glibc 2.36 has no
+wrapper for ``openat2`` and ``finit_module``, and its ``sigaction`` refuses glibc's own
+signals 32 and 33. Checked against the kernel's headers by ``tests/test_linux.py``."""
+
+# Namespaces (linux/sched.h)
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# mount(2) flags (linux/mount.h)
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_SYNCHRONOUS = 16
+MS_REMOUNT = 32
+MS_MANDLOCK = 64
+MS_DIRSYNC = 128
+MS_NOSYMFOLLOW = 256
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_SILENT = 32768
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+MS_LAZYTIME = 1 << 25
+MS_PROPAGATION = MS_SHARED | MS_SLAVE | MS_UNBINDABLE | MS_PRIVATE
+
+# umount2(2)
+MNT_FORCE = 1
+MNT_DETACH = 2
+MNT_EXPIRE = 4
+UMOUNT_NOFOLLOW = 8
+
+# openat2(2) resolve flags (linux/openat2.h)
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+RESOLVE_CACHED = 0x20
+
+# prctl(2)
+PR_SET_PDEATHSIG = 1
+PR_SET_KEEPCAPS = 8
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_IS_SET = 1
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_LOWER = 3
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+# capabilities (linux/capability.h)
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+# reboot(2) (linux/reboot.h)
+RB_POWER_OFF = 0x4321FEDC
+
+# inotify(7) (linux/inotify.h; the flags are O_NONBLOCK and O_CLOEXEC)
+IN_MODIFY = 0x00000002
+IN_IGNORED = 0x00008000
+IN_NONBLOCK = os.O_NONBLOCK
+IN_CLOEXEC = os.O_CLOEXEC
+
+# tty ioctls (same values on x86_64 and aarch64)
+TIOCSCTTY = 0x540E
+TIOCSWINSZ = 0x5414
+
+# close_range(2)
+CLOSE_RANGE_CLOEXEC = 1 << 2
+
+# statfs magic of cgroup2
+CGROUP2_SUPER_MAGIC = 0x63677270
+
+
+class UnsupportedArchitecture(OSError):
+    """This machine has no entry in :data:`SYSCALL_NUMBERS` for a call (errno ENOSYS)."""
+
+
+def machine() -> str:
+    """The running kernel's machine name, as ``platform.machine()`` reports it."""
+    return os.uname().machine
+
+
+def syscall_number(name: str, arch: str | None = None) -> int:
+    """The number of syscall ``name`` on ``arch`` (default: this machine)."""
+    arch = machine() if arch is None else arch
+    try:
+        return SYSCALL_NUMBERS[arch][name]
+    except KeyError:
+        message = f"no syscall number for {name} on {arch} (known: {', '.join(SYSCALL_NUMBERS)})"
+        raise UnsupportedArchitecture(errno.ENOSYS, message) from None
+
+
+def _check(result: int) -> int:
+    if result == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return result
+
+
+def _function(name: str) -> Callable[..., Any]:
+    """libc's ``name``; a libc without it fails the call with ENOSYS, like an old kernel."""
+    try:
+        return getattr(_libc, name)  # type: ignore[no-any-return]
+    except AttributeError:
+        raise OSError(errno.ENOSYS, f"the C library has no {name}()") from None
+
+
+def _call(name: str, *args: object) -> int:
+    """libc's wrapper ``name(*args)``; its -1 becomes OSError."""
+    return _check(int(_function(name)(*args)))
+
+
+def _syscall(name: str, *args: object) -> int:
+    """``syscall(number of name, *args)``; -1 becomes OSError."""
+    number = syscall_number(name)
+    return _check(int(_libc.syscall(ctypes.c_long(number), *args)))
+
+
+def _path(value: str | bytes | None) -> bytes | None:
+    if value is None:
+        return None
+    return os.fsencode(value)
+
+
+# ------------------------------------------------------------------------ namespaces
+def unshare(flags: int) -> None:
+    """Move the calling process into new namespaces (``unshare(2)``)."""
+    _call("unshare", ctypes.c_int(flags))
+
+
+def setns(fd: int, nstype: int) -> None:
+    """Join the namespace(s) of ``fd`` (a /proc/*/ns file or a pidfd)."""
+    _call("setns", ctypes.c_int(fd), ctypes.c_int(nstype))
+
+
+# ---------------------------------------------------------------------------- mounts
+def mount(
+    source: str | bytes | None,
+    target: str | bytes,
+    fstype: str | bytes | None,
+    flags: int,
+    data: str | bytes | None,
+) -> None:
+    """``mount(2)``; ``None`` strings become NULL pointers."""
+    _call(
+        "mount",
+        ctypes.c_char_p(_path(source)),
+        ctypes.c_char_p(_path(target)),
+        ctypes.c_char_p(_path(fstype)),
+        ctypes.c_ulong(flags),
+        ctypes.c_char_p(_path(data)),
+    )
+
+
+def umount2(target: str | bytes, flags: int) -> None:
+    """``umount2(2)``."""
+    _call("umount2", ctypes.c_char_p(_path(target)), ctypes.c_int(flags))
+
+
+def pivot_root(new_root: str | bytes, put_old: str | bytes) -> None:
+    """``pivot_root(2)`` (glibc exports it without declaring it in a header)."""
+    _call("pivot_root", ctypes.c_char_p(_path(new_root)), ctypes.c_char_p(_path(put_old)))
+
+
+# ------------------------------------------------------------------------ files, fds
+class _OpenHow(ctypes.Structure):
+    _fields_ = [
+        ("flags", ctypes.c_uint64),
+        ("mode", ctypes.c_uint64),
+        ("resolve", ctypes.c_uint64),
+    ]
+
+
+def openat2(dirfd: int, path: str | bytes, flags: int, mode: int, resolve: int) -> int:
+    """``openat2(2)``: open ``path`` relative to ``dirfd`` under the ``resolve`` rules.
+
+    ``O_CLOEXEC`` is always added; the caller owns the returned fd.
+    """
+    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+    return _syscall(
+        "openat2",
+        ctypes.c_long(dirfd),
+        ctypes.c_char_p(_path(path)),
+        ctypes.byref(how),
+        ctypes.c_size_t(ctypes.sizeof(how)),
+    )
+
+
+def close_range(first: int, last: int, flags: int) -> None:
+    """``close_range(2)``; with CLOSE_RANGE_CLOEXEC it marks the fds instead of closing."""
+    _call("close_range", ctypes.c_uint(first), ctypes.c_uint(last), ctypes.c_int(flags))
+
+
+def pidfd_open(pid: int, flags: int = 0) -> int:
+    """A new CLOEXEC pidfd for ``pid``; the caller owns and closes it."""
+    return _call("pidfd_open", ctypes.c_int(pid), ctypes.c_uint(flags))
+
+
+def pidfd_getfd(pidfd: int, targetfd: int, flags: int = 0) -> int:
+    """Duplicate fd ``targetfd`` of the process behind ``pidfd`` into this process.
+
+    The new fd is CLOEXEC and owned by the caller.
+    """
+    return _call("pidfd_getfd", ctypes.c_int(pidfd), ctypes.c_int(targetfd), ctypes.c_uint(flags))
+
+
+def inotify_init1(flags: int) -> int:
+    """A new inotify fd (``inotify_init1(2)``); the caller owns it."""
+    return _call("inotify_init1", ctypes.c_int(flags))
+
+
+def inotify_add_watch(fd: int, path: str | bytes, mask: int) -> int:
+    """Watch ``path`` for the events in ``mask`` on inotify fd ``fd``; returns the watch."""
+    raw = ctypes.c_char_p(_path(path))
+    return _call("inotify_add_watch", ctypes.c_int(fd), raw, ctypes.c_uint32(mask))
+
+
+# ---------------------------------------------------------------------- capabilities
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+def capget(pid: int = 0) -> tuple[int, int, int]:
+    """(effective, permitted, inheritable) of ``pid`` (0 = self) as 64-bit masks."""
+    header = _CapHeader(LINUX_CAPABILITY_VERSION_3, pid)
+    data = (_CapData * 2)()
+    _call("capget", ctypes.byref(header), data)
+    return (
+        data[0].effective | (data[1].effective << 32),
+        data[0].permitted | (data[1].permitted << 32),
+        data[0].inheritable | (data[1].inheritable << 32),
+    )
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """Set the calling thread's capability sets; all 64 bits of each mask are used."""
+    header = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    mask = 0xFFFFFFFF
+    for index, shift in ((0, 0), (1, 32)):
+        data[index].effective = (effective >> shift) & mask
+        data[index].permitted = (permitted >> shift) & mask
+        data[index].inheritable = (inheritable >> shift) & mask
+    _call("capset", ctypes.byref(header), data)
+
+
+# ---------------------------------------------------------------------------- prctl
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    """``prctl(2)`` with integer arguments; returns the call's result."""
+    return _call(
+        "prctl",
+        ctypes.c_int(option),
+        ctypes.c_ulong(arg2),
+        ctypes.c_ulong(arg3),
+        ctypes.c_ulong(arg4),
+        ctypes.c_ulong(arg5),
+    )
+
+
+def set_child_subreaper() -> None:
+    """Orphaned descendants re-parent to this process instead of PID 1, so it reaps them."""
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+# --------------------------------------------------------------------------- signals
+def reset_signal(signum: int) -> None:
+    """Set ``signum``'s disposition to SIG_DFL with the raw syscall.
+
+    glibc's sigaction refuses its internal signals 32 and 33, and its posix_spawn leaves
+    them *ignored* in every child of a threaded parent; an ignored disposition survives
+    execve, so the helper resets them here before exec'ing the workload. The kernel's
+    ``struct sigaction`` is handler, flags, restorer, mask (4 x 8 bytes) on x86_64 and
+    aarch64; all zeroes means SIG_DFL with no flags and an empty mask.
+    """
+    action = ctypes.create_string_buffer(32)
+    _syscall("rt_sigaction", ctypes.c_long(signum), action, None, ctypes.c_size_t(8))
+
+
+# ----------------------------------------------------------------- the machine itself
+def sethostname(name: str) -> None:
+    """Set the hostname of the current UTS namespace."""
+    raw = name.encode()
+    _call("sethostname", ctypes.c_char_p(raw), ctypes.c_size_t(len(raw)))
+
+
+class _Timeval(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long)]
+
+
+def settimeofday(sec: int, usec: int) -> None:
+    """``settimeofday(2)`` without a timezone (SetTime)."""
+    _call("settimeofday", ctypes.byref(_Timeval(sec, usec)), None)
+
+
+def reboot(command: int) -> None:
+    """``reboot(2)``; with RB_POWER_OFF it returns only if the kernel refuses."""
+    _call("reboot", ctypes.c_int(command))
+
+
+def finit_module(fd: int, params: str = "", flags: int = 0) -> None:
+    """Load the kernel module open on ``fd`` (``finit_module(2)``; glibc has no wrapper)."""
+    raw = ctypes.c_char_p(params.encode())
+    _syscall("finit_module", ctypes.c_long(fd), raw, ctypes.c_long(flags))
+
+
+# ------------------------------------------------------------------------------ ptys
+def unlockpt(fd: int) -> None:
+    """Unlock the slave of PTY master ``fd``."""
+    _call("unlockpt", ctypes.c_int(fd))
+
+
+def ptsname(fd: int) -> str:
+    """Path of the slave of PTY master ``fd`` (thread-safe ``ptsname_r``)."""
+    buf = ctypes.create_string_buffer(128)
+    err = int(_function("ptsname_r")(ctypes.c_int(fd), buf, ctypes.c_size_t(len(buf))))
+    if err != 0:
+        raise OSError(err, os.strerror(err))
+    return os.fsdecode(buf.value)
