@@ -273,3 +273,15 @@ def test_no_fd_leaks_into_containers(agent) -> None:
     init.kill(9)
     init.wait(timeout=30)
     init.delete()
+
+
+def test_a_missing_rootfs_is_refused_without_touching_the_vm(agent, tmp_path) -> None:
+    """vminitd would mkdir -p <root.path>/etc to write the hostname: on the VM's own disk."""
+    missing = tmp_path / "no-such-rootfs"
+    spec = Container(agent.host).spec(["true"])
+    spec["root"] = {"path": str(missing)}
+    request = pb.CreateProcessRequest(
+        id="nofs", containerID="nofs", configuration=json.dumps(spec).encode()
+    )
+    assert _code(agent.host.stub.CreateProcess, request) == grpc.StatusCode.INVALID_ARGUMENT
+    assert not missing.exists()

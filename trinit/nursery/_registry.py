@@ -11,6 +11,7 @@ cannot both succeed; everything else is serialised per container, never globally
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,10 @@ class ContainerRegistry:
         root_path = spec["root"]["path"]
 
         def prepare_bundle() -> None:
+            if not os.path.isdir(root_path):
+                # vminitd would mkdir -p <root.path>/etc for the hostname and fail at start:
+                # creating directories on the VM for a rootfs that is not there helps nobody
+                raise errors.InvalidArgument(f"root.path {root_path} is not a directory")
             if hostname:
                 try:
                     install_etc_file(root_path, "hostname", hostname.encode())
