@@ -308,3 +308,31 @@ def settimeofday(sec: int, usec: int) -> None:
     if libc.settimeofday(ctypes.byref(_Timeval(sec, usec)), None) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+# seccomp(2) and prctl(PR_SET_SECCOMP) (linux/seccomp.h, linux/prctl.h)
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+SECCOMP_SET_MODE_FILTER = 1
+SYS["seccomp"] = (317, 277)[_ARCH_INDEX]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def seccomp_set_mode_filter(program: bytes, flags: int) -> None:
+    """Install the classic-BPF ``program`` (packed ``struct sock_filter``s) on this thread.
+
+    Without flags this is ``prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER)``, which every
+    seccomp kernel has; flags (TSYNC, LOG, SPEC_ALLOW) need ``seccomp(2)``. The caller needs
+    no_new_privs or CAP_SYS_ADMIN; the kernel copies the program, so the buffer is free after.
+    """
+    buffer = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    if flags:
+        _call("seccomp", ctypes.c_ulong(SECCOMP_SET_MODE_FILTER), ctypes.c_ulong(flags),
+              ctypes.byref(prog))  # fmt: skip
+    else:
+        _call("prctl", ctypes.c_long(PR_SET_SECCOMP), ctypes.c_ulong(SECCOMP_MODE_FILTER),
+              ctypes.byref(prog), ctypes.c_ulong(0), ctypes.c_ulong(0))  # fmt: skip
