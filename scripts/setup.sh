@@ -7,6 +7,15 @@ for cmd_pkg in busybox:busybox-static socat:socat unshare:util-linux ip:iproute2
     command -v "${cmd_pkg%%:*}" >/dev/null 2>&1 || need+=("${cmd_pkg#*:}")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+# gcc and static libc: the seccomp tests' syscall probe; the uapi headers of x86_64, arm64 and
+# armhf: scripts/gen_syscall_tables.py and the test that checks its table against them
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
+[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/aarch64-linux-gnu/libc.a ] || need+=(libc6-dev)
+for hdr_pkg in /usr/include/asm-generic/unistd.h:linux-libc-dev \
+    /usr/aarch64-linux-gnu/include/asm/unistd.h:linux-libc-dev-arm64-cross \
+    /usr/arm-linux-gnueabihf/include/asm/unistd.h:linux-libc-dev-armhf-cross; do
+    [ -e "${hdr_pkg%%:*}" ] || need+=("${hdr_pkg#*:}")
+done
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
