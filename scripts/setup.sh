@@ -14,6 +14,15 @@ if [ ! -f /usr/include/x86_64-linux-gnu/asm/unistd_64.h ] &&
     [ ! -f /usr/x86_64-linux-gnu/include/asm/unistd_64.h ]; then
     if [ "$(uname -m)" = x86_64 ]; then need+=(linux-libc-dev); else need+=(linux-libc-dev-amd64-cross); fi
 fi
+# gcc and static libc: the seccomp tests' syscall probe; the uapi headers of x86_64, arm64 and
+# armhf: scripts/gen_syscall_tables.py and the test that checks its table against them
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
+[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/aarch64-linux-gnu/libc.a ] || need+=(libc6-dev)
+for hdr_pkg in /usr/include/asm-generic/unistd.h:linux-libc-dev \
+    /usr/aarch64-linux-gnu/include/asm/unistd.h:linux-libc-dev-arm64-cross \
+    /usr/arm-linux-gnueabihf/include/asm/unistd.h:linux-libc-dev-armhf-cross; do
+    [ -e "${hdr_pkg%%:*}" ] || need+=("${hdr_pkg#*:}")
+done
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

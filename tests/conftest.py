@@ -33,8 +33,10 @@ def agent() -> Iterator[LocalAgent]:
 def _session_rootfs_cleanup() -> Iterator[None]:
     yield
     from agentlib import cleanup_rootfs
+    from seccomplib import cleanup_probe
 
     cleanup_rootfs()
+    cleanup_probe()
 
 
 @pytest.fixture

@@ -37,8 +37,8 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
 SYSCALL_NUMBERS: dict[str, dict[str, int]] = {
-    "x86_64": {"rt_sigaction": 13, "finit_module": 313, "openat2": 437},
-    "aarch64": {"rt_sigaction": 134, "finit_module": 273, "openat2": 437},
+    "x86_64": {"rt_sigaction": 13, "finit_module": 313, "openat2": 437, "seccomp": 317},
+    "aarch64": {"rt_sigaction": 134, "finit_module": 273, "openat2": 437, "seccomp": 277},
 }
 """``machine -> name -> number`` for the calls made through ``syscall(2)``: glibc 2.36 has no
 wrapper for ``openat2`` and ``finit_module``, and its ``sigaction`` refuses glibc's own
@@ -381,3 +381,30 @@ def ptsname(fd: int) -> str:
     if err != 0:
         raise OSError(err, os.strerror(err))
     return os.fsdecode(buf.value)
+
+
+# seccomp(2) and prctl(PR_SET_SECCOMP) (linux/seccomp.h, linux/prctl.h)
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+SECCOMP_SET_MODE_FILTER = 1
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def seccomp_set_mode_filter(program: bytes, flags: int) -> None:
+    """Install the classic-BPF ``program`` (packed ``struct sock_filter``s) on this thread.
+
+    Without flags this is ``prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER)``, which every
+    seccomp kernel has; flags (TSYNC, LOG, SPEC_ALLOW) need ``seccomp(2)``. The caller needs
+    no_new_privs or CAP_SYS_ADMIN; the kernel copies the program, so the buffer is free after.
+    """
+    buffer = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    if flags:
+        _syscall("seccomp", ctypes.c_ulong(SECCOMP_SET_MODE_FILTER), ctypes.c_ulong(flags),
+                 ctypes.byref(prog))  # fmt: skip
+    else:
+        _call("prctl", ctypes.c_long(PR_SET_SECCOMP), ctypes.c_ulong(SECCOMP_MODE_FILTER),
+              ctypes.byref(prog), ctypes.c_ulong(0), ctypes.c_ulong(0))  # fmt: skip

@@ -701,8 +701,26 @@ def _env_mapping(env: list[str]) -> dict[str, str]:
     return mapping
 
 
-def _common_tail(process: dict[str, Any]) -> NoReturn:
+def _load_seccomp(spec: dict[str, Any]) -> Any:
+    """Compile ``linux.seccomp`` (None without one) while the package is still reachable."""
+    seccomp = (spec.get("linux") or {}).get("seccomp")
+    if seccomp is None:
+        return None
+    from trinit.exec import _seccomp  # before pivot_root: only specs with seccomp pay for it
+
+    with _Stage("compile seccomp profile"):
+        return _seccomp.compile_filter(seccomp)
+
+
+def _install_seccomp(seccomp: Any) -> None:
+    with _Stage("install seccomp filter"):
+        sc.seccomp_set_mode_filter(seccomp.program, seccomp.flags)
+
+
+def _common_tail(process: dict[str, Any], seccomp: Any = None) -> NoReturn:
     _set_rlimits(process.get("rlimits") or [])
+    if seccomp is not None and not process.get("noNewPrivileges"):
+        _install_seccomp(seccomp)  # needs CAP_SYS_ADMIN without no_new_privs, as in runc
     caps = process.get("capabilities") or {}
     with _Stage("drop bounding capabilities"):
         _drop_bounding(cap_mask(caps.get("bounding")))
@@ -752,6 +770,8 @@ def _common_tail(process: dict[str, Any]) -> NoReturn:
     with _Stage(f"chdir {cwd}"):
         os.chdir(cwd)
     _restore_signals()
+    if seccomp is not None and process.get("noNewPrivileges"):
+        _install_seccomp(seccomp)  # as late as possible: fewest calls the profile must allow
     try:
         os.execve(executable, args, _env_mapping(env))
     except OSError as exc:
@@ -768,6 +788,7 @@ def _run_container_init(spec: dict[str, Any], bundle: str, new_cgroup_ns: bool) 
             sc.unshare(sc.CLONE_NEWCGROUP)
     with _Stage("setsid"):
         os.setsid()
+    seccomp = _load_seccomp(spec)
     rootfs = os.path.join(bundle, spec["root"]["path"])  # an absolute path wins
     _setup_root(spec, os.path.abspath(rootfs))
     process = spec.get("process") or {}
@@ -782,7 +803,7 @@ def _run_container_init(spec: dict[str, Any], bundle: str, new_cgroup_ns: bool) 
     _mask_paths(linux.get("maskedPaths") or [])
     _readonly_paths(linux.get("readonlyPaths") or [])
     _cloexec_above_stdio()
-    _common_tail(process)
+    _common_tail(process, seccomp)
 
 
 def _kill_quietly(pid: int) -> None:
@@ -811,18 +832,21 @@ def command_run(bundle: str, cgroup_root: str) -> int:
     return 0
 
 
-def _exec_process(process: dict[str, Any]) -> NoReturn:
+def _exec_process(process: dict[str, Any], seccomp: Any) -> NoReturn:
     _wait_ack(ACK_PID)
     with _Stage("setsid"):
         os.setsid()
     if process.get("terminal"):
         _setup_terminal(console=False, size=console_size(process))
     _cloexec_above_stdio()
-    _common_tail(process)
+    _common_tail(process, seccomp)
 
 
-def command_exec(process_path: str, parent_pid: int) -> int:
+def command_exec(process_path: str, parent_pid: int, bundle: str | None = None) -> int:
     process = _load_json(process_path, "process")
+    # an exec gets its container's filter (config.json), as in runc
+    config = _load_json(os.path.join(bundle, "config.json"), "OCI bundle") if bundle else {}
+    seccomp = _load_seccomp(config)
     _set_oom_score_adj(process)
     with _Stage(f"pidfd_open {parent_pid}"):
         pidfd = sc.pidfd_open(parent_pid)
@@ -834,7 +858,7 @@ def command_exec(process_path: str, parent_pid: int) -> int:
     with _Stage("fork"):
         pid = os.fork()
     if pid == 0:
-        _guarded(lambda: _exec_process(process))
+        _guarded(lambda: _exec_process(process, seccomp))
     try:
         _write_int(pid)
     except BaseException:
@@ -890,7 +914,7 @@ def main(argv: list[str]) -> int:
             parent_pid = int(options["parent-pid"])
         except ValueError:
             raise ChildError("exec: --parent-pid must be an integer") from None
-        return command_exec(options["process-path"], parent_pid)
+        return command_exec(options["process-path"], parent_pid, options.get("bundle-path"))
     except BaseException as exc:
         _report(_describe(exc))
         return 1

@@ -19,6 +19,7 @@ import json
 from typing import Any
 
 from trinit.errors import Internal, InvalidArgument
+from trinit.exec._seccomp import SeccompError, compile_filter
 from trinit.exec._user import resolve_user
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -143,6 +144,11 @@ def _validate(spec: dict[str, Any]) -> None:
             _require(linux["sysctl"], dict, "linux.sysctl")
             for value in linux["sysctl"].values():
                 _require(value, str, "linux.sysctl values")
+        if linux.get("seccomp") is not None:
+            try:  # the helper compiles it again; refusing here fails CreateProcess, not Start
+                compile_filter(linux["seccomp"])
+            except SeccompError as exc:
+                raise InvalidArgument(f"invalid spec: {exc}") from None
 
 
 def _dedupe(values: list[int]) -> list[int]:

@@ -4,6 +4,7 @@ from ._client import Host, Process, Result, oci_spec
 from ._local import LocalAgent
 from ._ports import HostPort, PortAllocator
 from ._rootfs import build_busybox_rootfs, busybox_spec
+from ._seccomp import default_seccomp
 
 __all__ = [
     "Host",
@@ -14,5 +15,6 @@ __all__ = [
     "Result",
     "build_busybox_rootfs",
     "busybox_spec",
+    "default_seccomp",
     "oci_spec",
 ]

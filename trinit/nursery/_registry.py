@@ -119,7 +119,10 @@ class ContainerRegistry:
             path = container.bundle / "execs" / exec_id / "process.json"
             await trio.to_thread.run_sync(write_json, path, process)
             proc = self._new_process(
-                exec_id, container.container_id, ["exec", "--process-path", str(path)], terminal
+                exec_id,
+                container.container_id,
+                ["exec", "--process-path", str(path), "--bundle-path", str(container.bundle)],
+                terminal,
             )
             await proc.open_stdio(self._dial, ports)
             try:
