@@ -53,6 +53,10 @@ class CgroupHooks:
 
     The real implementation (``trinit.cgroup``) creates the container's cgroup before the
     init runs, places execs in the init's cgroup, and removes it on delete.
+
+    Blocking: the synchronous hooks (``prepare``, ``remember_events``) touch cgroupfs and
+    are called from worker threads only; the async hooks keep their own file system work
+    off the event loop.
     """
 
     def prepare(self, container_id: str, spec: dict[str, Any]) -> None:
