@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,17 +96,6 @@ def _remove_tree(top: str) -> None:
             os.rmdir(directory)
         except OSError:
             pass
-
-
-@pytest.fixture
-def short_gil_switch() -> Iterator[None]:
-    """See the module docstring: GIL hand-overs within 0.5 ms instead of 5 ms."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(0.0005)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(before)
 
 
 @pytest.fixture
