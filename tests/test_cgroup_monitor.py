@@ -66,8 +66,7 @@ async def test_inotify_warns_on_high_and_errors_on_oom(events_file: Path, logs: 
     before = open_fds()
     monitor = MemoryMonitor()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(monitor.run, str(events_file))
-        await trio.testing.wait_all_tasks_blocked()
+        await nursery.start(monitor.run, str(events_file))
         rewrite(events_file, "low 0\nhigh 1\nmax 0\noom 0\noom_kill 0\n")
         (warning,) = await logs.wait_for(logging.WARNING)
         assert "threshold=83886080" in warning[1]
@@ -87,8 +86,7 @@ async def test_inotify_stops_when_file_goes_away(events_file: Path, logs: LogWai
     before = open_fds()
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(MemoryMonitor().run, str(events_file))
-            await trio.testing.wait_all_tasks_blocked()
+            await nursery.start(MemoryMonitor().run, str(events_file))
             os.unlink(str(events_file))  # the monitor returns on IN_IGNORED; the nursery then ends
     assert any("removed" in message for _, message, _ in logs.records)
     assert open_fds() == before
@@ -104,7 +102,7 @@ async def test_polling_checks_once_a_second(
 ) -> None:
     start = trio.current_time()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(MemoryMonitor(use_inotify=False).run, str(events_file))
+        await nursery.start(MemoryMonitor(use_inotify=False).run, str(events_file))
         await trio.sleep(0.5)
         rewrite(events_file, "high 3\n")
         (warning,) = await logs.wait_for(logging.WARNING)

@@ -73,13 +73,15 @@ async def run_agent(
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as stop_signals:
         async with trio.open_nursery() as root:
             await root.start(reaper.run)
+            # is the root cgroup2? reads /proc/self/mountinfo: not on the loop
+            cgroups = await trio.to_thread.run_sync(ContainerCgroups.for_root, config.cgroup_root)
             registry = ContainerRegistry(
                 root,
                 reaper=reaper,
                 backend=(backend := HelperBackend()),  # zygote pool: closed below
                 dial=transport.dial,
                 drain_grace=config.drain_grace,
-                cgroups=ContainerCgroups.for_root(config.cgroup_root),
+                cgroups=cgroups,
             )
             proxies = ProxyTable(root, transport)
             servicer = Servicer(registry, transport.dial, proxies)

@@ -22,8 +22,10 @@ Invariants:
 
 Who calls it: the container owner (create/apply/add at CreateProcess and StartProcess,
 remove at DeleteProcess), the exec path (``cgroup_of`` + ``add_process``), and the PID-1
-boot (:func:`setup_own_cgroup`). The synchronous methods are a few in-memory filesystem
-syscalls each and are safe to call from the event loop.
+boot (:func:`setup_own_cgroup`, before the event loop starts). The synchronous methods
+make filesystem syscalls (cgroupfs mkdir/rmdir take locks the kernel shares with every
+other cgroup operation, and ``cgroup_of`` reads ``/proc/self/mountinfo``): from async code,
+call them in a worker thread. :meth:`CgroupManager.remove` does that itself.
 """
 
 from __future__ import annotations
@@ -254,14 +256,18 @@ class CgroupManager:
         Any other error raises Internal at once. A directory that does not exist (any
         more) counts as removed. Refuses root and paths outside it (InvalidArgument).
 
-        Cancellation: only the sleeps between attempts are checkpoints; cancelled there, the
-        processes are already killed and part of the subtree may be gone. Nothing to close.
+        Each attempt runs in a worker thread (it writes cgroupfs files and rmdirs a tree: a
+        blocking call the event loop must not make). Cancellation: an attempt already
+        running completes (the thread is never abandoned, so the kill is either written or
+        not); the cancellation takes effect after it, or in a sleep between attempts. Then
+        the processes are already killed and part of the subtree may be gone. Nothing to
+        close.
         """
         self._relative_parts(cgroup_dir)
         attempts = len(REMOVE_RETRY_DELAYS) + 1
         for attempt in range(attempts):
             try:
-                self._remove_once(cgroup_dir)
+                await trio.to_thread.run_sync(self._remove_once, cgroup_dir)
                 return
             except OSError as exc:
                 if exc.errno not in _RETRYABLE_REMOVE_ERRNOS:

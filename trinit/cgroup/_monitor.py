@@ -8,7 +8,9 @@ It only logs; it never acts. Without inotify (libc lacks it, or the watch is
 refused) it polls once a second on the trio clock instead.
 
 Invariants: the inotify fd is non-blocking, waited on with trio, and closed when
-:meth:`MemoryMonitor.run` returns or is cancelled. Only a change of the file's counts is
+:meth:`MemoryMonitor.run` returns or is cancelled. Every file read (and loading libc for
+inotify) happens in a worker thread: the monitor shares the event loop with every RPC, and
+a read is a blocking call even on cgroupfs. Only a change of the file's counts is
 reported (so polling does not repeat the same error every second), and an empty read (a
 writer that truncates first, as tests do) never resets the baseline.
 """
@@ -39,29 +41,38 @@ class MemoryMonitor:
         self.high_count = 0
         self.events: dict[str, int] = {}
 
-    async def run(self, events_path: str) -> None:
+    async def run(
+        self, events_path: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Watch ``events_path`` until cancelled (or until the watched file goes away).
 
-        Returns at once, after a warning, if the file does not exist (a hierarchy without
-        the memory controller). Cancellation: stops at the next wait; closes the inotify fd.
+        Reports started (``nursery.start``) once the baseline is read and the watch is set:
+        a change after that is seen. Returns at once, after a warning and without reporting
+        started, if the file does not exist (a hierarchy without the memory controller).
+        Cancellation: stops at the next wait (a read already running in its thread completes
+        first); closes the inotify fd.
         """
         try:
-            self.events = _read_events(events_path)
+            self.events = await trio.to_thread.run_sync(_read_events, events_path)
         except FileNotFoundError:
             log.warning("memory monitor: %s does not exist; not monitoring", events_path)
             return
         self.high_count = self.events.get("high", 0)
-        inotify_fd = _open_inotify(events_path) if self._use_inotify else None
+        inotify_fd = None
+        if self._use_inotify:
+            inotify_fd = await trio.to_thread.run_sync(_open_inotify, events_path)
         if inotify_fd is None:
+            task_status.started()
             await self._poll(events_path)
             return
         try:
+            task_status.started()
             while True:
                 await trio.lowlevel.wait_readable(inotify_fd)
-                if _drain(inotify_fd):
+                if _drain(inotify_fd):  # non-blocking reads of the inotify fd
                     log.warning("memory monitor: watch on %s removed; stopping", events_path)
                     return
-                self._check(events_path)
+                await self._check(events_path)
         finally:
             trio.lowlevel.notify_closing(inotify_fd)
             os.close(inotify_fd)
@@ -69,11 +80,11 @@ class MemoryMonitor:
     async def _poll(self, events_path: str) -> None:
         while True:
             await trio.sleep(POLL_INTERVAL)
-            self._check(events_path)
+            await self._check(events_path)
 
-    def _check(self, events_path: str) -> None:
+    async def _check(self, events_path: str) -> None:
         try:
-            events = _read_events(events_path)
+            events = await trio.to_thread.run_sync(_read_events, events_path)
         except FileNotFoundError:
             return
         if not events or events == self.events:
@@ -82,10 +93,15 @@ class MemoryMonitor:
         high = events.get("high", 0)
         if high > self.high_count:
             directory = os.path.dirname(events_path)
+            threshold, current = await trio.to_thread.run_sync(
+                _read_values,
+                os.path.join(directory, "memory.high"),
+                os.path.join(directory, "memory.current"),
+            )
             log.warning(
                 "memory.high threshold exceeded: threshold=%s current=%s high_events=%d",
-                _read_value(os.path.join(directory, "memory.high")),
-                _read_value(os.path.join(directory, "memory.current")),
+                threshold,
+                current,
                 high,
             )
         self.high_count = max(high, self.high_count)
@@ -97,6 +113,10 @@ class MemoryMonitor:
 def _read_events(path: str) -> dict[str, int]:
     with open(path, encoding="ascii", errors="replace") as file:
         return _format.parse_flat_keyed(file.read())
+
+
+def _read_values(*paths: str) -> tuple[str, ...]:
+    return tuple(_read_value(path) for path in paths)
 
 
 def _read_value(path: str) -> str:

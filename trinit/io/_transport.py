@@ -188,7 +188,8 @@ class UnixTransport(Transport):
         OUT_OF proxy on the same port); FileExistsError if the path is not a socket."""
         _check_port(port)
         path = self.guest_path(port)
-        _unlink_stale_socket(path)
+        # lstat, a probe connect and unlink on the file system: in a worker thread
+        await trio.to_thread.run_sync(_unlink_stale_socket, path)
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             # The socket inode's mode becomes the file's mode at bind, so nobody can connect
@@ -196,7 +197,7 @@ class UnixTransport(Transport):
             # a umask that removed owner bits).
             os.fchmod(sock.fileno(), 0o600)
             await sock.bind(path)
-            os.chmod(path, 0o600)
+            await trio.to_thread.run_sync(os.chmod, path, 0o600)
             sock.listen(_BACKLOG)
             return trio.SocketListener(sock)
         except BaseException:

@@ -61,6 +61,8 @@ class ContainerCgroups(CgroupHooks):
         return ["--cgroup-root", self.manager.root]
 
     def prepare(self, container_id: str, spec: dict[str, Any]) -> None:
+        """Create the cgroup and write its limits. Blocking: the registry runs it in a worker
+        thread."""
         path = cgroups_path(spec)
         if not path:
             return
@@ -69,6 +71,12 @@ class ContainerCgroups(CgroupHooks):
         self.manager.apply_resources(directory, resources)
 
     async def place_exec(self, init_pid: int, pid: int) -> None:
+        """Move the exec into its init's cgroup, in a worker thread (it reads /proc and
+        mountinfo and writes ``cgroup.procs``). Cancelled meanwhile, the move completes
+        first: the exec is then in the right cgroup or was never moved, never half."""
+        await trio.to_thread.run_sync(self._place_exec, init_pid, pid)
+
+    def _place_exec(self, init_pid: int, pid: int) -> None:
         try:
             directory = self.manager.cgroup_of(init_pid)
         except errors.NotFound:
