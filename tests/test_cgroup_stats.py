@@ -179,6 +179,12 @@ with IPRoute() as ipr:
     ipr.link("add", ifname="eth0", kind="veth", peer="veth-not")
     for name in ("eth0", "veth-not"):
         ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
+import time
+for _ in range(500):  # a veth forwards (and counts) only once its carrier is up: wait for it
+    with open("/sys/class/net/eth0/carrier") as f:
+        if f.read().strip() == "1":
+            break
+    time.sleep(0.01)
 with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as raw:
     raw.bind(("eth0", 0))
     raw.send(b"\xff" * 6 + b"\x02" * 6 + b"\x88\xb5" + b"\0" * 46)  # 60 bytes
