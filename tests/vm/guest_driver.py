@@ -264,6 +264,7 @@ class Driver:
         """The VM's own disk is out of a container's reach: a node for it (made with mknod,
         or given in linux.devices) cannot be opened; a granted b 7:0 can; linux.devices
         nodes get their mode and owner. Open only, read-only for the disk: no I/O at all."""
+        started = time.monotonic()
         with open("/sys/block/vda/dev") as file:
             major, minor = (int(part) for part in file.read().split(":"))
         devices = [
@@ -285,6 +286,7 @@ class Driver:
         result = self.host.run("devices", spec, timeout=60)
         lines = result.stdout.decode().splitlines()
         data = {"disk": f"{major}:{minor}", "lines": lines,
+                "seconds": round(time.monotonic() - started, 2),
                 "stderr": result.stderr.decode(errors="replace")[-300:]}  # fmt: skip
         check(result.exit_code == 0 and len(lines) == 3, f"probe failed: {data}")
         check(lines[0] == "block special file 7:0 640 1:5", f"linux.devices node: {data}")
