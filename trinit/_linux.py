@@ -37,8 +37,20 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
 SYSCALL_NUMBERS: dict[str, dict[str, int]] = {
-    "x86_64": {"rt_sigaction": 13, "finit_module": 313, "openat2": 437, "seccomp": 317},
-    "aarch64": {"rt_sigaction": 134, "finit_module": 273, "openat2": 437, "seccomp": 277},
+    "x86_64": {
+        "rt_sigaction": 13,
+        "finit_module": 313,
+        "openat2": 437,
+        "seccomp": 317,
+        "bpf": 321,
+    },
+    "aarch64": {
+        "rt_sigaction": 134,
+        "finit_module": 273,
+        "openat2": 437,
+        "seccomp": 277,
+        "bpf": 280,
+    },
 }
 """``machine -> name -> number`` for the calls made through ``syscall(2)``: glibc 2.36 has no
 wrapper for ``openat2`` and ``finit_module``, and its ``sigaction`` refuses glibc's own
@@ -408,3 +420,137 @@ def seccomp_set_mode_filter(program: bytes, flags: int) -> None:
     else:
         _call("prctl", ctypes.c_long(PR_SET_SECCOMP), ctypes.c_ulong(SECCOMP_MODE_FILTER),
               ctypes.byref(prog), ctypes.c_ulong(0), ctypes.c_ulong(0))  # fmt: skip
+
+
+# --- bpf(2): cgroup device filters (trinit.cgroup's device controller) -------------------------
+
+BPF_PROG_LOAD = 5
+BPF_PROG_ATTACH = 8
+BPF_PROG_DETACH = 9
+BPF_PROG_GET_FD_BY_ID = 13
+BPF_PROG_QUERY = 16
+BPF_PROG_TYPE_CGROUP_DEVICE = 15
+BPF_CGROUP_DEVICE = 6  # enum bpf_attach_type
+BPF_F_ALLOW_OVERRIDE = 1
+BPF_F_ALLOW_MULTI = 2
+BPF_F_REPLACE = 4
+
+
+class _BpfProgLoadAttr(ctypes.Structure):
+    """The BPF_PROG_LOAD part of ``union bpf_attr`` up to ``expected_attach_type``."""
+
+    _fields_ = [
+        ("prog_type", ctypes.c_uint32),
+        ("insn_cnt", ctypes.c_uint32),
+        ("insns", ctypes.c_uint64),
+        ("license", ctypes.c_uint64),
+        ("log_level", ctypes.c_uint32),
+        ("log_size", ctypes.c_uint32),
+        ("log_buf", ctypes.c_uint64),
+        ("kern_version", ctypes.c_uint32),
+        ("prog_flags", ctypes.c_uint32),
+        ("prog_name", ctypes.c_char * 16),
+        ("prog_ifindex", ctypes.c_uint32),
+        ("expected_attach_type", ctypes.c_uint32),
+    ]
+
+
+class _BpfAttachAttr(ctypes.Structure):
+    """The BPF_PROG_ATTACH / BPF_PROG_DETACH part of ``union bpf_attr``."""
+
+    _fields_ = [
+        ("target_fd", ctypes.c_uint32),
+        ("attach_bpf_fd", ctypes.c_uint32),
+        ("attach_type", ctypes.c_uint32),
+        ("attach_flags", ctypes.c_uint32),
+        ("replace_bpf_fd", ctypes.c_uint32),
+    ]
+
+
+class _BpfQueryAttr(ctypes.Structure):
+    """The BPF_PROG_QUERY part of ``union bpf_attr`` (without the revision fields)."""
+
+    _fields_ = [
+        ("target_fd", ctypes.c_uint32),
+        ("attach_type", ctypes.c_uint32),
+        ("query_flags", ctypes.c_uint32),
+        ("attach_flags", ctypes.c_uint32),
+        ("prog_ids", ctypes.c_uint64),
+        ("prog_cnt", ctypes.c_uint32),
+    ]
+
+
+def _bpf(cmd: int, attr: ctypes.Structure) -> int:
+    return _syscall(
+        "bpf", ctypes.c_long(cmd), ctypes.byref(attr), ctypes.c_uint(ctypes.sizeof(attr))
+    )
+
+
+def bpf_prog_load(
+    prog_type: int,
+    insns: bytes,
+    license: str,
+    *,
+    expected_attach_type: int = 0,
+    name: str = "",
+    log_size: int = 0,
+) -> tuple[int, str]:
+    """Load a BPF program (``insns``: 8-byte ``struct bpf_insn`` records); return (fd, log).
+
+    The fd is CLOEXEC (the kernel always sets it) and owned by the caller. With
+    ``log_size`` the verifier's log (level 1) is collected; on failure the OSError carries
+    it as ``filename`` so the reason reaches the caller's message.
+    """
+    code = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(license.encode())
+    log = ctypes.create_string_buffer(log_size) if log_size else None
+    attr = _BpfProgLoadAttr()
+    attr.prog_type = prog_type
+    attr.insn_cnt = len(insns) // 8
+    attr.insns = ctypes.addressof(code)
+    attr.license = ctypes.addressof(lic)
+    if log is not None:
+        attr.log_level = 1
+        attr.log_size = log_size
+        attr.log_buf = ctypes.addressof(log)
+    attr.prog_name = name.encode()[:15]
+    attr.expected_attach_type = expected_attach_type
+    try:
+        fd = _bpf(BPF_PROG_LOAD, attr)
+    except OSError as exc:
+        text = log.value.decode(errors="replace").strip() if log is not None else ""
+        raise OSError(exc.errno, exc.strerror, text or None) from None
+    return fd, log.value.decode(errors="replace") if log is not None else ""
+
+
+def bpf_prog_attach(
+    target_fd: int, prog_fd: int, attach_type: int, flags: int, replace_fd: int = 0
+) -> None:
+    """Attach ``prog_fd`` to the cgroup directory ``target_fd`` (``BPF_PROG_ATTACH``)."""
+    attr = _BpfAttachAttr(target_fd, prog_fd, attach_type, flags, replace_fd)
+    _bpf(BPF_PROG_ATTACH, attr)
+
+
+def bpf_prog_query(target_fd: int, attach_type: int, max_ids: int = 64) -> list[int]:
+    """The ids of the programs attached to cgroup ``target_fd`` for ``attach_type``."""
+    ids = (ctypes.c_uint32 * max_ids)()
+    attr = _BpfQueryAttr()
+    attr.target_fd = target_fd
+    attr.attach_type = attach_type
+    attr.prog_ids = ctypes.addressof(ids)
+    attr.prog_cnt = max_ids
+    _bpf(BPF_PROG_QUERY, attr)
+    return [ids[index] for index in range(min(attr.prog_cnt, max_ids))]
+
+
+class _BpfGetIdAttr(ctypes.Structure):
+    _fields_ = [
+        ("id", ctypes.c_uint32),
+        ("next_id", ctypes.c_uint32),
+        ("open_flags", ctypes.c_uint32),
+    ]
+
+
+def bpf_prog_get_fd_by_id(prog_id: int) -> int:
+    """A new CLOEXEC fd for the loaded program ``prog_id``; the caller owns it."""
+    return _bpf(BPF_PROG_GET_FD_BY_ID, _BpfGetIdAttr(prog_id, 0, 0))

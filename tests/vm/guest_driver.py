@@ -260,6 +260,42 @@ class Driver:
         return {"pids.max": lines[0], "pids.current": lines[1],
                 "stderr_tail": result.stderr.decode(errors="replace")[-120:]}  # fmt: skip
 
+    def devices(self) -> dict[str, Any]:
+        """The VM's own disk is out of a container's reach: a node for it (made with mknod,
+        or given in linux.devices) cannot be opened; a granted b 7:0 can; linux.devices
+        nodes get their mode and owner. Open only, read-only for the disk: no I/O at all."""
+        started = time.monotonic()
+        with open("/sys/block/vda/dev") as file:
+            major, minor = (int(part) for part in file.read().split(":"))
+        devices = [
+            {"path": "/dev/loopx", "type": "b", "major": 7, "minor": 0, "fileMode": 0o640,
+             "uid": 1, "gid": 5},
+            {"path": "/dev/vmdisk", "type": "b", "major": major, "minor": minor},
+        ]  # fmt: skip
+        grant = [{"allow": True, "type": "b", "major": 7, "minor": 0, "access": "rw"}]
+        script = (
+            'probe() { if out=$(sh -c ": < $1" 2>&1); then echo ok;'
+            " else case $out in *'not permitted'*) echo EPERM;; *) echo other;; esac; fi; }; "
+            "stat -c '%F %t:%T %a %u:%g' /dev/loopx; "
+            f"mknod /dev/made b {major} {minor}; echo mknod=$?; "
+            "echo made=$(probe /dev/made) vmdisk=$(probe /dev/vmdisk)"
+            " loopx=$(probe /dev/loopx) null=$(probe /dev/null)"
+        )
+        self.container("devices")
+        spec = self.spec(["sh", "-c", script], devices=devices, resources={"devices": grant})
+        result = self.host.run("devices", spec, timeout=60)
+        lines = result.stdout.decode().splitlines()
+        data = {"disk": f"{major}:{minor}", "lines": lines,
+                "seconds": round(time.monotonic() - started, 2),
+                "stderr": result.stderr.decode(errors="replace")[-300:]}  # fmt: skip
+        check(result.exit_code == 0 and len(lines) == 3, f"probe failed: {data}")
+        check(lines[0] == "block special file 7:0 640 1:5", f"linux.devices node: {data}")
+        check(lines[1] == "mknod=0", f"mknod (runc allows it): {data}")
+        check(lines[2].split()[:2] == ["made=EPERM", "vmdisk=EPERM"], f"disk opened: {data}")
+        check(lines[2].split()[2:] in (["loopx=ok", "null=ok"], ["loopx=other", "null=ok"]),
+              f"granted node or /dev/null refused: {data}")  # fmt: skip
+        return data
+
     def vsock_guard(self) -> dict[str, Any]:
         """A container process cannot reach a guest vsock listener with the default policy.
 
@@ -553,7 +589,7 @@ def main() -> None:
             for name, body in (
                 ("cgroup_limits", driver.cgroup_limits),
                 ("cgroup_escape", driver.cgroup_escape), ("oom", driver.oom),
-                ("vsock_guard", driver.vsock_guard),
+                ("vsock_guard", driver.vsock_guard), ("devices", driver.devices),
                 ("pids_limit", driver.pids_limit), ("stdout_bulk", driver.stdout_bulk),
                 ("socat_stdio", driver.socat_stdio),
                 ("producer_only", driver.producer_only), ("orphans", driver.orphans),

@@ -107,6 +107,15 @@ def test_oom_kill_counted_in_statistics(vm: harness.VmRun) -> None:
         assert isinstance(value, int) and value > 0, (key, data)
 
 
+def test_devices_filtered_and_created(vm: harness.VmRun) -> None:
+    """The VM's disk cannot be opened from a container (runc's default device rules); a
+    granted node can; linux.devices nodes have their mode and owner (details: the driver)."""
+    data = ok(vm, "devices")
+    lines = data["lines"]
+    assert isinstance(lines, list)
+    assert lines[2].startswith("made=EPERM vmdisk=EPERM"), data
+
+
 def test_pids_limit_enforced(vm: harness.VmRun) -> None:
     data = ok(vm, "pids_limit")
     assert data["pids.max"] == "10"

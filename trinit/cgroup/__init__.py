@@ -7,6 +7,9 @@ Public names only; the code lives in the private modules:
 * ``_stats``: :func:`read_stats` / :func:`read_network_stats` (ContainerStatistics,
   docs/protocol.md §7.3);
 * ``_monitor``: :class:`MemoryMonitor` (docs/protocol.md §7.2);
+* ``_devices``: the device filter (OCI ``linux.resources.devices`` as a
+  ``BPF_PROG_TYPE_CGROUP_DEVICE`` program): :func:`device_filter`,
+  :func:`attach_device_filter`, :func:`attached_device_filters`, :data:`DEFAULT_DEVICE_RULES`;
 * ``_format``: pure parsers of the interface file formats.
 """
 
@@ -15,6 +18,13 @@ from typing import TYPE_CHECKING
 from trinit._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from ._devices import (
+        DEFAULT_DEVICE_RULES,
+        DeviceRule,
+        attach_device_filter,
+        attached_device_filters,
+        device_filter,
+    )
     from ._format import (
         UINT64_MAX,
         parse_flat_keyed,
@@ -35,6 +45,11 @@ if TYPE_CHECKING:
 __getattr__ = lazy_exports(
     __name__,
     {
+        "DEFAULT_DEVICE_RULES": "._devices",
+        "DeviceRule": "._devices",
+        "attached_device_filters": "._devices",
+        "attach_device_filter": "._devices",
+        "device_filter": "._devices",
         "UINT64_MAX": "._format",
         "parse_flat_keyed": "._format",
         "parse_nested_keyed": "._format",
@@ -54,13 +69,18 @@ __getattr__ = lazy_exports(
 
 __all__ = [
     "ALL_STAT_CATEGORIES",
+    "DEFAULT_DEVICE_RULES",
     "DEFAULT_ROOT",
     "OWN_MEMORY_HIGH",
     "OWN_MEMORY_LOW",
     "REMOVE_RETRY_DELAYS",
     "UINT64_MAX",
     "CgroupManager",
+    "DeviceRule",
     "MemoryMonitor",
+    "attach_device_filter",
+    "attached_device_filters",
+    "device_filter",
     "parse_flat_keyed",
     "parse_nested_keyed",
     "parse_single",

@@ -34,7 +34,7 @@ one byte (the launcher's sign that the launch is now ours), puts the fds on 0..5
 every other fd, replaces ``os.environ`` and runs :func:`main` exactly as a freshly spawned
 helper would. EOF or a malformed request makes it exit 0 without touching anything.
 
-Imports are the stdlib and the two tiny sibling modules only: Python start-up is most of the
+Imports are the stdlib and the tiny sibling modules only: Python start-up is most of the
 cost of starting a container process. Every import happens at module load: after pivot_root
 the interpreter's own files are out of reach, so a lazy import would fail.
 """
@@ -49,6 +49,7 @@ import stat
 import sys
 
 from trinit import _linux as sc
+from trinit.exec._devices import create_devices
 from trinit.exec._mountopts import parse_options, statfs_mount_flags
 
 TYPE_CHECKING = False  # typing, json and signal cost 15 ms of imports: see decode_json
@@ -479,6 +480,8 @@ def _setup_root(spec: dict[str, Any], rootfs: str) -> None:
         for entry in spec.get("mounts") or []:
             with _Stage(f"mount {entry.get('destination')}"):
                 _mount_one(root_fd, entry)
+        with _Stage("linux.devices"):
+            create_devices(root_fd, (spec.get("linux") or {}).get("devices") or [])
         _setup_dev(root_fd)
     finally:
         os.close(root_fd)

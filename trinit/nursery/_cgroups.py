@@ -12,14 +12,16 @@ v1 tmpfs), cgroup management is off: logged once, containers run without limits.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from typing import Any
 
 import trio
 
 from trinit import errors
 from trinit._mountinfo import mount_containing
-from trinit.cgroup import CgroupManager
+from trinit.cgroup import CgroupManager, attach_device_filter, device_filter
 
 from ._container import CgroupHooks
 
@@ -66,9 +68,16 @@ class ContainerCgroups(CgroupHooks):
         path = cgroups_path(spec)
         if not path:
             return
-        directory = self.manager.create(path)
         resources = (spec.get("linux") or {}).get("resources")
-        self.manager.apply_resources(directory, resources)
+        program = device_filter(resources)  # a bad rule fails before anything exists
+        directory = self.manager.create(path)
+        try:
+            self.manager.apply_resources(directory, resources)
+            attach_device_filter(directory, program)  # before the init can run: fail closed
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)  # nothing has joined it yet
+            raise
 
     async def place_exec(self, init_pid: int, pid: int) -> None:
         """Move the exec into its init's cgroup, in a worker thread (it reads /proc and
