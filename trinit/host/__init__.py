@@ -4,6 +4,7 @@ from ._client import Host, Process, Result, oci_spec
 from ._local import LocalAgent
 from ._ports import HostPort, PortAllocator
 from ._rootfs import build_busybox_rootfs, busybox_spec
+from ._vsock import VsockConnectError
 
 __all__ = [
     "Host",
@@ -12,6 +13,7 @@ __all__ = [
     "PortAllocator",
     "Process",
     "Result",
+    "VsockConnectError",
     "build_busybox_rootfs",
     "busybox_spec",
     "oci_spec",
