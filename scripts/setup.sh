@@ -1,12 +1,38 @@
 #!/usr/bin/env bash
 # Install everything trinit and its tests need on a Debian machine (run as root); idempotent.
+#
+#   scripts/setup.sh          development: the test tools too, trinit editable in .venv
+#   scripts/setup.sh --user   just trinit and the host library (pip install '.[host]', not
+#                             editable, no dev tools) in .venv, plus the Debian packages the
+#                             local agent and examples/hello.py use (unshare, busybox)
+#
+# TRINIT_VENV=DIR puts the venv elsewhere (default .venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mode=dev
+case "${1:-}" in
+    "") ;;
+    --user) mode=user ;;
+    *) echo "usage: scripts/setup.sh [--user]" >&2; exit 2 ;;
+esac
+venv_dir="${TRINIT_VENV:-.venv}"
 need=()
-for cmd_pkg in busybox:busybox-static socat:socat unshare:util-linux ip:iproute2 runc:runc; do
+commands="busybox:busybox-static unshare:util-linux"
+[ "$mode" = dev ] && commands="$commands socat:socat ip:iproute2 runc:runc"
+for cmd_pkg in $commands; do
     command -v "${cmd_pkg%%:*}" >/dev/null 2>&1 || need+=("${cmd_pkg#*:}")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+if [ "$mode" = user ]; then
+    if [ ${#need[@]} -gt 0 ]; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq "${need[@]}" >/dev/null
+    fi
+    [ -x "$venv_dir/bin/python" ] || python3 -m venv "$venv_dir"
+    "$venv_dir/bin/pip" install -q --disable-pip-version-check -c constraints.txt '.[host]'
+    exit 0
+fi
 # the kernel's syscall tables, which tests/test_linux.py checks trinit._linux against:
 # aarch64 uses the generic one; x86_64's comes natively on x86_64, else from the cross package
 [ -f /usr/include/asm-generic/unistd.h ] || need+=(linux-libc-dev)
@@ -28,13 +54,13 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-[ -x .venv/bin/python ] || python3 -m venv .venv
+[ -x "$venv_dir/bin/python" ] || python3 -m venv "$venv_dir"
 # compat mode: a plain path entry, not setuptools' import-hook finder (17 ms off every
 # Python start here: the agent, and each exec helper it spawns)
 # constraints.txt: the exact versions the suite is tested with (a venv left from an earlier
 # session is brought to them too; tests/test_packaging.py fails if it was not)
-.venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]' \
+"$venv_dir/bin/pip" install -q --disable-pip-version-check -c constraints.txt -e '.[dev]' \
     --config-settings editable_mode=compat
 # bytecode for the source tree: the environment may set PYTHONDONTWRITEBYTECODE, and then every
 # agent and exec-helper start would compile trinit from source again
-.venv/bin/python -m compileall -q trinit >/dev/null
+"$venv_dir/bin/python" -m compileall -q trinit >/dev/null

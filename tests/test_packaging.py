@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import os
 import re
 import subprocess
 import sys
@@ -166,3 +167,37 @@ def test_fresh_venv_installs_and_imports_every_module(tmp_path: Path) -> None:
         text=True, check=True,
     )  # fmt: skip
     assert version.stdout.startswith("trinit ")
+    # what a type checker and a licence scanner look at in the installed distribution
+    probe = (
+        "import importlib.metadata as m, importlib.resources as r\n"
+        "d = m.distribution('trinit')\n"
+        "print(d.metadata['License-Expression'] or d.metadata['License'])\n"
+        "print(r.files('trinit').joinpath('py.typed').is_file())\n"
+        "print(sorted(p.name for p in d.files or () if p.name.startswith('LICENSE')))\n"
+    )
+    shipped = subprocess.run(
+        [str(python), "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert shipped == ["Apache-2.0", "True", "['LICENSE']"], shipped
+
+
+def test_setup_user_installs_trinit_and_the_host_library_without_dev_tools(
+    tmp_path: Path,
+) -> None:
+    """``scripts/setup.sh --user``: trinit (not editable) and grpcio in the venv, no pytest."""
+    env_dir = tmp_path / "venv"
+    subprocess.run(
+        [str(ROOT / "scripts" / "setup.sh"), "--user"],
+        check=True, cwd=tmp_path, capture_output=True,
+        env={**os.environ, "TRINIT_VENV": str(env_dir)},
+    )  # fmt: skip
+    probe = (
+        "import importlib.util as u, trinit, trinit.host\n"
+        "print(trinit.__file__.startswith(sys.prefix), u.find_spec('pytest') is None)\n"
+    )
+    out = subprocess.run(
+        [str(env_dir / "bin" / "python"), "-c", "import sys\n" + probe],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert out.split() == ["True", "True"], out
+    assert (env_dir / "bin" / "trinit").exists()

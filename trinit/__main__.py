@@ -10,8 +10,23 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import NoReturn
 
-from trinit import __version__
+from trinit import API_PACKAGE, __version__
+
+VMADDR_PORT_ANY = 0xFFFFFFFF
+"""vsock's wildcard port: not a port an agent can listen on (nor can a unix agent, which
+mirrors vsock port numbers in its socket names)."""
+
+LOG_LEVELS = ("trace", "debug", "info", "notice", "warning", "error", "critical")
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line (``trinit agent: error: ... (see trinit agent -h)``),
+    status 2: a usage dump buries the one thing that is wrong."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
 
 
 def _transport(value: str) -> str:
@@ -20,12 +35,22 @@ def _transport(value: str) -> str:
     raise argparse.ArgumentTypeError(f"unknown transport {value!r}: use vsock or unix:DIR")
 
 
-def _agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _port(value: str) -> int:
+    try:
+        port = int(value, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
+    if not 0 <= port < VMADDR_PORT_ANY:
+        raise argparse.ArgumentTypeError(f"{port} is out of range (0 to {VMADDR_PORT_ANY - 1})")
+    return port
+
+
+def _agent_parser(sub: argparse._SubParsersAction[_OneLineParser]) -> None:
     agent = sub.add_parser("agent", help="serve the SandboxContext API (default)")
     agent.add_argument(
         "--transport", default="vsock", type=_transport, help="vsock (default) or unix:DIR"
     )
-    agent.add_argument("--port", type=int, default=1024, help="API port (default 1024)")
+    agent.add_argument("--port", type=_port, default=1024, help="API port (default 1024)")
     agent.add_argument("--host-cid", type=int, default=2, help="host CID to dial (default 2)")
     agent.add_argument(
         "--allow-local-vsock",
@@ -36,6 +61,9 @@ def _agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     agent.add_argument(
         "--log-level",
         default="info",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        metavar="LEVEL",
         help="trace|debug|info|notice|warning|error|critical (default info)",
     )
     agent.add_argument(
@@ -94,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         from trinit._init_mode import main as init_main
 
         init_main(args[1:])
-    if args and args[0] == "pause":
+    if args and args[0] == "pause" and not {"-h", "--help"} & set(args[1:]):
         from trinit._pause_mode import main as pause_main
 
         pause_main(args[1:])
@@ -105,14 +133,20 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help", "--version")):
         args = ["agent", *args]
-    parser = argparse.ArgumentParser(
-        prog="trinit", description="guest init daemon for lightweight VMs"
+    parser = _OneLineParser(prog="trinit", description="guest init daemon for lightweight VMs")
+    parser.add_argument(
+        "--version", action="version", version=f"trinit {__version__} (API {API_PACKAGE})"
     )
-    parser.add_argument("--version", action="version", version=f"trinit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _agent_parser(sub)
     sub.add_parser("init", help="tiny init for containers (vminitd's /.cz-init)")
-    sub.add_parser("pause", help="pause process for pods")
+    pause = sub.add_parser(
+        "pause",
+        help="pause process for pods",
+        description="the do-nothing init of a pod's pause container: reaps children, "
+        "exits 0 on SIGINT or SIGTERM",
+    )
+    pause.add_argument("--log-level", default="info", metavar="LEVEL", help="default info")
     sub.add_parser("initfs", help="build a bootable initramfs (trinit initfs build -h)")
     try:
         ns = parser.parse_args(args)

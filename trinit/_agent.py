@@ -8,9 +8,11 @@ processes), sync, and exit 0.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,7 +21,7 @@ import trio
 from trinit._linux import set_child_subreaper
 from trinit._server import Servicer
 from trinit.errors import TrinitError, describe
-from trinit.io import Transport, parse_transport
+from trinit.io import Transport, UnixTransport, parse_transport
 from trinit.nursery import ContainerCgroups, ContainerRegistry, HelperBackend, ProxyTable, Reaper
 from trinit.rpc import serve
 
@@ -44,6 +46,79 @@ class StartupError(Exception):
     """The agent cannot start; its message is one line for the operator."""
 
 
+SUN_PATH_MAX = 108
+"""sizeof(sockaddr_un.sun_path), the terminating NUL included."""
+
+
+def check_startup(
+    config: AgentConfig,
+    *,
+    socket_factory: Callable[[int, int], socket.socket] = socket.socket,
+) -> None:
+    """Refuse to start, with one line that says what to do, for the mistakes a new user
+    makes first: not root, a unix directory that does not exist, a socket path the kernel
+    cannot bind, a kernel without AF_VSOCK. Each of these would otherwise surface later as
+    a bare errno (or, for not-root, as an agent that starts and then fails every RPC).
+
+    ``socket_factory`` is ``socket.socket``; tests pass one that fails like a kernel without
+    vsock, which cannot be provoked on a machine that has it (AF_VSOCK is not per-netns).
+    """
+    if os.geteuid() != 0:
+        raise StartupError(
+            "the agent must run as root: it creates namespaces, mounts and cgroups "
+            "(run it with sudo, or as PID 1 of a VM)"
+        )
+    if config.transport.startswith("unix:"):
+        directory = config.transport[len("unix:") :]
+        if not os.path.isdir(directory):
+            what = "is not a directory" if os.path.exists(directory) else "does not exist"
+            raise StartupError(
+                f"--transport unix:{directory}: {directory} {what} (create it: mkdir -p "
+                f"{directory})"
+            )
+        path = UnixTransport(directory).guest_path(config.port)
+        size = len(os.fsencode(path)) + 1
+        if size > SUN_PATH_MAX:
+            raise StartupError(
+                f"--transport unix:{directory}: the socket path {path} needs {size} bytes, "
+                f"the kernel's limit is {SUN_PATH_MAX} bytes: use a shorter directory"
+            )
+    elif config.transport == "vsock":
+        try:
+            socket_factory(socket.AF_VSOCK, socket.SOCK_STREAM).close()
+        except OSError as exc:
+            if exc.errno not in (errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT, errno.ENODEV):
+                raise StartupError(f"cannot create an AF_VSOCK socket: {describe(exc)}") from exc
+            raise StartupError(
+                "this kernel has no AF_VSOCK (load it: modprobe vmw_vsock_virtio_transport; "
+                "outside a VM use --transport unix:DIR)"
+            ) from exc
+
+
+class _SocketFile:
+    """The unix transport's API socket file, removed when the agent exits, but only if it
+    is still the one this agent bound (same inode): never another agent's socket."""
+
+    def __init__(self, transport: Transport, port: int) -> None:
+        self.path: str | None = None
+        self.inode = 0
+        if isinstance(transport, UnixTransport):
+            self.path = transport.guest_path(port)
+            try:
+                self.inode = os.lstat(self.path).st_ino
+            except OSError:
+                self.path = None
+
+    def remove(self) -> None:
+        if self.path is None:
+            return
+        try:
+            if os.lstat(self.path).st_ino == self.inode:
+                os.unlink(self.path)
+        except OSError:
+            pass
+
+
 async def _listen(transport: Transport, port: int) -> trio.abc.Listener[trio.SocketStream]:
     """The API listener, before anything else starts: a failure is a one-line StartupError
     (a live socket of another agent is never taken over, see trinit.io)."""
@@ -61,6 +136,7 @@ async def run_agent(
 ) -> None:
     """Serve until SIGTERM/SIGINT. ``on_serving(root)`` runs once the API listens (the PID-1
     boot uses it to start its late stage in the root nursery, see ``trinit._pid1``)."""
+    check_startup(config)
     transport = parse_transport(
         config.transport, config.host_cid, config.allow_local_vsock, config.dial_retry
     )
@@ -69,6 +145,20 @@ async def run_agent(
         set_child_subreaper()
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     listener = await _listen(transport, config.port)
+    socket_file = _SocketFile(transport, config.port)
+    try:
+        await _serve(config, transport, listener, on_serving)
+    finally:
+        socket_file.remove()
+    log.info("stopped")
+
+
+async def _serve(
+    config: AgentConfig,
+    transport: Transport,
+    listener: trio.abc.Listener[trio.SocketStream],
+    on_serving: Callable[[trio.Nursery], None] | None,
+) -> None:
     reaper = Reaper()
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as stop_signals:
         async with trio.open_nursery() as root:
@@ -99,4 +189,3 @@ async def run_agent(
             await backend.aclose()  # kill the waiting exec zygote (shielded, bounded)
             await trio.to_thread.run_sync(os.sync)
             root.cancel_scope.cancel()
-    log.info("stopped")

@@ -6,11 +6,15 @@ import gzip
 import os
 import stat
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from trinit import _pid1
+from trinit.initfs import build_initfs
 from trinit.initfs._build import InitfsOptions, early_module_names
 from trinit.initfs._cpio import CpioWriter
 from trinit.initfs._elf import needed_libraries
@@ -136,7 +140,7 @@ def test_built_initfs_boots_its_interpreter(tmp_path: Path) -> None:
     from trinit.initfs import InitfsOptions, build_initfs
 
     out = tmp_path / "initfs.cpio.gz"
-    report = build_initfs(InitfsOptions(output=str(out)))
+    report = build_initfs(InitfsOptions(output=str(out), no_modules=True))
     assert report.compressed_bytes < 20 * 2**20
     tree = tmp_path / "tree"
     tree.mkdir()
@@ -157,3 +161,142 @@ def test_built_initfs_boots_its_interpreter(tmp_path: Path) -> None:
                              "/usr/bin/python3.11", "-I", "-S", "-c", script],
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.stdout.strip() == "ok", result.stderr
+
+
+# --- builds that cannot produce a dead VM ---------------------------------------------------
+
+TRINIT = [sys.executable, "-m", "trinit", "initfs", "build"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _initfs_cli(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*TRINIT, *args], cwd=ROOT, capture_output=True, text=True, timeout=300, **kw
+    )
+
+
+def _one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert not proc.stdout
+    return lines[0]
+
+
+def test_build_without_modules_needs_no_modules(tmp_path: Path) -> None:
+    """No --kernel-release/--modules-dir: the image would boot without vsock (a VM that never
+    answers). That takes an explicit --no-modules; otherwise one line says what to give."""
+    line = _one_error_line(_initfs_cli("-o", str(tmp_path / "i.cpio.gz")))
+    assert "--kernel-release" in line and "--no-modules" in line, line
+    assert not (tmp_path / "i.cpio.gz").exists()
+    with pytest.raises(ValueError, match="--no-modules"):
+        build_initfs(InitfsOptions(output=str(tmp_path / "i.cpio.gz")))
+
+
+def test_modules_tree_without_vsock_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "modules.dep").write_text("kernel/virtio_pci.ko:\n")
+    line = _one_error_line(
+        _initfs_cli("-o", str(tmp_path / "i.cpio.gz"), "--modules-dir", str(tmp_path))
+    )
+    assert "'vsock'" in line and str(tmp_path) in line, line
+
+
+def test_kernel_release_that_does_not_exist_is_one_line(tmp_path: Path) -> None:
+    line = _one_error_line(
+        _initfs_cli("-o", str(tmp_path / "i.cpio.gz"), "--kernel-release", "0.0.0-nope")
+    )
+    assert "/lib/modules/0.0.0-nope/modules.dep not found" in line, line
+
+
+def test_output_directory_is_checked_before_building(tmp_path: Path) -> None:
+    line = _one_error_line(_initfs_cli("-o", str(tmp_path / "missing" / "i.cpio.gz"),
+                                       "--no-modules"))  # fmt: skip
+    assert f"output directory {tmp_path / 'missing'} does not exist" in line, line
+    # as nobody, in a directory of root's with mode 0755 (root itself may write anywhere;
+    # pytest's tmp_path sits in a 0700 directory nobody cannot even look into)
+    readonly = Path(tempfile.mkdtemp(prefix="trinit-ro-", dir="/tmp"))
+    try:
+        readonly.chmod(0o755)
+        drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        proc = subprocess.run(
+            [*drop, *TRINIT, "-o", str(readonly / "i.cpio.gz"), "--no-modules"],
+            cwd=ROOT, capture_output=True, text=True, timeout=300,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        )  # fmt: skip
+    finally:
+        readonly.rmdir()
+    line = _one_error_line(proc)
+    assert f"output directory {readonly} is not writable" in line, line
+
+
+def _fake_module(tmp_path: Path, relative: str, compress: Any) -> None:
+    path = tmp_path / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(compress(b"\x7fELF" + relative.encode()))
+
+
+def test_compressed_modules_are_decompressed(tmp_path: Path) -> None:
+    import lzma
+
+    def zstd(data: bytes) -> bytes:
+        return subprocess.run(["zstd", "-q", "-c"], input=data, capture_output=True,
+                              check=True).stdout  # fmt: skip
+
+    kinds = {"kernel/a.ko.xz": lzma.compress, "kernel/b.ko.gz": gzip.compress,
+             "kernel/c.ko.zst": zstd, "kernel/d.ko": lambda data: data}  # fmt: skip
+    for relative, compress in kinds.items():
+        _fake_module(tmp_path, relative, compress)
+    (tmp_path / "modules.dep").write_text("".join(f"{r}:\n" for r in kinds))
+    modules = ModuleIndex(str(tmp_path)).resolve(["a", "b", "c", "d"])
+    for module, relative in zip(modules, kinds, strict=True):
+        assert module.archive_path.endswith(relative.split(".ko")[0] + ".ko")
+        assert module.read() == b"\x7fELF" + relative.encode()
+
+
+def test_zstd_module_without_zstd_binary_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = subprocess.run(["zstd", "-q", "-c"], input=b"\x7fELF", capture_output=True,
+                          check=True).stdout  # fmt: skip
+    (tmp_path / "kernel").mkdir()
+    (tmp_path / "kernel" / "c.ko.zst").write_bytes(data)
+    (tmp_path / "modules.dep").write_text("kernel/c.ko.zst:\n")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no zstd on this PATH
+    (module,) = ModuleIndex(str(tmp_path)).resolve(["c"])
+    with pytest.raises(ValueError, match="no zstd binary"):
+        module.read()
+
+
+def test_progress_per_phase_only_on_a_terminal(tmp_path: Path) -> None:
+    """A full build with stderr on a pseudo-terminal shows every phase; captured (not a tty),
+    stderr carries no progress."""
+    import pty
+
+    from trinit.initfs._build import PHASES
+
+    out = tmp_path / "i.cpio.gz"
+    primary, secondary = pty.openpty()
+    try:
+        proc = subprocess.run([*TRINIT, "-o", str(out), "--no-modules"], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=secondary, timeout=300)  # fmt: skip
+        os.close(secondary)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # EIO: the terminal's other end is closed and drained
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(primary)
+    assert proc.returncode == 0, seen.decode()
+    text = seen.decode()
+    for number, name in enumerate(PHASES, 1):
+        assert f"[{number}/{len(PHASES)}] {name}" in text, text
+    assert out.exists()
+    # captured: a build that fails in its third phase shows the error line and nothing else
+    (tmp_path / "modules.dep").write_text("kernel/virtio_pci.ko:\n")
+    quiet = _initfs_cli("-o", str(out), "--modules-dir", str(tmp_path))
+    assert "'vsock'" in _one_error_line(quiet)

@@ -1003,6 +1003,8 @@ def zygote_entry() -> NoReturn:
     if request is None:
         os._exit(0)
     argv_tail, environment, fds = request
+    # ignored while waiting (see ZYGOTE_BOOTSTRAP); from here on like a freshly spawned helper
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         _adopt_fds(fds)
     except OSError:

@@ -40,9 +40,9 @@ ERROR_READ_GRACE = 2.0
 _SOURCE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
-def _bootstrap(entry: str) -> str:
+def _bootstrap(entry: str, prologue: str = "") -> str:
     return (
-        "import sys\n"
+        prologue + "import sys\n"
         f"R={_SOURCE_ROOT!r}\n"
         "for n,p in(('trinit',R+'/trinit'),('trinit.exec',R+'/trinit/exec')):\n"
         " m=type(sys)(n);m.__path__=[p];sys.modules[n]=m\n"
@@ -52,8 +52,15 @@ def _bootstrap(entry: str) -> str:
 
 
 BOOTSTRAP = _bootstrap("entry")
-ZYGOTE_BOOTSTRAP = _bootstrap("zygote_entry")
-"""A warm helper (``trinit.exec._zygote``): imports, then waits for one launch on fd 3."""
+ZYGOTE_BOOTSTRAP = _bootstrap(
+    "zygote_entry", "import _signal\n_signal.signal(_signal.SIGINT,_signal.SIG_IGN)\n"
+)
+"""A warm helper (``trinit.exec._zygote``): imports, then waits for one launch on fd 3.
+
+It ignores SIGINT until it is handed a launch: it shares the agent's process group, so a ^C
+in the agent's terminal reaches it too, and the agent, which handles that SIGINT, kills it
+on the way out; a KeyboardInterrupt traceback of its own would only be noise on the agent's
+stderr. (``_signal`` is built in: no import cost.)"""
 
 _FIRST_FREE_FD = 6  # the helper's fds 0..5 are targets of the file actions
 

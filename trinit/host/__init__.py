@@ -5,6 +5,7 @@ from ._local import LocalAgent
 from ._ports import HostPort, PortAllocator
 from ._rootfs import build_busybox_rootfs, busybox_spec
 from ._seccomp import default_seccomp
+from ._vsock import VsockConnectError
 
 __all__ = [
     "Host",
@@ -13,6 +14,7 @@ __all__ = [
     "PortAllocator",
     "Process",
     "Result",
+    "VsockConnectError",
     "build_busybox_rootfs",
     "busybox_spec",
     "default_seccomp",

@@ -26,6 +26,10 @@ from ._vsock import VsockRelay
 
 Sink = Callable[[bytes], None]
 
+VSOCK_CONNECT_SETTLE = 10.0
+"""Seconds :meth:`Host.wait_ready` waits, after its own timeout, for a vsock connect still in
+flight to end (so the error it raises is that connect's, not an empty timeout)."""
+
 
 @dataclass
 class Result:
@@ -69,6 +73,8 @@ class Host:
         )
         self.stub = SandboxContextStub(self.channel)  # type: ignore[no-untyped-call]
         self.ports = PortAllocator()
+        self._rootfs_mounts: dict[str, str] = {}
+        """container id -> the rootfs this Host bind-mounted for it and has not seen go."""
 
     def close(self) -> None:
         self.channel.close()
@@ -82,16 +88,43 @@ class Host:
         self.close()
 
     def wait_ready(self, timeout: float = 10.0) -> None:
-        grpc.channel_ready_future(self.channel).result(timeout=timeout)
+        """Wait until the agent accepts the API connection.
+
+        Raises :class:`VsockConnectError` (CID, port and errno of the last attempt) when a
+        vsock agent could not be reached, else TimeoutError naming the target: grpcio's own
+        timeout error is empty and says nothing about why.
+        """
+        try:
+            grpc.channel_ready_future(self.channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            if self._relay is not None:
+                self._relay.settle(VSOCK_CONNECT_SETTLE)
+                if self._relay.last_error is not None:
+                    raise self._relay.last_error from None
+            raise TimeoutError(f"agent at {self.transport} not ready after {timeout} s") from None
 
     def mount_rootfs(self, container_id: str, source: str) -> str:
         """Bind-mount a host-visible rootfs directory at the bundle's rootfs.
 
-        As the host does before CreateProcess (docs/protocol.md §10).
+        As the host does before CreateProcess (docs/protocol.md §10). Deleting the container
+        (its init process) unmounts it in the agent; if the container is never created, call
+        :meth:`unmount_rootfs` (:meth:`run` does so itself when its create fails).
         """
         dest = f"/run/container/{container_id}/rootfs"
         self.stub.Mount(pb.MountRequest(type="", source=source, destination=dest, options=["bind"]))
+        self._rootfs_mounts[container_id] = dest
         return dest
+
+    def unmount_rootfs(self, container_id: str) -> None:
+        """Undo :meth:`mount_rootfs` for a container that was never created (a created one
+        unmounts its rootfs when deleted). A no-op if this Host has no mount for it."""
+        dest = self._rootfs_mounts.pop(container_id, None)
+        if dest is not None:
+            self.stub.Umount(pb.UmountRequest(path=dest))
+
+    def _forget_rootfs(self, container_id: str) -> None:
+        """The container was deleted: the agent unmounted its rootfs with its bundle."""
+        self._rootfs_mounts.pop(container_id, None)
 
     def copy_in(
         self,
@@ -185,10 +218,24 @@ class Host:
         delete: bool = True,
         timeout: float | None = None,
     ) -> Result:
-        """Create, start, feed stdin, wait and (by default) delete; returns code and output."""
+        """Create, start, feed stdin, wait and (by default) delete; returns code and output.
+
+        Deleting the container's init (``process_id`` None or the container id) deletes the
+        container, and the agent unmounts its rootfs with it. If CreateProcess fails there is
+        nothing to delete: the rootfs that :meth:`mount_rootfs` bind-mounted for it is
+        unmounted instead, and the create error is raised. An error of the clean-up itself
+        never replaces the error that caused it (it is attached as a note).
+        """
         proc = self.process(container_id, spec, process_id=process_id, stdin=input is not None)
+        is_init = proc.process_id == container_id
         try:
             proc.create()
+        except BaseException as exc:
+            proc.close()
+            if is_init:
+                _cleanup(exc, "UmountRootfs", lambda: self.unmount_rootfs(container_id))
+            raise
+        try:
             proc.start()
             if input is not None:
                 try:
@@ -198,11 +245,25 @@ class Host:
                 proc.close_stdin()
             code = proc.wait(timeout=timeout)
             proc.join_output()
-            return Result(code, bytes(proc.stdout_data), bytes(proc.stderr_data))
-        finally:
+        except BaseException as exc:
             proc.close()
             if delete:
-                proc.delete()
+                _cleanup(exc, "DeleteProcess", proc.delete)
+            raise
+        proc.close()
+        if delete:
+            proc.delete()
+        return Result(code, bytes(proc.stdout_data), bytes(proc.stderr_data))
+
+
+def _cleanup(error: BaseException, what: str, step: Callable[[], None]) -> None:
+    """Run a clean-up step while ``error`` propagates; its own failure becomes a note on
+    ``error`` instead of replacing it (the caller needs the original cause)."""
+    try:
+        step()
+    except Exception as exc:
+        detail = exc.details() if isinstance(exc, grpc.RpcError) else str(exc)
+        error.add_note(f"(clean-up {what} also failed: {detail})")
 
 
 @dataclass
@@ -308,6 +369,8 @@ class Process:
         self.host.stub.DeleteProcess(
             pb.DeleteProcessRequest(id=self.process_id, containerID=self.container_id)
         )
+        if self.process_id == self.container_id:
+            self.host._forget_rootfs(self.container_id)
 
     def close(self) -> None:
         for listener in self._listeners.values():

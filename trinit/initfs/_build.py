@@ -33,7 +33,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from . import _elf, _kmod, _launcher, _pysel
@@ -46,6 +46,10 @@ _PYC_UNCHECKED_HASH = 0b01
 class InitfsOptions:
     output: str
     modules_dir: str | None = None
+    no_modules: bool = False
+    """Build without kernel modules, on purpose: only for a kernel with vsock built in. Without
+    it, a build that has no ``modules_dir`` is refused (its VM would boot without AF_VSOCK
+    and never answer the host: a dead VM nobody can ask why)."""
     kernel_modules: Sequence[str] = (*_kmod.VSOCK_MODULES, *_kmod.LATE_MODULES)
     extra_kernel_modules: Sequence[str] = ()
     python_modules: Sequence[str] = ()
@@ -149,13 +153,61 @@ def early_module_names(index: _kmod.ModuleIndex, wanted: Sequence[str]) -> set[s
     return {m.name for m in index.resolve([*_kmod.VSOCK_MODULES, *tests_only])}
 
 
-def build_initfs(options: InitfsOptions) -> BuildReport:
+Progress = Callable[[str], None]
+"""Told the name of each phase as it begins (the CLI shows them on a terminal)."""
+
+PHASES = (
+    "checking the output directory",
+    "selecting Python modules",
+    "resolving kernel modules",
+    "writing the interpreter",
+    "writing the standard library",
+    "writing site-packages",
+    "writing trinit",
+    "writing kernel modules and extras",
+)
+
+
+def check_output(output: str) -> None:
+    """Refuse an output whose directory is missing or not writable, before any work (a build
+    takes tens of seconds). ``os.access`` also sees a read-only filesystem (EROFS), even as
+    root."""
+    directory = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"output directory {directory} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PermissionError(f"output directory {directory} is not writable")
+    if os.path.isdir(output):
+        raise IsADirectoryError(f"output {output} is a directory: give a file name")
+
+
+def check_modules(options: InitfsOptions) -> None:
+    """Kernel modules are required unless ``no_modules`` says, explicitly, that this kernel
+    has vsock built in (see :attr:`InitfsOptions.no_modules`)."""
+    if options.modules_dir is None and not options.no_modules:
+        raise ValueError(
+            "no kernel modules: give --kernel-release R (or --modules-dir DIR) so the image "
+            "can load vsock, or --no-modules if the guest kernel has vsock built in"
+        )
+    if options.modules_dir is not None and options.no_modules:
+        raise ValueError("--no-modules contradicts a modules directory: give one or the other")
+
+
+def build_initfs(options: InitfsOptions, progress: Progress | None = None) -> BuildReport:
     """Write the initramfs described by ``options`` to ``options.output``; return a report.
 
-    Raises FileNotFoundError for a missing kernel module, file or binary, and
-    subprocess.CalledProcessError if a Python module cannot be imported at build time. A
-    partially written archive is removed.
+    Raises ValueError without modules (unless ``options.no_modules``) or for a module file
+    that cannot be decompressed, FileNotFoundError or PermissionError for an output directory
+    that is missing or read-only (checked before any work) and for a missing kernel module
+    (vsock included), file or binary, and subprocess.CalledProcessError if a Python module
+    cannot be imported at build time. A partially written archive is removed.
+    ``progress`` is called with each of :data:`PHASES` as it begins.
     """
+    phase = progress or (lambda _name: None)
+    phase(PHASES[0])
+    check_modules(options)
+    check_output(options.output)
+    phase(PHASES[1])
     layout = _pysel.PythonLayout.current()
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     interpreter = f"/usr/bin/{version}"
@@ -165,6 +217,7 @@ def build_initfs(options: InitfsOptions) -> BuildReport:
     selection = _pysel.select(layout, roots)
     modules: list[_kmod.KernelModule] = []
     early: set[str] = set()
+    phase(PHASES[2])
     if options.modules_dir is not None:
         index = _kmod.ModuleIndex(options.modules_dir)
         wanted = [*options.kernel_modules, *options.extra_kernel_modules]
@@ -181,17 +234,22 @@ def build_initfs(options: InitfsOptions) -> BuildReport:
             cpio.char_device("dev/console", 5, 1)
             cpio.char_device("dev/null", 1, 3, 0o666)
             cpio.char_device("dev/urandom", 1, 9, 0o666)
+            phase(PHASES[3])
             image.add_elf("interpreter", layout.executable, interpreter)
+            phase(PHASES[4])
             for path in sorted(selection.stdlib_files):
                 rel = os.path.relpath(path, layout.stdlib)
                 suffix = "c" if rel.endswith(".py") else ""
                 image.add_python("stdlib", path, f"{stdlib}/{rel}{suffix}")
+            phase(PHASES[5])
             for package in sorted(selection.packages):
                 image.add_tree("site-packages", package, site)
+            phase(PHASES[6])
             image.add_tree("trinit", os.path.join(layout.trinit_root, "trinit"), site)
             launcher = _launcher.render(interpreter, site, list(options.agent_args))
             image.add("launcher", "sbin/init", launcher.encode(), 0o755)
             cpio.symlink("init", "sbin/init")
+            phase(PHASES[7])
             lines = []
             for module in modules:
                 image.add("kernel modules", module.archive_path, module.read())

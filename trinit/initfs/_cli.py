@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from ._build import InitfsOptions, build_initfs, parse_pairs
+from ._build import PHASES, InitfsOptions, build_initfs, parse_pairs
 
 
 def main(argv: list[str]) -> None:
@@ -19,6 +19,11 @@ def main(argv: list[str]) -> None:
     group = build.add_mutually_exclusive_group()
     group.add_argument("--modules-dir", help="e.g. /lib/modules/6.1.0-27-amd64")
     group.add_argument("--kernel-release", help="shorthand for --modules-dir /lib/modules/R")
+    group.add_argument(
+        "--no-modules",
+        action="store_true",
+        help="no kernel modules, on purpose: only for a guest kernel with vsock built in",
+    )
     build.add_argument(
         "--module",
         action="append",
@@ -68,6 +73,7 @@ def main(argv: list[str]) -> None:
     options = InitfsOptions(
         output=ns.output,
         modules_dir=modules_dir,
+        no_modules=ns.no_modules,
         extra_kernel_modules=ns.module,
         python_modules=ns.python_module,
         files=parse_pairs(ns.file, default_same=False),
@@ -77,9 +83,22 @@ def main(argv: list[str]) -> None:
         strip=not ns.no_strip,
         optimize=ns.optimize,
     )
+    progress = _TerminalProgress() if sys.stderr.isatty() else None
     try:
-        report = build_initfs(options)
+        report = build_initfs(options, progress)
     except (OSError, ValueError) as exc:
         print(f"trinit initfs: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     print(report.describe())
+
+
+class _TerminalProgress:
+    """One stderr line per build phase, numbered; only on a terminal (a log or a CI capture
+    gets the report alone)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, name: str) -> None:
+        self.count += 1
+        print(f"trinit initfs: [{self.count}/{len(PHASES)}] {name}", file=sys.stderr, flush=True)

@@ -4,17 +4,25 @@ Reads ``<modules_dir>/modules.dep`` (what depmod writes) and ``modules.builtin``
 name becomes the list of module files it needs, dependencies first, each once; names are
 matched the way modprobe does (``-`` and ``_`` are the same). Built-in modules need no file
 and are dropped; a name the kernel has neither built in nor as a file is an error, so a
-typo never produces an initfs that silently lacks vsock. xz-compressed modules are
-decompressed here (finit_module on an uncompressed file works on every kernel).
+typo never produces an initfs that silently lacks vsock. Compressed modules (``.ko.xz``,
+``.ko.gz``, ``.ko.zst``: Debian ships ``.ko.xz`` since bookworm's later kernels) are
+decompressed here and stored as ``.ko``: finit_module takes a compressed file only on kernels
+built with MODULE_DECOMPRESS, an uncompressed one on every kernel. xz and gzip use the
+standard library; zstd has none there, so it needs the ``zstd`` binary.
 
 The loading itself happens at boot, in ``trinit._pid1.load_modules``, in the order written.
 """
 
 from __future__ import annotations
 
+import gzip
 import lzma
 import os
+import shutil
+import subprocess
 from dataclasses import dataclass
+
+COMPRESSED_SUFFIXES = (".xz", ".gz", ".zst")
 
 VSOCK_MODULES = (
     "vsock",
@@ -39,9 +47,32 @@ class KernelModule:
     archive_path: str  # where it goes in the initfs (always an uncompressed .ko)
 
     def read(self) -> bytes:
+        """The module's ELF image, decompressed (ValueError if it is not one)."""
         with open(self.path, "rb") as file:
             data = file.read()
-        return lzma.decompress(data) if self.path.endswith(".xz") else data
+        if self.path.endswith(".xz"):
+            data = lzma.decompress(data)
+        elif self.path.endswith(".gz"):
+            data = gzip.decompress(data)
+        elif self.path.endswith(".zst"):
+            data = _unzstd(self.path)
+        if not data.startswith(b"\x7fELF"):
+            raise ValueError(f"{self.path}: not a kernel module (no ELF header)")
+        return data
+
+
+def _unzstd(path: str) -> bytes:
+    zstd = shutil.which("zstd")
+    if zstd is None:
+        raise ValueError(
+            f"{path} is zstd-compressed and there is no zstd binary to decompress it "
+            "(apt-get install zstd)"
+        )
+    result = subprocess.run([zstd, "-d", "-q", "-c", path], capture_output=True, check=False)
+    if result.returncode != 0:
+        reason = result.stderr.decode(errors="replace").strip() or f"status {result.returncode}"
+        raise ValueError(f"{path}: zstd -d failed: {reason}")
+    return result.stdout
 
 
 def _norm(name: str) -> str:
@@ -63,11 +94,17 @@ class ModuleIndex:
         self.modules_dir = modules_dir
         self.release = os.path.basename(os.path.normpath(modules_dir))
         self._deps: dict[str, tuple[str, list[str]]] = {}
-        with open(os.path.join(modules_dir, "modules.dep"), encoding="utf-8") as file:
-            for line in file:
-                target, _, rest = line.partition(":")
-                if target:
-                    self._deps[_module_name(target)] = (target, rest.split())
+        try:
+            with open(os.path.join(modules_dir, "modules.dep"), encoding="utf-8") as file:
+                for line in file:
+                    target, _, rest = line.partition(":")
+                    if target:
+                        self._deps[_module_name(target)] = (target, rest.split())
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"{modules_dir}/modules.dep not found: not a kernel's modules directory "
+                "(the releases here are in /lib/modules)"
+            ) from None
         self._builtin: set[str] = set()
         try:
             with open(os.path.join(modules_dir, "modules.builtin"), encoding="utf-8") as file:
@@ -98,9 +135,10 @@ class ModuleIndex:
         return ordered
 
     def _module(self, name: str, relative: str) -> KernelModule:
-        if relative.endswith(".ko.zst") or relative.endswith(".ko.gz"):
-            raise ValueError(f"{relative}: only .ko and .ko.xz modules are supported")
-        base = relative[: -len(".xz")] if relative.endswith(".xz") else relative
+        base = relative
+        for suffix in COMPRESSED_SUFFIXES:
+            if base.endswith(".ko" + suffix):
+                base = base[: -len(suffix)]
         return KernelModule(
             name=name,
             path=os.path.join(self.modules_dir, relative),

@@ -1,0 +1,96 @@
+"""The host library reports the error that happened, and cleans up after a failure.
+
+A new user's first mistake is usually a bad spec; ``Host.run`` must then show the
+CreateProcess error (not a DeleteProcess NOT_FOUND from its clean-up) and must not leave the
+rootfs bind mount behind in the agent. A vsock host that cannot reach the guest must say
+which CID and port it dialled and what the kernel answered.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from pathlib import Path
+
+import grpc
+import pytest
+from agentlib import Container
+
+import trinit.host as hostlib
+
+
+def _mount_points(agent) -> set[str]:
+    """Mount points inside the agent's mount namespace (read from outside, as root)."""
+    text = Path(f"/proc/{agent.pid}/mountinfo").read_text()
+    return {line.split()[4] for line in text.splitlines()}
+
+
+def _bad_spec(ctr: Container) -> dict:
+    spec = ctr.spec(["true"])
+    spec["process"]["args"] = "true"  # a string, not a list: CreateProcess refuses it
+    return spec
+
+
+def test_run_reraises_the_create_error_not_the_delete_error(agent) -> None:
+    ctr = Container(agent.host)
+    with pytest.raises(grpc.RpcError) as info:
+        agent.host.run(ctr.id, _bad_spec(ctr))
+    assert info.value.code() != grpc.StatusCode.NOT_FOUND, info.value.details()
+    assert info.value.details().startswith("createProcess"), info.value.details()
+
+
+def test_failed_create_unmounts_the_rootfs(agent) -> None:
+    ctr = Container(agent.host)
+    assert ctr.root in _mount_points(agent)
+    with pytest.raises(grpc.RpcError):
+        agent.host.run(ctr.id, _bad_spec(ctr))
+    assert ctr.root not in _mount_points(agent)
+
+
+def test_run_deletes_the_container_and_unmounts_its_rootfs(agent) -> None:
+    ctr = Container(agent.host)
+    assert ctr.run(["true"]).exit_code == 0
+    assert ctr.root not in _mount_points(agent)
+
+
+def test_run_keeps_the_original_error_when_delete_fails_too(agent) -> None:
+    """Start fails (no such executable) and run's clean-up delete fails as well (here: every
+    DeleteProcess is sent twice, so it ends in a real NOT_FOUND): the start error is the one
+    raised, the delete error rides along as a note."""
+    host = agent.host
+    real_delete = host.stub.DeleteProcess
+
+    def delete_twice(request, **kw):
+        real_delete(request, **kw)
+        return real_delete(request, **kw)
+
+    host.stub.DeleteProcess = delete_twice
+    ctr = Container(host)
+    with pytest.raises(grpc.RpcError) as info:
+        host.run(ctr.id, ctr.spec(["nosuchprog"]))
+    assert "failed to find target executable nosuchprog" in info.value.details()
+    assert any("DeleteProcess" in note for note in getattr(info.value, "__notes__", []))
+
+
+def _direct_connect_errno(cid: int, port: int) -> int:
+    """What the kernel answers a plain AF_VSOCK connect here (the relay must report it)."""
+    with socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect((cid, port))
+        except OSError as exc:
+            assert exc.errno is not None
+            return exc.errno
+    pytest.skip(f"something listens on vsock CID {cid} port {port} on this machine")
+
+
+# here: CID 3 ENODEV, CID 2 (the host) ECONNRESET, a CID no VM has ETIMEDOUT after 2 s
+@pytest.mark.parametrize("cid", [3, 2, 3_999_999])
+def test_vsock_connect_errors_name_cid_port_and_errno(cid: int) -> None:
+    expected = _direct_connect_errno(cid, 1024)
+    with hostlib.Host("vsock", guest_cid=cid, port=1024) as host:
+        with pytest.raises(hostlib.VsockConnectError) as info:
+            host.wait_ready(timeout=0.5)
+    message = str(info.value)
+    assert f"CID {cid}" in message and "port 1024" in message, message
+    assert info.value.errno == expected
+    assert errno.errorcode[expected] in message, message
