@@ -38,6 +38,8 @@ class AgentConfig:
     """Accept API and proxy connections from this guest (vsock CID 1, own CID); tests only."""
     dial_retry: float = 2.0
     """Seconds to keep retrying a host port that is not accepting connections yet."""
+    vm_init: bool = False
+    """trinit is the VM's PID 1: SetupEmulator may mount binfmt_misc on demand."""
 
 
 class StartupError(Exception):
@@ -82,7 +84,7 @@ async def run_agent(
                 cgroups=ContainerCgroups.for_root(config.cgroup_root),
             )
             proxies = ProxyTable(root, transport)
-            servicer = Servicer(registry, transport.dial, proxies)
+            servicer = Servicer(registry, transport.dial, proxies, mount_binfmt_misc=config.vm_init)
             await root.start(serve, listener, servicer)
             log.info(f"serving on {transport.describe()} port {config.port}")
             if on_serving is not None:

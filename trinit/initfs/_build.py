@@ -144,9 +144,11 @@ def _read_elf(path: str, strip: bool) -> bytes:
 
 def early_module_names(index: _kmod.ModuleIndex, wanted: Sequence[str]) -> set[str]:
     """The modules loaded before the API listens: vsock and its virtio transport (with their
-    dependencies), plus a test-only module such as vsock_loopback when ``wanted`` names it."""
-    tests_only = [m for m in wanted if m.replace("-", "_") in _kmod.TEST_EARLY_MODULES]
-    return {m.name for m in index.resolve([*_kmod.VSOCK_MODULES, *tests_only])}
+    dependencies), binfmt_misc when ``wanted`` names it, plus a test-only module such as
+    vsock_loopback when ``wanted`` names it."""
+    early = (*_kmod.TEST_EARLY_MODULES, *_kmod.EARLY_OPTIONAL_MODULES)
+    extra = [m for m in wanted if m.replace("-", "_") in early]
+    return {m.name for m in index.resolve([*_kmod.VSOCK_MODULES, *extra])}
 
 
 def build_initfs(options: InitfsOptions) -> BuildReport:
