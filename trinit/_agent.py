@@ -38,6 +38,9 @@ class AgentConfig:
     """Accept API and proxy connections from this guest (vsock CID 1, own CID); tests only."""
     dial_retry: float = 2.0
     """Seconds to keep retrying a host port that is not accepting connections yet."""
+    entry_point: str = "/sbin/vminitd"
+    """trinit's entry point file as the host bind-mounts it into containers (``/.cz-init``,
+    the pause container's ``/sbin/vminitd``): recognised by inode and run in-process."""
     vm_init: bool = False
     """trinit is the VM's PID 1: SetupEmulator may mount binfmt_misc on demand."""
 
@@ -78,7 +81,9 @@ async def run_agent(
             registry = ContainerRegistry(
                 root,
                 reaper=reaper,
-                backend=(backend := HelperBackend()),  # zygote pool: closed below
+                backend=(
+                    backend := HelperBackend(entry_point=config.entry_point)
+                ),  # zygote pool: closed below
                 dial=transport.dial,
                 drain_grace=config.drain_grace,
                 cgroups=ContainerCgroups.for_root(config.cgroup_root),

@@ -49,6 +49,7 @@ import stat
 import sys
 
 from trinit import _linux as sc
+from trinit.exec import _selfexec as selfexec
 from trinit.exec._mountopts import parse_options, statfs_mount_flags
 
 TYPE_CHECKING = False  # typing, json and signal cost 15 ms of imports: see decode_json
@@ -752,6 +753,10 @@ def _common_tail(process: dict[str, Any]) -> NoReturn:
     with _Stage(f"chdir {cwd}"):
         os.chdir(cwd)
     _restore_signals()
+    if selfexec.is_entry_point(executable, ENTRY_POINT[0]):  # trinit's own: no Python there
+        if selfexec.mode_of(args) is None:
+            raise ChildError(f"failed to exec {args}: only init and pause run in a container")
+        selfexec.run(args, _env_mapping(env))
     try:
         os.execve(executable, args, _env_mapping(env))
     except OSError as exc:
@@ -880,10 +885,16 @@ def _guarded(body: Any) -> NoReturn:
     os._exit(1)  # body always execs or raises
 
 
+ENTRY_POINT: list[selfexec.Identity | None] = [None]
+"""The identity of trinit's entry point file (``--entry-point``), stat'ed in the VM's mount
+namespace before entering the container's; see ``trinit.exec._selfexec``."""
+
+
 def main(argv: list[str]) -> int:
     """Run one helper command; on failure report on fd 5 and return 1."""
     try:
         command, options = _parse_args(argv)
+        ENTRY_POINT[0] = selfexec.identity(options.pop("entry-point", ""))
         if command == "run":
             return command_run(options["bundle-path"], options.get("cgroup-root", "/sys/fs/cgroup"))
         try:
