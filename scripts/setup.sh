@@ -3,7 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for cmd_pkg in busybox:busybox-static socat:socat unshare:util-linux ip:iproute2 runc:runc; do
+# tini: the baseline of bench/init_uss.py
+for cmd_pkg in busybox:busybox-static socat:socat unshare:util-linux ip:iproute2 runc:runc \
+    tini-static:tini; do
     command -v "${cmd_pkg%%:*}" >/dev/null 2>&1 || need+=("${cmd_pkg#*:}")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
