@@ -12,7 +12,8 @@ What goes in (paths inside the image):
   prefix landmark.
 * ``/usr/lib/python3.X/site-packages/``: trinit and the third-party packages it imports, as
   ``.pyc`` plus their extension modules.
-* ``/sbin/init`` (the launcher, see ``_launcher``) and ``/init -> sbin/init``.
+* ``/sbin/init`` (the launcher, see ``_launcher``), ``/init -> sbin/init`` and
+  ``/sbin/vminitd -> init`` (the path the host binds into containers as ``/.cz-init``).
 * ``/lib/modules/<release>/...`` and ``/etc/trinit/modules`` (load order, early/late) when a
   modules directory is given.
 * ``/dev/console`` (so the kernel can open the console for PID 1), ``/dev/null`` and
@@ -194,6 +195,9 @@ def build_initfs(options: InitfsOptions) -> BuildReport:
             launcher = _launcher.render(interpreter, site, list(options.agent_args))
             image.add("launcher", "sbin/init", launcher.encode(), 0o755)
             cpio.symlink("init", "sbin/init")
+            # the path Apple's host binds into containers (/.cz-init, pause): the agent's
+            # default --entry-point, recognised by inode (trinit/exec/_selfexec.py)
+            cpio.symlink("sbin/vminitd", "init")
             lines = []
             for module in modules:
                 image.add("kernel modules", module.archive_path, module.read())
