@@ -67,7 +67,11 @@ class Servicer(SandboxContextServicer):
                 _opt(request, "stdin"), _opt(request, "stdout"), _opt(request, "stderr")
             )
             await self._registry.create_process(
-                request.id, _opt(request, "containerID"), request.configuration, ports
+                request.id,
+                _opt(request, "containerID"),
+                request.configuration,
+                ports,
+                _opt(request, "ociRuntimePath"),
             )
         return pb.CreateProcessResponse()
 
