@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from trinit import _linux as sc  # noqa: E402
 from trinit.exec import _seccomp  # noqa: E402
-from trinit.exec import _syscalls as sc  # noqa: E402
 from trinit.host import LocalAgent, build_busybox_rootfs, busybox_spec, default_seccomp  # noqa: E402
 
 

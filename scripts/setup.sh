@@ -18,7 +18,7 @@ esac
 venv_dir="${TRINIT_VENV:-.venv}"
 need=()
 commands="busybox:busybox-static unshare:util-linux"
-[ "$mode" = dev ] && commands="$commands socat:socat ip:iproute2 runc:runc"
+[ "$mode" = dev ] && commands="$commands socat:socat ip:iproute2 runc:runc tini-static:tini"  # tini: the baseline of bench/init_uss.py
 for cmd_pkg in $commands; do
     command -v "${cmd_pkg%%:*}" >/dev/null 2>&1 || need+=("${cmd_pkg#*:}")
 done

@@ -85,6 +85,14 @@ def _agent_parser(sub: argparse._SubParsersAction[_OneLineParser]) -> None:
         help="keep retrying a host port that is not accepting connections yet (default 2)",
     )
     agent.add_argument(
+        "--entry-point",
+        default="/sbin/vminitd",
+        metavar="PATH",
+        help="trinit's entry point as the host binds it into containers (/.cz-init, pause): "
+        "a container program that is this file runs init/pause mode without Python in the "
+        "container (default /sbin/vminitd)",
+    )
+    agent.add_argument(
         "--drain-grace",
         type=float,
         default=2.0,
@@ -172,6 +180,7 @@ def main(argv: list[str] | None = None) -> None:
             ns.stop_grace,
             allow_local_vsock=ns.allow_local_vsock,
             dial_retry=ns.dial_retry,
+            entry_point=ns.entry_point,
         )
         if is_vm_init():
             from trinit._pid1 import run_as_pid1

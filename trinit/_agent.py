@@ -40,6 +40,11 @@ class AgentConfig:
     """Accept API and proxy connections from this guest (vsock CID 1, own CID); tests only."""
     dial_retry: float = 2.0
     """Seconds to keep retrying a host port that is not accepting connections yet."""
+    entry_point: str = "/sbin/vminitd"
+    """trinit's entry point file as the host bind-mounts it into containers (``/.cz-init``,
+    the pause container's ``/sbin/vminitd``): recognised by inode and run in-process."""
+    vm_init: bool = False
+    """trinit is the VM's PID 1: SetupEmulator may mount binfmt_misc on demand."""
 
 
 class StartupError(Exception):
@@ -168,13 +173,15 @@ async def _serve(
             registry = ContainerRegistry(
                 root,
                 reaper=reaper,
-                backend=(backend := HelperBackend()),  # zygote pool: closed below
+                backend=(
+                    backend := HelperBackend(entry_point=config.entry_point)
+                ),  # zygote pool: closed below
                 dial=transport.dial,
                 drain_grace=config.drain_grace,
                 cgroups=cgroups,
             )
             proxies = ProxyTable(root, transport)
-            servicer = Servicer(registry, transport.dial, proxies)
+            servicer = Servicer(registry, transport.dial, proxies, mount_binfmt_misc=config.vm_init)
             await root.start(serve, listener, servicer)
             log.info(f"serving on {transport.describe()} port {config.port}")
             if on_serving is not None:

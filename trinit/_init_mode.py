@@ -22,17 +22,25 @@ also asks for stop reports of the direct child and continues it with SIGCONT whe
 stopped by SIGTTIN/SIGTTOU while its group owns the terminal.
 
 This runs inside containers, where start-up time matters: stdlib only, and nothing heavier
-than ``os``, ``signal`` and ``sys`` unless subreaping or a raw signal reset needs
-``trinit._linux`` (ctypes).
+than ``os``, ``_signal`` and ``sys`` unless subreaping or a raw signal reset needs
+``trinit._linux`` (ctypes). It also runs *in-process* in the exec helper when a container's
+process is trinit's own entry point (``trinit.exec._selfexec``): the helper imports this
+module before pivot_root, so at import time it must stay as cheap as the helper's own
+imports (``_signal``, not ``signal`` with its enums; ``typing`` only for the type checker).
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import signal
 import sys
-from typing import NoReturn
+
+TYPE_CHECKING = False  # typing and signal (enum) cost ~15 ms of imports in the exec helper
+if TYPE_CHECKING:
+    import signal
+    from typing import NoReturn
+else:
+    import _signal as signal
 
 _USAGE = "usage: trinit init [-p|--process-group] [--] COMMAND [ARG...]"
 
@@ -62,7 +70,7 @@ def main(argv: list[str]) -> NoReturn:
     process_group, command = _parse_args(argv)
     if os.getpid() != 1:
         _become_subreaper()
-    all_signals = signal.valid_signals()
+    all_signals: set[int] = set(signal.valid_signals())
     signal.pthread_sigmask(signal.SIG_BLOCK, all_signals)
     child = _spawn(command)
     _make_foreground(child)
@@ -158,7 +166,7 @@ def _make_foreground(child: int) -> None:
             _warn(f"cannot make the child the terminal's foreground group: {exc.strerror}")
 
 
-def _supervise(child: int, process_group: bool, all_signals: set[signal.Signals]) -> int:
+def _supervise(child: int, process_group: bool, all_signals: set[int]) -> int:
     target = -child if process_group else child
     while True:
         info = signal.sigtimedwait(all_signals, _WAIT_TIMEOUT)

@@ -9,16 +9,23 @@ checking and sleeping, and a PID-namespace init still receives them (the kernel 
 signals only for an init whose disposition is the default *and* that does not block them).
 Children that exited before the signals were blocked are reaped once at start.
 
-stdlib only, minimal imports: this runs inside containers.
+stdlib only, minimal imports: this runs inside containers, and in-process in the exec helper
+(``trinit.exec._selfexec``), which imports it before pivot_root: ``_signal`` rather than
+``signal`` (enum) and no ``typing`` at run time, as in ``trinit._init_mode``.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
-from typing import NoReturn
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal
+    from typing import NoReturn
+else:
+    import _signal as signal
 
 _LEVELS = ("trace", "debug", "info", "notice", "warning", "error", "critical")
 _WATCHED = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
@@ -39,7 +46,8 @@ def main(argv: list[str]) -> NoReturn:
         if info.si_signo == signal.SIGCHLD:
             _reap_all()
             continue
-        _log(threshold, "info", f"pause: received {signal.Signals(info.si_signo).name}, exiting")
+        name = "SIGINT" if info.si_signo == signal.SIGINT else "SIGTERM"
+        _log(threshold, "info", f"pause: received {name}, exiting")
         sys.exit(0)
 
 

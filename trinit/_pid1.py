@@ -17,7 +17,8 @@ as the VM's init.
 2. The agent (``trinit._agent.run_agent``) starts its reaper (trinit is the reaper of every
    orphan in the VM simply by being PID 1) and listens on vsock port 1024. As soon as it
    listens it calls :meth:`Boot.on_serving`, which starts the late stage in the agent's root
-   nursery: the remaining kernel modules, binfmt_misc, the memory monitor of the own cgroup.
+   nursery: the remaining kernel modules, binfmt_misc if one of them provided it, the memory
+   monitor of the own cgroup.
    Slow or optional work therefore never delays the first RPC.
 3. When the agent returns (SIGTERM or SIGINT, e.g. ctrl-alt-del: containers are deleted and
    the disks synced by the agent), sync once more and ``reboot(RB_POWER_OFF)``. PID 1 never
@@ -152,10 +153,19 @@ class Boot:
         self.timeline.mark("mounts")
         loaded = load_modules(self._modules("early"))
         self.timeline.mark(f"early modules ({loaded})")
+        self.early_binfmt_misc()
         from trinit.cgroup import CgroupManager, setup_own_cgroup
 
         self.own_cgroup = setup_own_cgroup(CgroupManager(self.cgroup_root))
         self.timeline.mark("own cgroup")
+
+    def early_binfmt_misc(self, mount: Callable[[], None] | None = None) -> None:
+        """Mount binfmt_misc before the API listens, so SetupEmulator as the host's first call
+        finds it (vminitd mounts it in the same boot step). Optional: a failure is logged."""
+        try:
+            (mount_binfmt_misc if mount is None else mount)()
+        except OSError as exc:
+            log.warning(f"boot: binfmt_misc: {exc}")
 
     def on_serving(self, root: trio.Nursery) -> None:
         """Called by the agent once the API listens: start the late stage in its nursery."""
@@ -192,6 +202,8 @@ class Boot:
 
 def run_as_pid1(config: AgentConfig) -> NoReturn:
     """The life of PID 1: prepare, serve until told to stop, power off. Never returns."""
+    import dataclasses
+
     import trio
 
     from trinit._agent import run_agent
@@ -202,7 +214,7 @@ def run_as_pid1(config: AgentConfig) -> NoReturn:
     except BaseException:
         die("boot failed")
     try:
-        trio.run(run_agent, config, boot.on_serving)
+        trio.run(run_agent, dataclasses.replace(config, vm_init=True), boot.on_serving)
     except BaseException:
         die("the agent crashed")
     power_off()

@@ -45,10 +45,20 @@ def _opt(message: Any, name: str) -> Any:
 
 
 class Servicer(SandboxContextServicer):
-    def __init__(self, registry: ContainerRegistry, dial: Dial, proxies: ProxyTable) -> None:
+    def __init__(
+        self,
+        registry: ContainerRegistry,
+        dial: Dial,
+        proxies: ProxyTable,
+        *,
+        mount_binfmt_misc: bool = False,
+    ) -> None:
+        """``mount_binfmt_misc``: SetupEmulator may mount binfmt_misc on demand (only the
+        VM's init: elsewhere binfmt_misc is the machine's single instance)."""
         self._registry = registry
         self._dial = dial
         self._proxies = proxies
+        self._emulator_mount = system.mount_binfmt_misc if mount_binfmt_misc else None
 
     # ------------------------------------------------------------- processes
     async def CreateProcess(self, request: Any) -> Any:
@@ -57,7 +67,11 @@ class Servicer(SandboxContextServicer):
                 _opt(request, "stdin"), _opt(request, "stdout"), _opt(request, "stderr")
             )
             await self._registry.create_process(
-                request.id, _opt(request, "containerID"), request.configuration, ports
+                request.id,
+                _opt(request, "containerID"),
+                request.configuration,
+                ports,
+                _opt(request, "ociRuntimePath"),
             )
         return pb.CreateProcessResponse()
 
@@ -144,7 +158,7 @@ class Servicer(SandboxContextServicer):
         return await system.set_time(request)
 
     async def SetupEmulator(self, request: Any) -> Any:
-        return await system.setup_emulator(request)
+        return await system.setup_emulator(request, mount=self._emulator_mount)
 
     async def ConfigureDns(self, request: Any) -> Any:
         return await system.configure_dns(request)

@@ -66,6 +66,12 @@ def test_boot_to_first_rpc(vm: harness.VmRun) -> None:
     assert vm.timeline["serving"] <= first_rpc
 
 
+def test_setup_emulator_as_the_first_rpc(vm: harness.VmRun) -> None:
+    """binfmt_misc is mounted before the API listens (docs/compat.md, "binfmt_misc before
+    serving"): the host's SetupEmulator may come first."""
+    assert ok(vm, "boot")["emulator_registered_first"] is True
+
+
 def test_container_sees_its_limits(vm: harness.VmRun) -> None:
     data = ok(vm, "cgroup_limits")
     assert data == {"memory.max": "536870912", "cpu.max": "200000 100000"}

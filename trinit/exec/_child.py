@@ -49,6 +49,7 @@ import stat
 import sys
 
 from trinit import _linux as sc
+from trinit.exec import _selfexec as selfexec
 from trinit.exec._devices import create_devices
 from trinit.exec._mountopts import parse_options, statfs_mount_flags
 
@@ -775,6 +776,10 @@ def _common_tail(process: dict[str, Any], seccomp: Any = None) -> NoReturn:
     _restore_signals()
     if seccomp is not None and process.get("noNewPrivileges"):
         _install_seccomp(seccomp)  # as late as possible: fewest calls the profile must allow
+    if selfexec.is_entry_point(executable, ENTRY_POINT[0]):  # trinit's own: no Python there
+        if selfexec.mode_of(args) is None:
+            raise ChildError(f"failed to exec {args}: only init and pause run in a container")
+        selfexec.run(args, _env_mapping(env))
     try:
         os.execve(executable, args, _env_mapping(env))
     except OSError as exc:
@@ -907,10 +912,16 @@ def _guarded(body: Any) -> NoReturn:
     os._exit(1)  # body always execs or raises
 
 
+ENTRY_POINT: list[selfexec.Identity | None] = [None]
+"""The identity of trinit's entry point file (``--entry-point``), stat'ed in the VM's mount
+namespace before entering the container's; see ``trinit.exec._selfexec``."""
+
+
 def main(argv: list[str]) -> int:
     """Run one helper command; on failure report on fd 5 and return 1."""
     try:
         command, options = _parse_args(argv)
+        ENTRY_POINT[0] = selfexec.identity(options.pop("entry-point", ""))
         if command == "run":
             return command_run(options["bundle-path"], options.get("cgroup-root", "/sys/fs/cgroup"))
         try:

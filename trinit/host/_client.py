@@ -195,7 +195,9 @@ class Host:
         stderr: bool = True,
         stdout_sink: Sink | None = None,
         stderr_sink: Sink | None = None,
+        oci_runtime_path: str | None = None,
     ) -> Process:
+        """``oci_runtime_path``: CreateProcess's ``ociRuntimePath`` (runc mode)."""
         return Process(
             self,
             container_id,
@@ -206,6 +208,7 @@ class Host:
             stderr=stderr,
             stdout_sink=stdout_sink,
             stderr_sink=stderr_sink,
+            oci_runtime_path=oci_runtime_path,
         )
 
     def run(
@@ -277,6 +280,7 @@ class Process:
     stderr: bool = True
     stdout_sink: Sink | None = None
     stderr_sink: Sink | None = None
+    oci_runtime_path: str | None = None
     pid: int | None = None
     stdout_data: bytearray = field(default_factory=bytearray)
     stderr_data: bytearray = field(default_factory=bytearray)
@@ -300,6 +304,8 @@ class Process:
             containerID=self.container_id,
             configuration=json.dumps(self.spec).encode(),
         )
+        if self.oci_runtime_path is not None:
+            request.ociRuntimePath = self.oci_runtime_path
         for name, on in wanted:
             if on:
                 port = self.host.ports.next()

@@ -12,7 +12,8 @@ What goes in (paths inside the image):
   prefix landmark.
 * ``/usr/lib/python3.X/site-packages/``: trinit and the third-party packages it imports, as
   ``.pyc`` plus their extension modules.
-* ``/sbin/init`` (the launcher, see ``_launcher``) and ``/init -> sbin/init``.
+* ``/sbin/init`` (the launcher, see ``_launcher``), ``/init -> sbin/init`` and
+  ``/sbin/vminitd -> init`` (the path the host binds into containers as ``/.cz-init``).
 * ``/lib/modules/<release>/...`` and ``/etc/trinit/modules`` (load order, early/late) when a
   modules directory is given.
 * ``/dev/console`` (so the kernel can open the console for PID 1), ``/dev/null`` and
@@ -148,9 +149,11 @@ def _read_elf(path: str, strip: bool) -> bytes:
 
 def early_module_names(index: _kmod.ModuleIndex, wanted: Sequence[str]) -> set[str]:
     """The modules loaded before the API listens: vsock and its virtio transport (with their
-    dependencies), plus a test-only module such as vsock_loopback when ``wanted`` names it."""
-    tests_only = [m for m in wanted if m.replace("-", "_") in _kmod.TEST_EARLY_MODULES]
-    return {m.name for m in index.resolve([*_kmod.VSOCK_MODULES, *tests_only])}
+    dependencies), binfmt_misc when ``wanted`` names it, plus a test-only module such as
+    vsock_loopback when ``wanted`` names it."""
+    early = (*_kmod.TEST_EARLY_MODULES, *_kmod.EARLY_OPTIONAL_MODULES)
+    extra = [m for m in wanted if m.replace("-", "_") in early]
+    return {m.name for m in index.resolve([*_kmod.VSOCK_MODULES, *extra])}
 
 
 Progress = Callable[[str], None]
@@ -250,6 +253,9 @@ def build_initfs(options: InitfsOptions, progress: Progress | None = None) -> Bu
             image.add("launcher", "sbin/init", launcher.encode(), 0o755)
             cpio.symlink("init", "sbin/init")
             phase(PHASES[7])
+            # the path Apple's host binds into containers (/.cz-init, pause): the agent's
+            # default --entry-point, recognised by inode (trinit/exec/_selfexec.py)
+            cpio.symlink("sbin/vminitd", "init")
             lines = []
             for module in modules:
                 image.add("kernel modules", module.archive_path, module.read())

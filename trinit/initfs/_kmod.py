@@ -36,8 +36,13 @@ TEST_EARLY_MODULES = ("vsock_loopback",)
 CID 1); when a test build asks for one with ``--module``, it loads with the early ones."""
 
 LATE_MODULES = ("virtio_pci", "binfmt_misc")
-"""Loaded once the API listens: virtio_pci lets virtio_vsock find the VMM's device on
-kernels where it is a module (Debian's), binfmt_misc backs SetupEmulator."""
+"""Optional modules of a default image: virtio_pci lets virtio_vsock find the VMM's device on
+kernels where it is a module (Debian's), binfmt_misc backs SetupEmulator. Loaded once the API
+listens, except those in :data:`EARLY_OPTIONAL_MODULES`."""
+
+EARLY_OPTIONAL_MODULES = ("binfmt_misc",)
+"""Loaded before the API listens when the image has them: binfmt_misc is mounted in the same
+boot step, so SetupEmulator works as the host's very first call (a few KiB, no devices)."""
 
 
 @dataclass(frozen=True)

@@ -46,12 +46,22 @@ class HelperBackend:
     skips Python start-up); :meth:`aclose` kills that helper.
     """
 
-    def __init__(self, python: str = sys.executable, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        python: str = sys.executable,
+        env: Mapping[str, str] | None = None,
+        *,
+        entry_point: str | None = None,
+    ) -> None:
+        """``entry_point``: trinit's own entry point file (the host's ``/sbin/vminitd``); a
+        container process whose program is that file runs init or pause mode in the helper
+        instead of exec'ing it (docs/compat.md, "/.cz-init and pause without Python")."""
         from trinit.exec import HelperPool
 
         self._python = python
         self._env = env
         self._pool = HelperPool()
+        self._extra_args = ["--entry-point", entry_point] if entry_point else []
 
     async def launch(
         self,
@@ -64,7 +74,7 @@ class HelperBackend:
         on_console: Callable[[int], None] | None = None,
     ) -> Launched:
         result = await self._pool.launch(
-            list(helper_args),
+            [*helper_args, *self._extra_args],
             stdio=stdio,
             on_pid=on_pid,
             python=self._python,

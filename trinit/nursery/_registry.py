@@ -26,6 +26,7 @@ from ._backend import ProcessBackend
 from ._container import BUNDLE_ROOT, CgroupHooks, Container, write_json
 from ._process import Dial, ManagedProcess, StdioPorts
 from ._reaper import Reaper
+from ._runc import RuncBackend
 
 log = logging.getLogger("trinit.registry")
 
@@ -51,6 +52,7 @@ class ContainerRegistry:
         self._drain_grace = drain_grace
         self._containers: dict[str, Container] = {}
         self._reserved: set[str] = set()
+        self._runc: dict[str, RuncBackend] = {}  # containers whose init an OCI runtime made
 
     # --------------------------------------------------------------- lookup
     def container(self, container_id: str) -> Container:
@@ -75,7 +77,10 @@ class ContainerRegistry:
         container_id: str | None,
         configuration: bytes,
         ports: StdioPorts,
+        runtime: str | None = None,
     ) -> None:
+        """``runtime`` (``ociRuntimePath``): start the container's init with that OCI runtime
+        (runc mode, ``trinit.nursery._runc``); ignored for execs, as vminitd does."""
         if container_id is None:
             raise errors.InvalidArgument("processes in the root of the vm not implemented")
         # alter_spec reads the image's etc/passwd and etc/group: never on the event loop
@@ -96,9 +101,11 @@ class ContainerRegistry:
         if container_id in self._reserved:
             raise errors.AlreadyExists(f"container {container_id} already exists")
         _check_id(container_id)
+        if runtime and not await trio.to_thread.run_sync(_is_executable, runtime):
+            raise errors.FailedPrecondition(f"OCI runtime {runtime} does not exist in the VM")
         self._reserved.add(container_id)
         try:
-            await self._create_container(container_id, spec, terminal, ports)
+            await self._create_container(container_id, spec, terminal, ports, runtime or None)
         finally:
             self._reserved.discard(container_id)
 
@@ -133,11 +140,18 @@ class ContainerRegistry:
         log.info("created exec", extra=fields(container=container.container_id, process=exec_id))
 
     async def _create_container(
-        self, container_id: str, spec: dict[str, Any], terminal: bool, ports: StdioPorts
+        self,
+        container_id: str,
+        spec: dict[str, Any],
+        terminal: bool,
+        ports: StdioPorts,
+        runtime: str | None,
     ) -> None:
         bundle = self._bundle_root / container_id
         hostname = spec.get("hostname") or ""
         root_path = spec["root"]["path"]
+        runc = None if runtime is None else RuncBackend(runtime, container_id, bundle, self._reaper)
+        cgroup_dir = self._cgroups.directory(spec)
 
         def prepare_bundle() -> None:
             if not os.path.isdir(root_path):
@@ -151,12 +165,15 @@ class ContainerRegistry:
                     reason = errors.describe(exc)
                     raise errors.Internal(f"failed to write etc/hostname: {reason}") from None
             (bundle / "rootfs").mkdir(parents=True, exist_ok=True)
-            write_json(bundle / "config.json", spec)
+            if runc is not None:  # runc reads the same file: its cgroupsPath, see _runc
+                write_json(bundle / "config.json", runc.bundle_spec(spec, cgroup_dir))
+            else:
+                write_json(bundle / "config.json", spec)
 
         await trio.to_thread.run_sync(prepare_bundle)
         await trio.to_thread.run_sync(self._cgroups.prepare, container_id, spec)
         helper_args = ["run", "--bundle-path", str(bundle), *self._cgroups.helper_args()]
-        init = self._new_process(container_id, container_id, helper_args, terminal)
+        init = self._new_process(container_id, container_id, helper_args, terminal, runc)
         try:
             await init.open_stdio(self._dial, ports)
             container = Container(container_id, spec, bundle, init, self._cgroups)
@@ -165,20 +182,27 @@ class ContainerRegistry:
             with trio.CancelScope(shield=True):
                 await self._cgroups.remove(container_id, spec)
             raise
+        if runc is not None:
+            self._runc[container_id] = runc
         self._containers[container_id] = container
         # host file RPCs on paths under this root resolve inside it from now on
         add_root(root_path)
         log.info("created container", extra=fields(container=container_id))
 
     def _new_process(
-        self, pid_id: str, container_id: str, args: list[str], terminal: bool
+        self,
+        pid_id: str,
+        container_id: str,
+        args: list[str],
+        terminal: bool,
+        backend: ProcessBackend | None = None,
     ) -> ManagedProcess:
         return ManagedProcess(
             pid_id,
             container_id,
             args,
             terminal=terminal,
-            backend=self._backend,
+            backend=backend or self._backend,
             reaper=self._reaper,
             drain_grace=self._drain_grace,
         )
@@ -196,6 +220,7 @@ class ContainerRegistry:
         if proc is container.init:
             async with container.lock:
                 await container.delete()
+                await self._runc_delete(container)
                 self._forget(container)
             log.info("deleted container", extra=fields(container=container.container_id))
         else:
@@ -223,12 +248,20 @@ class ContainerRegistry:
     async def _shutdown_one(self, container: Container, stop_grace: float) -> None:
         try:
             await container.delete(stop_grace)
+            await self._runc_delete(container)
         except errors.TrinitError as exc:
             log.error(
                 f"failed to delete container: {exc.message}",
                 extra=fields(container=container.container_id),
             )
         self._forget(container)
+
+    async def _runc_delete(self, container: Container) -> None:
+        """runc mode: ``runc delete --force`` once the init is reaped and the bundle gone."""
+        runc = self._runc.pop(container.container_id, None)
+        if runc is not None:
+            with trio.CancelScope(shield=True):
+                await runc.delete()
 
     def _forget(self, container: Container) -> None:
         if self._containers.pop(container.container_id, None) is not None:
@@ -237,6 +270,10 @@ class ContainerRegistry:
 
 def _altered_spec(configuration: bytes, process_id: str) -> dict[str, Any]:
     return alter_spec(decode_spec(configuration), process_id)
+
+
+def _is_executable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
 
 
 def _check_id(value: str) -> None:

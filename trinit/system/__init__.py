@@ -22,7 +22,14 @@ if TYPE_CHECKING:
     from ._kill import KillPlan, Me, kill, plan_kill, sync
     from ._mount import MountSyscalls, mount, umount
     from ._net import ip_addr_add, ip_link_set, ip_route_add_default, ip_route_add_link
-    from ._sysctl import binfmt_line, set_time, setup_emulator, sysctl, sysctl_path
+    from ._sysctl import (
+        binfmt_line,
+        mount_binfmt_misc,
+        set_time,
+        setup_emulator,
+        sysctl,
+        sysctl_path,
+    )
 
 __getattr__ = lazy_exports(
     __name__,
@@ -57,6 +64,7 @@ __getattr__ = lazy_exports(
         "ip_route_add_default": "._net",
         "ip_route_add_link": "._net",
         "binfmt_line": "._sysctl",
+        "mount_binfmt_misc": "._sysctl",
         "set_time": "._sysctl",
         "setup_emulator": "._sysctl",
         "sysctl": "._sysctl",
@@ -85,6 +93,7 @@ __all__ = [
     "kill",
     "mkdir",
     "mount",
+    "mount_binfmt_misc",
     "parse_options",
     "plan_kill",
     "render_hosts",

@@ -8,6 +8,7 @@ directory: a test must never change the real machine's sysctls, clock or binfmt_
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 
 from trinit import _linux as linux
@@ -87,10 +88,50 @@ def binfmt_line(request: pb.SetupEmulatorRequest) -> str:
     return f":{r.name}:{r.type}:{r.offset}:{r.magic}:{r.mask}:{r.binary_path}:{r.flags}"
 
 
+_binfmt_lock = threading.Lock()
+"""Serialises check-then-mount of binfmt_misc between concurrent SetupEmulator calls (a
+second mount would stack another binfmt_misc over the first)."""
+
+
+def mount_binfmt_misc(target: str) -> None:
+    """mount -t binfmt_misc binfmt_misc ``target`` (nosuid, nodev, noexec)."""
+    flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+    linux.mount("binfmt_misc", target, "binfmt_misc", flags, None)
+
+
+def _ensure_mounted(binfmt_misc: str, mount: Callable[[str], None] | None) -> None:
+    """Mount binfmt_misc on demand when ``register`` is missing but the kernel has it.
+
+    The kernel creates the ``binfmt_misc`` directory under /proc/sys/fs exactly when the file
+    system is available (built in, or its module loaded), so an existing directory without
+    ``register`` means "supported, not mounted yet". Without ``mount`` (an agent that is not
+    the VM's init: in the initial user namespace binfmt_misc is one machine-wide instance)
+    nothing is mounted and the caller reports vminitd's "not mounted".
+    """
+    register = f"{binfmt_misc}/register"
+    if mount is None or os.path.exists(register) or not os.path.isdir(binfmt_misc):
+        return
+    with _binfmt_lock:
+        if os.path.exists(register):
+            return
+        try:
+            mount(binfmt_misc)
+        except OSError as exc:
+            reason = os_reason(exc)
+            raise Internal(f"setupEmulator: failed to mount binfmt_misc: {reason}") from None
+
+
 async def setup_emulator(
-    request: pb.SetupEmulatorRequest, *, binfmt_misc: str = BINFMT_MISC
+    request: pb.SetupEmulatorRequest,
+    *,
+    binfmt_misc: str = BINFMT_MISC,
+    mount: Callable[[str], None] | None = None,
 ) -> pb.SetupEmulatorResponse:
     """Register a binfmt_misc interpreter with one write to ``<binfmt_misc>/register``.
+
+    With ``mount`` (the VM's init passes :func:`mount_binfmt_misc`), a binfmt_misc the kernel
+    supports but nobody mounted yet is mounted first, so an early call never fails with "not
+    mounted" (docs/compat.md, "binfmt_misc before serving").
 
     Raises ``Internal("<binfmt_misc> is not mounted")`` when ``register`` is absent, else
     ``Internal("setupEmulator: failed to register binfmt_misc entry: <reason>")``.
@@ -99,6 +140,7 @@ async def setup_emulator(
     line = binfmt_line(request)
 
     def apply() -> None:
+        _ensure_mounted(binfmt_misc, mount)
         if not os.path.exists(register):
             raise Internal(f"{binfmt_misc} is not mounted")
         try:
