@@ -3,7 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for cmd_pkg in busybox:busybox-static socat:socat unshare:util-linux ip:iproute2 runc:runc; do
+# e2fsprogs: mkfs.ext4 -d builds the vminit ext4 image (`trinit image build`), debugfs reads it
+for cmd_pkg in busybox:busybox-static socat:socat unshare:util-linux ip:iproute2 runc:runc \
+    mkfs.ext4:e2fsprogs debugfs:e2fsprogs; do
     command -v "${cmd_pkg%%:*}" >/dev/null 2>&1 || need+=("${cmd_pkg#*:}")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)

@@ -17,6 +17,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from trinit.host import LocalAgent
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``vm_aarch64`` tests (minutes of aarch64 TCG) run only when ``-m`` names them."""
+    if "vm_aarch64" in (config.getoption("markexpr") or ""):
+        return
+    dropped = [item for item in items if item.get_closest_marker("vm_aarch64")]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if not item.get_closest_marker("vm_aarch64")]
+
+
 @pytest.fixture
 def agent() -> Iterator[LocalAgent]:
     running = LocalAgent.start()

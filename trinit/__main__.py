@@ -103,6 +103,11 @@ def main(argv: list[str] | None = None) -> None:
 
         initfs_main(args[1:])
         return
+    if args and args[0] == "image":
+        from trinit.initfs import image_main
+
+        image_main(args[1:])
+        return
     if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help", "--version")):
         args = ["agent", *args]
     parser = argparse.ArgumentParser(
@@ -114,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("init", help="tiny init for containers (vminitd's /.cz-init)")
     sub.add_parser("pause", help="pause process for pods")
     sub.add_parser("initfs", help="build a bootable initramfs (trinit initfs build -h)")
+    sub.add_parser("image", help="build the vminit image and its loader (trinit image -h)")
     try:
         ns = parser.parse_args(args)
     except SystemExit:
