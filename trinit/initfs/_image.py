@@ -92,6 +92,7 @@ class Tree:
     devices: list[tuple[str, int, int, int]] = field(default_factory=list)
     parts: dict[str, int] = field(default_factory=dict)
     kernel_modules: list[str] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)  # compiled packages without a build
 
     def path(self, name: str) -> str:
         clean = os.path.normpath("/" + name).lstrip("/")
@@ -168,21 +169,20 @@ class Source:
         candidate = os.path.join(self.stdlib, rel)
         return candidate if os.path.isfile(candidate) else None
 
-    def package(self, host_package: str) -> str:
+    def package(self, host_package: str) -> str | None:
         """The top-level package (or module file) to package for this machine's
         ``host_package``: the same one when it is pure Python, else the target's from the
-        cross root's wheels."""
+        cross root's wheels; None when the cross root has no build of it.
+
+        The module selection follows every import it can see, including optional ones
+        (grpc reaches for grpc_tools, for one), so a compiled package without a target
+        build is left out and listed in the report rather than failing the build; one the
+        guest really imports fails there, loudly (the VM tests would show it). Add a build
+        with ``trinit image sysroot --wheel DIST``."""
         if self.cross is None or not _has_elf(host_package):
             return host_package
-        name = os.path.basename(host_package)
-        candidate = os.path.join(self.cross, "site-packages", name)
-        if not os.path.exists(candidate):
-            raise FileNotFoundError(
-                f"{name} has compiled code and {self.cross}/site-packages has no {self.arch.name} "
-                f"build of it: add it with `trinit image sysroot --arch {self.arch.name} "
-                f"--wheel DIST==VERSION`"
-            )
-        return candidate
+        candidate = os.path.join(self.cross, "site-packages", os.path.basename(host_package))
+        return candidate if os.path.exists(candidate) else None
 
     def binary(self, path: str) -> str:
         """A ``--binary`` source: a root-relative path in the cross root when it is there."""
@@ -293,7 +293,11 @@ def stage(root: str, options: ImageOptions) -> Tree:
     if not os.path.exists(tree.path(f"{stdlib}/os.pyc")):
         raise FileNotFoundError("os.py (the prefix landmark) was not packaged")
     for package in sorted(selection.packages):
-        assembler.package("site-packages", source.package(package), site)
+        packaged = source.package(package)
+        if packaged is None:
+            tree.left_out.append(os.path.basename(package))
+        else:
+            assembler.package("site-packages", packaged, site)
     assembler.package("trinit", os.path.join(layout.trinit_root, "trinit"), site)
     launcher = _launcher.render(interpreter, site, list(options.agent_args))
     tree.add("launcher", LAUNCHER, launcher.encode(), 0o755)

@@ -22,7 +22,8 @@ from trinit import _arch
 from . import _ext4, _image, _loader, _oci, _sysroot
 from ._build import parse_pairs
 
-FORMATS = ("ext4", "oci", "cpio")
+FORMATS = ("ext4", "oci", "cpio", "dir")
+"""``dir``: the tree itself, for ``rootfstype=virtiofs`` (virtiofsd shares a directory)."""
 
 
 @dataclass
@@ -34,6 +35,7 @@ class ImageReport:
     tree_bytes: int
     parts: dict[str, int] = field(default_factory=dict)
     kernel_modules: list[str] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         lines = [f"{self.output}: {self.format} for {self.arch}, {self.bytes / 2**20:.1f} MiB "
@@ -42,6 +44,9 @@ class ImageReport:
             lines.append(f"  {part:<22} {size / 2**20:7.2f} MiB")
         if self.kernel_modules:
             lines.append("  kernel modules: " + " ".join(self.kernel_modules))
+        if self.left_out:
+            lines.append("  left out (compiled, no build for the target): "
+                         + " ".join(self.left_out))  # fmt: skip
         return "\n".join(lines)
 
 
@@ -50,6 +55,17 @@ def build_image(options: _image.ImageOptions, image_format: str, output: str) ->
     pack it as ``image_format`` at ``output``."""
     if image_format not in FORMATS:
         raise ValueError(f"unknown format {image_format!r} (known: {', '.join(FORMATS)})")
+    if image_format == "dir":
+        if os.path.exists(output):
+            raise FileExistsError(f"{output} exists (the dir format writes a new directory)")
+        try:
+            tree = _image.stage(output, options)
+            _ext4.make_devices(tree)
+        except BaseException:
+            shutil.rmtree(output, ignore_errors=True)
+            raise
+        return ImageReport(output, image_format, tree.arch.name, _du(output), tree.size,
+                           tree.parts, tree.kernel_modules, tree.left_out)  # fmt: skip
     parent = os.path.dirname(os.path.abspath(output))
     staging = tempfile.mkdtemp(prefix=".trinit-image-", dir=parent)
     try:
@@ -66,7 +82,7 @@ def build_image(options: _image.ImageOptions, image_format: str, output: str) ->
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ImageReport(output, image_format, tree.arch.name, size, tree.size, tree.parts,
-                       tree.kernel_modules)  # fmt: skip
+                       tree.kernel_modules, tree.left_out)  # fmt: skip
 
 
 def _du(path: str) -> int:
