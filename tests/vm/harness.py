@@ -300,6 +300,58 @@ def run_vminit_vm(
     return _collect(console, results, output, exit_code, wall, b"", report.bytes)
 
 
+VIRTIOFSD = "/usr/lib/qemu/virtiofsd"
+"""QEMU 7.2's virtiofsd (Debian 12's qemu-system-common)."""
+
+
+def run_virtiofs_vm(workdir: str, *, scenarios: list[str], timeout: float = 300.0) -> VmRun:
+    """Boot the test vminit tree (``--format dir``) shared by virtiofsd with
+    ``rootfstype=virtiofs root=rootfs``; virtiofsd is stopped and the tree removed after."""
+    qemu = find_qemu()
+    kernel = find_kernel()
+    if not os.access(VIRTIOFSD, os.X_OK):
+        raise MissingDeps(f"{VIRTIOFSD} missing (Debian's qemu-system-common)")
+    os.makedirs(workdir, exist_ok=True)
+    tree = os.path.join(workdir, "vminit-root")
+    report = build_test_image(tree, "x86_64", None, "dir")
+    loader = os.path.join(workdir, "loader.cpio.gz")
+    build_test_loader(loader, "x86_64", kernel, None)
+    socket_path = os.path.join(workdir, "virtiofs.sock")
+    daemon = subprocess.Popen(
+        [VIRTIOFSD, f"--socket-path={socket_path}", "-o", f"source={tree}", "-o", "cache=none"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        while not os.path.exists(socket_path):  # it listens before it waits for QEMU
+            if daemon.poll() is not None:
+                raise RuntimeError(f"virtiofsd exited {daemon.returncode}")
+            time.sleep(0.05)
+        console = os.path.join(workdir, "console.log")
+        results = os.path.join(workdir, "results.log")
+        memory = 2048
+        root = [
+            "-object", f"memory-backend-memfd,id=mem,size={memory}M,share=on",
+            "-numa", "node,memdev=mem",
+            "-chardev", f"socket,id=fs,path={socket_path}",
+            "-device", "vhost-user-fs-pci,chardev=fs,tag=rootfs",
+        ]  # fmt: skip
+        append = ("init=/sbin/vminitd ro rootfstype=virtiofs root=rootfs quiet "
+                  f"VMTEST_SCENARIOS={','.join(scenarios)}")  # fmt: skip
+        command = vminit_command("x86_64", kernel, loader, console, results, root, append,
+                                 memory_mib=memory)  # fmt: skip
+        command[0] = qemu
+        exit_code, output, wall = _run_qemu(command, timeout)
+    finally:
+        daemon.terminate()
+        try:
+            daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+        shutil.rmtree(tree, ignore_errors=True)
+    return _collect(console, results, output, exit_code, wall, b"", report.bytes)
+
+
 def _collect(
     console: str, results: str, output: str, exit_code: int | None, wall: float,
     head: bytes, image_bytes: int,

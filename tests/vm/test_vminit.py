@@ -5,6 +5,9 @@ command line ``init=/sbin/vminitd ro rootfstype=ext4 root=/dev/vda``, and Debian
 with the loader initrd (``trinit image loader``), which loads the modules Apple's kernel has
 built in. The in-guest driver then checks the root, runs a container and an exec through
 trinit, and powers the VM off with SIGTERM.
+
+``test_virtiofs_root`` (marker ``vm_virtiofs``, opt-in: ~2 minutes more) boots the same tree
+shared by virtiofsd with ``rootfstype=virtiofs root=rootfs``.
 """
 
 from __future__ import annotations
@@ -61,3 +64,28 @@ def test_sigterm_powers_off(vm: harness.VmRun) -> None:
     ok(vm, "done")
     assert vm.exit_code == 0, vm.console[-4000:]
     assert "Kernel panic" not in vm.console
+
+
+@pytest.fixture(scope="module")
+def virtiofs(tmp_path_factory: pytest.TempPathFactory, vm: harness.VmRun) -> harness.VmRun:
+    """A second boot: the same tree shared by virtiofsd, ``rootfstype=virtiofs``."""
+    workdir = str(tmp_path_factory.mktemp("virtiofs"))
+    try:
+        run = harness.run_virtiofs_vm(workdir, scenarios=["root_fs", "exec_stdio"])
+    except harness.MissingDeps as exc:
+        pytest.fail(str(exc), pytrace=False)
+    print(f"\nvminit virtiofs boot: {run.wall_seconds:.1f} s wall, QEMU exit {run.exit_code}")
+    for name, entry in run.results.items():
+        print(f"  {name}: {'ok' if entry['ok'] else 'FAILED'} {entry['data']}")
+    return run
+
+
+@pytest.mark.vm_virtiofs
+def test_virtiofs_root(virtiofs: harness.VmRun) -> None:
+    data = ok(virtiofs, "root_fs")
+    assert data["fstype"] == "virtiofs"
+    options = data["options"]
+    assert isinstance(options, list) and "ro" in options
+    assert ok(virtiofs, "exec_stdio")["bytes"] == 1 << 20
+    ok(virtiofs, "done")
+    assert virtiofs.exit_code == 0, virtiofs.console[-4000:]
