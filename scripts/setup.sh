@@ -17,7 +17,8 @@ case "${1:-}" in
 esac
 venv_dir="${TRINIT_VENV:-.venv}"
 need=()
-commands="busybox:busybox-static unshare:util-linux"
+# e2fsprogs: mkfs.ext4 -d builds the vminit ext4 image (`trinit image build`), debugfs reads it
+commands="busybox:busybox-static unshare:util-linux mkfs.ext4:e2fsprogs debugfs:e2fsprogs"
 [ "$mode" = dev ] && commands="$commands socat:socat ip:iproute2 runc:runc tini-static:tini"  # tini: the baseline of bench/init_uss.py
 for cmd_pkg in $commands; do
     command -v "${cmd_pkg%%:*}" >/dev/null 2>&1 || need+=("${cmd_pkg#*:}")

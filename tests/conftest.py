@@ -16,6 +16,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from trinit.host import LocalAgent
 
+OPT_IN_MARKERS = ("vm_aarch64", "vm_virtiofs")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``vm_aarch64`` and ``vm_virtiofs`` tests (minutes of TCG each) run only when ``-m``
+    names them."""
+    expression = config.getoption("markexpr") or ""
+    skipped = [m for m in OPT_IN_MARKERS if m not in expression]
+
+    def opt_in(item: pytest.Item) -> bool:
+        return any(item.get_closest_marker(m) for m in skipped)
+
+    dropped = [item for item in items if opt_in(item)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if not opt_in(item)]
+
 
 @pytest.fixture
 def agent() -> Iterator[LocalAgent]:

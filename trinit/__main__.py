@@ -139,6 +139,11 @@ def main(argv: list[str] | None = None) -> None:
 
         initfs_main(args[1:])
         return
+    if args and args[0] == "image":
+        from trinit.initfs import image_main
+
+        image_main(args[1:])
+        return
     if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help", "--version")):
         args = ["agent", *args]
     parser = _OneLineParser(prog="trinit", description="guest init daemon for lightweight VMs")
@@ -156,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     pause.add_argument("--log-level", default="info", metavar="LEVEL", help="default info")
     sub.add_parser("initfs", help="build a bootable initramfs (trinit initfs build -h)")
+    sub.add_parser("image", help="build the vminit image and its loader (trinit image -h)")
     try:
         ns = parser.parse_args(args)
     except SystemExit:

@@ -7,14 +7,15 @@ failure raises :class:`OSError` with the errno, exactly like an ``os`` function.
 Why one module, and why it stays this small:
 * The exec helper imports it before pivot_root and must start fast, so this module imports
   ``ctypes``, ``errno`` and ``os`` only (not even ``typing``), never trio or another trinit
-  module, and imports everything at load time (after pivot_root no file of the interpreter is
-  reachable for a lazy import).
+  module except ``trinit._arch`` (pure data, no imports of its own), and imports everything
+  at load time (after pivot_root no file of the interpreter is reachable for a lazy import).
 * glibc's wrapper is used wherever glibc 2.36 has one (it is the ABI we can rely on across
   architectures). Only calls without a usable wrapper go through ``syscall(2)`` with a number
-  from :data:`SYSCALL_NUMBERS`, keyed by the machine name ``platform.machine()`` reports
-  (read here from ``os.uname()``, which is where ``platform`` gets it: importing
-  ``platform`` would cost the helper ~9 ms). An architecture missing from the table fails
-  that call, not the import, with :class:`UnsupportedArchitecture`.
+  from :data:`SYSCALL_NUMBERS` (built from the per-architecture table in ``trinit._arch``),
+  keyed by the machine name ``platform.machine()`` reports (read here from ``os.uname()``,
+  which is where ``platform`` gets it: importing ``platform`` would cost the helper ~9 ms).
+  An architecture missing from the table fails that call, not the import, with
+  :class:`UnsupportedArchitecture`.
 * Every integer goes to C as an explicitly sized ctypes value: ``syscall`` and ``prctl``
   are variadic, where a Python int would be passed as a C ``int`` and truncated.
 
@@ -28,6 +29,8 @@ import ctypes
 import errno
 import os
 
+from trinit._arch import ARCHES
+
 TYPE_CHECKING = False  # typing costs the exec helper ~12 ms of imports
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -36,22 +39,7 @@ if TYPE_CHECKING:
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
-SYSCALL_NUMBERS: dict[str, dict[str, int]] = {
-    "x86_64": {
-        "rt_sigaction": 13,
-        "finit_module": 313,
-        "openat2": 437,
-        "seccomp": 317,
-        "bpf": 321,
-    },
-    "aarch64": {
-        "rt_sigaction": 134,
-        "finit_module": 273,
-        "openat2": 437,
-        "seccomp": 277,
-        "bpf": 280,
-    },
-}
+SYSCALL_NUMBERS: dict[str, dict[str, int]] = {name: a.syscalls for name, a in ARCHES.items()}
 """``machine -> name -> number`` for the calls made through ``syscall(2)``: glibc 2.36 has no
 wrapper for ``openat2`` and ``finit_module``, and its ``sigaction`` refuses glibc's own
 signals 32 and 33. Checked against the kernel's headers by ``tests/test_linux.py``."""

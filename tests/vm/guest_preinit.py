@@ -23,7 +23,8 @@ READY = "/sys/fs/cgroup/cgroup.procs"
 
 def _spawn() -> int:
     defaults = [s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP)]
-    env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": "/", "TERM": "dumb"}
+    # TMPDIR: /tmp is not writable on a read-only vminit root (the host mounts it there)
+    env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": "/", "TERM": "dumb", "TMPDIR": "/run"}
     env.update((k, v) for k, v in os.environ.items() if k.startswith("VMTEST_"))
     return os.posix_spawn(
         sys.executable, [sys.executable, "-I", "-S", DRIVER], env, setsigdef=defaults, setsigmask=()

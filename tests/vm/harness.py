@@ -167,6 +167,209 @@ def run_vm(workdir: str, *, timeout: float = 280.0, stdout_mib: int | None = Non
     return VmRun(parsed, text, exit_code, wall, head, report.compressed_bytes, timeline)
 
 
+# ------------------------------------------------------------- the vminit boot contract
+CROSS_ROOTS = os.environ.get("TRINIT_CROSS_ROOTS", "/var/cache/trinit")
+"""Where scripts/aarch64-deps.sh keeps ``cross-<arch>`` (``trinit image sysroot``)."""
+
+
+def cross_root(arch: str) -> str:
+    """The cross root for a foreign ``arch``, made by scripts/aarch64-deps.sh."""
+    path = os.path.join(CROSS_ROOTS, f"cross-{arch}")
+    if not os.path.exists(os.path.join(path, "cross-root.json")):
+        raise MissingDeps(f"no cross root for {arch} in {path}: run scripts/aarch64-deps.sh")
+    return path
+
+
+def image_kernel(arch: str) -> tuple[Kernel, str | None]:
+    """(kernel, cross root or None) for booting an ``arch`` image on this machine."""
+    from trinit.initfs import modules_dir_for
+
+    if arch == os.uname().machine:
+        return find_kernel(), None
+    from trinit._arch import get
+
+    root = cross_root(arch)
+    modules = modules_dir_for(get(arch), root, None)
+    release = os.path.basename(modules)
+    image = os.path.join(root, "root/boot", f"vmlinuz-{release}")
+    if not os.path.exists(image):
+        raise MissingDeps(f"{image} missing: run scripts/aarch64-deps.sh")
+    return Kernel(image, release, modules), root
+
+
+def build_test_image(output: str, arch: str, root: str | None, image_format: str = "ext4") -> Any:
+    """The production vminit image plus the in-guest driver, grpcio and busybox (and, on this
+    machine's own architecture, socat and the vsock probe), with the test opt-in to reach the
+    agent through vsock_loopback."""
+    from trinit.initfs import ImageOptions, build_image
+
+    binaries = [("/bin/busybox", "/bin/busybox")]  # the cross root's for a foreign arch
+    if root is None:
+        binaries += [
+            (build_probe(os.path.dirname(output)), "/usr/lib/trinit-vmtest/vsockprobe"),
+            (shutil.which("socat") or "/usr/bin/socat", "/usr/bin/socat"),
+        ]
+    options = ImageOptions(
+        arch=arch,
+        cross_root=root,
+        python_modules=["trinit.host", "subprocess", "json", "traceback", "shutil", "fcntl"],
+        files=[(os.path.join(HERE, "guest_driver.py"), "/usr/lib/trinit-vmtest/guest_driver.py")],
+        binaries=binaries,
+        agent_args=["--host-cid", "1", "--allow-local-vsock"],
+        preinit=os.path.join(HERE, "guest_preinit.py"),
+    )
+    return build_image(options, image_format, output)
+
+
+def build_test_loader(output: str, arch: str, kernel: Kernel, root: str | None) -> Any:
+    """The loader initrd with vsock_loopback added (the in-guest driver's transport)."""
+    from trinit._arch import get
+    from trinit.initfs import BOOT_MODULES, build_loader, default_busybox
+
+    target = get(arch)
+    modules = [*BOOT_MODULES, "vsock_loopback"]
+    return build_loader(output, target, default_busybox(target, root), kernel.modules_dir, modules)
+
+
+def vminit_command(
+    arch: str,
+    kernel: Kernel,
+    loader: str,
+    console: str,
+    results: str,
+    root_args: list[str],
+    append: str,
+    *,
+    cpus: int = 2,
+    memory_mib: int = 2048,
+) -> list[str]:
+    """QEMU booting the vminit image as Apple's host does: ``root_args`` attach the root
+    (a read-only virtio disk, or virtiofs), the command line names ``init=/sbin/vminitd``."""
+    from trinit._arch import get
+
+    target = get(arch)
+    machine = ["-M", "virt", "-cpu", "max,pauth-impdef=on"] if arch == "aarch64" else []
+    serial = ["-chardev", f"file,id=console,path={console}", "-serial", "chardev:console"]
+    if arch != "aarch64":  # `virt` has one UART: results go to the console there
+        serial += ["-chardev", f"file,id=results,path={results}", "-serial", "chardev:results"]
+    return [
+        target.qemu, *machine, "-accel", "tcg,thread=multi", "-smp", str(cpus),
+        "-m", str(memory_mib), "-nodefaults", "-no-user-config", "-display", "none",
+        "-no-reboot", *serial, *root_args,
+        "-kernel", kernel.image, "-initrd", loader,
+        "-append", f"console={target.console} panic=-1 {append}",
+    ]  # fmt: skip
+
+
+EXT4_ROOT = "init=/sbin/vminitd ro rootfstype=ext4 root=/dev/vda"
+"""Apple's host's command line for an ext4 init image."""
+
+
+def run_vminit_vm(
+    workdir: str,
+    *,
+    arch: str,
+    scenarios: list[str],
+    timeout: float = 600.0,
+    stdout_mib: int | None = None,
+) -> VmRun:
+    """Build the test vminit image (ext4) and the loader for ``arch``, boot once the way
+    Apple's host does (read-only virtio disk, ``init=/sbin/vminitd ro``), run ``scenarios``."""
+    from trinit._arch import get
+
+    target = get(arch)
+    qemu = shutil.which(target.qemu)
+    if qemu is None:
+        raise MissingDeps(f"{target.qemu} not found: run scripts/aarch64-deps.sh")
+    kernel, root = image_kernel(arch)
+    os.makedirs(workdir, exist_ok=True)
+    image = os.path.join(workdir, f"vminit-{arch}.ext4")
+    report = build_test_image(image, arch, root)
+    loader = os.path.join(workdir, f"loader-{arch}.cpio.gz")
+    build_test_loader(loader, arch, kernel, root)
+    console = os.path.join(workdir, "console.log")
+    results = os.path.join(workdir, "results.log")
+    append = f"{EXT4_ROOT} quiet VMTEST_SCENARIOS={','.join(scenarios)}"
+    if arch == "aarch64":
+        append += f" VMTEST_RESULTS=/dev/{target.console}"
+    if stdout_mib is not None:
+        append += f" VMTEST_STDOUT_MIB={stdout_mib}"
+    drive = ["-drive", f"file={image},if=virtio,format=raw,readonly=on"]
+    command = vminit_command(arch, kernel, loader, console, results, drive, append)
+    exit_code, output, wall = _run_qemu(command, timeout)
+    return _collect(console, results, output, exit_code, wall, b"", report.bytes)
+
+
+VIRTIOFSD = "/usr/lib/qemu/virtiofsd"
+"""QEMU 7.2's virtiofsd (Debian 12's qemu-system-common)."""
+
+
+def run_virtiofs_vm(workdir: str, *, scenarios: list[str], timeout: float = 300.0) -> VmRun:
+    """Boot the test vminit tree (``--format dir``) shared by virtiofsd with
+    ``rootfstype=virtiofs root=rootfs``; virtiofsd is stopped and the tree removed after."""
+    qemu = find_qemu()
+    kernel = find_kernel()
+    if not os.access(VIRTIOFSD, os.X_OK):
+        raise MissingDeps(f"{VIRTIOFSD} missing (Debian's qemu-system-common)")
+    os.makedirs(workdir, exist_ok=True)
+    tree = os.path.join(workdir, "vminit-root")
+    report = build_test_image(tree, "x86_64", None, "dir")
+    loader = os.path.join(workdir, "loader.cpio.gz")
+    build_test_loader(loader, "x86_64", kernel, None)
+    socket_path = os.path.join(workdir, "virtiofs.sock")
+    daemon = subprocess.Popen(
+        [VIRTIOFSD, f"--socket-path={socket_path}", "-o", f"source={tree}", "-o", "cache=none"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        while not os.path.exists(socket_path):  # it listens before it waits for QEMU
+            if daemon.poll() is not None:
+                raise RuntimeError(f"virtiofsd exited {daemon.returncode}")
+            time.sleep(0.05)
+        console = os.path.join(workdir, "console.log")
+        results = os.path.join(workdir, "results.log")
+        memory = 2048
+        root = [
+            "-object", f"memory-backend-memfd,id=mem,size={memory}M,share=on",
+            "-numa", "node,memdev=mem",
+            "-chardev", f"socket,id=fs,path={socket_path}",
+            "-device", "vhost-user-fs-pci,chardev=fs,tag=rootfs",
+        ]  # fmt: skip
+        append = ("init=/sbin/vminitd ro rootfstype=virtiofs root=rootfs quiet "
+                  f"VMTEST_SCENARIOS={','.join(scenarios)}")  # fmt: skip
+        command = vminit_command("x86_64", kernel, loader, console, results, root, append,
+                                 memory_mib=memory)  # fmt: skip
+        command[0] = qemu
+        exit_code, output, wall = _run_qemu(command, timeout)
+    finally:
+        daemon.terminate()
+        try:
+            daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+        shutil.rmtree(tree, ignore_errors=True)
+    return _collect(console, results, output, exit_code, wall, b"", report.bytes)
+
+
+def _collect(
+    console: str, results: str, output: str, exit_code: int | None, wall: float,
+    head: bytes, image_bytes: int,
+) -> VmRun:  # fmt: skip
+    text = _read(console) + output
+    parsed: dict[str, dict[str, Any]] = {}
+    for line in (_read(results) + "\n" + text).splitlines():
+        line = _UPTIME_PREFIX.sub("", line.strip())
+        if line.startswith("VMTEST {"):
+            try:
+                entry = json.loads(line[len("VMTEST ") :])
+            except ValueError:
+                continue  # a line the console interleaved with other output
+            parsed[entry["scenario"]] = entry
+    timeline = {m.group(1): float(m.group(2)) for m in _TIMELINE.finditer(text)}
+    return VmRun(parsed, text, exit_code, wall, head, image_bytes, timeline)
+
+
 def _run_qemu(command: list[str], timeout: float) -> tuple[int | None, str, float]:
     """Run QEMU to its exit (killed at ``timeout``: exit code None); (exit, output, wall)."""
     started = time.monotonic()
