@@ -696,7 +696,18 @@ def _env_mapping(env: list[str]) -> dict[str, str]:
     return mapping
 
 
+def _set_umask(user: dict[str, Any]) -> None:
+    """``process.user.umask``, else 0022 (runc's default; vminitd ignores the field, and its
+    processes inherit PID 1's 0022), so a workload never inherits the agent's own umask."""
+    value = user.get("umask")
+    value = 0o022 if value is None else value
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ChildError(f"umask: {value!r} is not a non-negative integer")
+    os.umask(value & 0o777)
+
+
 def _common_tail(process: dict[str, Any]) -> NoReturn:
+    _set_umask(process.get("user") or {})
     _set_rlimits(process.get("rlimits") or [])
     caps = process.get("capabilities") or {}
     with _Stage("drop bounding capabilities"):
@@ -774,6 +785,10 @@ def _run_container_init(
     if hostname:
         with _Stage("sethostname"):
             sc.sethostname(hostname)
+    domainname = spec.get("domainname")
+    if domainname:
+        with _Stage("setdomainname"):
+            sc.setdomainname(domainname)
     linux = spec.get("linux") or {}
     _apply_sysctls(linux.get("sysctl") or {})
     _mask_paths(linux.get("maskedPaths") or [])
