@@ -34,7 +34,7 @@ one byte (the launcher's sign that the launch is now ours), puts the fds on 0..5
 every other fd, replaces ``os.environ`` and runs :func:`main` exactly as a freshly spawned
 helper would. EOF or a malformed request makes it exit 0 without touching anything.
 
-Imports are the stdlib and the two tiny sibling modules only: Python start-up is most of the
+Imports are the stdlib and the tiny sibling modules only: Python start-up is most of the
 cost of starting a container process. Every import happens at module load: after pivot_root
 the interpreter's own files are out of reach, so a lazy import would fail.
 """
