@@ -118,7 +118,7 @@ def test_parse_args() -> None:
 
 
 def test_apply_cgroup_seam(tmp_path: Path) -> None:
-    from trinit.exec._child import _apply_cgroup
+    from trinit.exec._child import _apply_cgroup, _open_cgroup_procs
 
     leaf = tmp_path / "container" / "c1"
     spec = {
@@ -131,12 +131,17 @@ def test_apply_cgroup_seam(tmp_path: Path) -> None:
             },
         }
     }
-    _apply_cgroup(42, spec, str(tmp_path))  # no such directory: nothing happens
+    assert _open_cgroup_procs(spec, str(tmp_path)) is None  # no such directory: nothing
     assert not leaf.exists()
     leaf.mkdir(parents=True)
     for name in ("memory.max", "cpu.max", "pids.max", "cgroup.procs"):
         (leaf / name).write_text("")
-    _apply_cgroup(42, spec, str(tmp_path))
+    procs_fd = _open_cgroup_procs(spec, str(tmp_path))
+    assert procs_fd is not None
+    try:
+        _apply_cgroup(42, procs_fd)
+    finally:
+        os.close(procs_fd)
     contents = {p.name: p.read_text() for p in leaf.iterdir()}
     # limits are the daemon's job (written before the launch); the helper only places the pid
     assert contents == {
@@ -145,7 +150,7 @@ def test_apply_cgroup_seam(tmp_path: Path) -> None:
     (leaf / "cgroup.procs").unlink()
     (leaf / "cgroup.procs").mkdir()
     with pytest.raises(ChildError, match=r"^cgroup cgroup.procs: \[Errno 21\]"):
-        _apply_cgroup(42, spec, str(tmp_path))
+        _open_cgroup_procs(spec, str(tmp_path))
 
 
 @pytest.mark.parametrize(

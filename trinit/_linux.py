@@ -124,6 +124,19 @@ TIOCSWINSZ = 0x5414
 # close_range(2)
 CLOSE_RANGE_CLOEXEC = 1 << 2
 
+# open_tree(2), move_mount(2), mount_setattr(2) (linux/mount.h, linux/fcntl.h)
+OPEN_TREE_CLONE = 1
+AT_SYMLINK_NOFOLLOW = 0x100
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+MOVE_MOUNT_F_EMPTY_PATH = 0x04
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR_IDMAP = 0x00100000
+
 # statfs magic of cgroup2
 CGROUP2_SUPER_MAGIC = 0x63677270
 
@@ -366,6 +379,69 @@ def finit_module(fd: int, params: str = "", flags: int = 0) -> None:
     """Load the kernel module open on ``fd`` (``finit_module(2)``; glibc has no wrapper)."""
     raw = ctypes.c_char_p(params.encode())
     _syscall("finit_module", ctypes.c_long(fd), raw, ctypes.c_long(flags))
+
+
+def setdomainname(name: str) -> None:
+    """Set the NIS domain name of the current UTS namespace (the OCI ``domainname``)."""
+    raw = name.encode()
+    _call("setdomainname", ctypes.c_char_p(raw), ctypes.c_size_t(len(raw)))
+
+
+def open_tree(dirfd: int, path: str | bytes, flags: int) -> int:
+    """``open_tree(2)``; with OPEN_TREE_CLONE a detached copy of the mount at ``path``.
+
+    ``O_CLOEXEC`` is always added; the caller owns the returned fd.
+    """
+    return _syscall(
+        "open_tree",
+        ctypes.c_long(dirfd),
+        ctypes.c_char_p(_path(path)),
+        ctypes.c_uint(flags | os.O_CLOEXEC),
+    )
+
+
+def move_mount(
+    from_dirfd: int, from_path: str | bytes, to_dirfd: int, to_path: str | bytes, flags: int
+) -> None:
+    """``move_mount(2)``: attach (or move) a mount; ``*_EMPTY_PATH`` flags use the fds."""
+    _syscall(
+        "move_mount",
+        ctypes.c_long(from_dirfd),
+        ctypes.c_char_p(_path(from_path)),
+        ctypes.c_long(to_dirfd),
+        ctypes.c_char_p(_path(to_path)),
+        ctypes.c_uint(flags),
+    )
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
+
+
+def mount_setattr(
+    dirfd: int,
+    path: str | bytes,
+    flags: int,
+    attr_set: int,
+    attr_clr: int = 0,
+    propagation: int = 0,
+    userns_fd: int = 0,
+) -> None:
+    """``mount_setattr(2)`` with a version-0 ``struct mount_attr`` (32 bytes)."""
+    attr = _MountAttr(attr_set, attr_clr, propagation, userns_fd)
+    _syscall(
+        "mount_setattr",
+        ctypes.c_long(dirfd),
+        ctypes.c_char_p(_path(path)),
+        ctypes.c_uint(flags),
+        ctypes.byref(attr),
+        ctypes.c_size_t(ctypes.sizeof(attr)),
+    )
 
 
 # ------------------------------------------------------------------------------ ptys

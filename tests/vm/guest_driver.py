@@ -279,6 +279,48 @@ class Driver:
         self.limits_init.delete()
         return data
 
+    def userns(self) -> dict[str, Any]:
+        """A container in its own user namespace (root = VM uid 100000) under trinit as the
+        real PID 1 (chrooted over the initramfs); then an idmapped bind mount of a VM-owned
+        directory on /run (tmpfs: idmappable from Linux 6.3 on, refused before)."""
+        started = time.monotonic()
+        mapping = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        data_dir = "/run/vmtest/userns-data"
+        os.makedirs(data_dir, mode=0o755)
+
+        def userns_spec(cid: str, script: str) -> dict[str, Any]:
+            self.container(cid)
+            spec = self.spec(["sh", "-c", script], uidMappings=mapping, gidMappings=mapping)
+            spec["linux"]["namespaces"].append({"type": "user", "path": ""})
+            # sysfs needs a network namespace owned by the user namespace (containers share
+            # the VM's): left out, and cgroup2 with it (its mount point would have to be made
+            # in the VM-owned rootfs, which the mapped root may not write)
+            spec["mounts"] = [m for m in spec["mounts"] if not m["destination"].startswith("/sys")]
+            return spec
+
+        spec = userns_spec("userns", "id -u; cat /proc/self/uid_map; grep ^Uid /proc/self/status")
+        result = self.host.run("userns", spec, timeout=60)
+        lines = result.stdout.decode().split("\n")
+        data: dict[str, Any] = {"inside": lines, "stderr": result.stderr.decode()[-300:]}
+        check(result.exit_code == 0, f"exit {result.exit_code}: {data}")
+        check(lines[0] == "0" and lines[1].split() == ["0", "100000", "65536"], f"{data}")
+        check(lines[2].split() == ["Uid:", "0", "0", "0", "0"], f"{data}")
+        spec = userns_spec("userns-idmap", "touch /mnt/made")
+        spec["mounts"].append(
+            {"type": "none", "source": data_dir, "destination": "/mnt", "options": ["bind"],
+             "uidMappings": mapping, "gidMappings": mapping},
+        )  # fmt: skip
+        try:
+            result = self.host.run("userns-idmap", spec, timeout=60)
+            data["idmapped"] = {"exit": result.exit_code, "stderr": result.stderr.decode()}
+            data["made_owner_in_vm"] = os.stat(os.path.join(data_dir, "made")).st_uid
+        except Exception as exc:  # grpc.RpcError: StartProcess failed
+            details = exc.details() if hasattr(exc, "details") else str(exc)
+            data["idmapped"] = {"error": details}
+        data["kernel"] = os.uname().release
+        data["seconds"] = time.monotonic() - started
+        return data
+
     def pids_limit(self) -> dict[str, Any]:
         # A failed fork ends a non-interactive ash, so the forks happen in an inner shell;
         # the outer one then uses builtins only (`cat` could not fork any more).
@@ -684,6 +726,7 @@ def main() -> None:
                 ("pids_limit", driver.pids_limit), ("stdout_bulk", driver.stdout_bulk),
                 ("socat_stdio", driver.socat_stdio),
                 ("producer_only", driver.producer_only), ("orphans", driver.orphans),
+                ("userns", driver.userns),
             ):  # fmt: skip
                 scenario(name, body)
             try:

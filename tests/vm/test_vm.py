@@ -138,6 +138,16 @@ def test_orphans_reaped_by_pid1(vm: harness.VmRun) -> None:
     assert data["parents"] == [1] and data["zombies"] == 0
 
 
+def test_user_namespace_and_idmapped_mount_in_the_vm(vm: harness.VmRun) -> None:
+    data = ok(vm, "userns")
+    release = tuple(int(part) for part in str(data["kernel"]).split("-")[0].split(".")[:2])
+    if release >= (6, 3):  # tmpfs supports idmapped mounts
+        assert data["made_owner_in_vm"] == 0, data
+    else:  # the kernel's refusal, reported with the mount's name when StartProcess fails
+        error = data["idmapped"]["error"]  # type: ignore[index]
+        assert "mount /mnt: idmapped mount: [Errno 22] Invalid argument" in error, data
+
+
 def test_kill_minus_one_leaves_pid1_serving(vm: harness.VmRun) -> None:
     data = ok(vm, "kill_all")
     assert data["victim_exit"] == 137

@@ -49,6 +49,7 @@ import stat
 import sys
 
 from trinit import _linux as sc
+from trinit.exec import _idmap, _userns
 from trinit.exec import _selfexec as selfexec
 from trinit.exec._devices import create_devices
 from trinit.exec._mountopts import parse_options, statfs_mount_flags
@@ -234,7 +235,8 @@ def _enter_namespaces(spec: dict[str, Any]) -> bool:
         flags = sc.CLONE_NEWPID | sc.CLONE_NEWNS | sc.CLONE_NEWUTS
     else:
         flags = 0
-        for entry in linux.get("namespaces") or []:
+        # the user namespace first (runc's order): it is to own the others
+        for entry in sorted(linux.get("namespaces") or [], key=_userns.first):
             kind = entry.get("type", "")
             if kind not in NAMESPACE_FLAGS:
                 raise ChildError(f"namespaces: unknown namespace type {kind!r}")
@@ -250,8 +252,15 @@ def _enter_namespaces(spec: dict[str, Any]) -> bool:
                     finally:
                         os.close(fd)
                 joined |= flag
+            elif flag == sc.CLONE_NEWUSER:
+                with _Stage("user namespace"):
+                    _userns.enter_new(linux)
+                joined |= flag
             else:
                 flags |= flag
+            if flag == sc.CLONE_NEWUSER:
+                with _Stage("user namespace"):
+                    _userns.become_root()
     new_cgroup = bool(flags & sc.CLONE_NEWCGROUP)
     flags &= ~sc.CLONE_NEWCGROUP
     if not (flags | joined) & sc.CLONE_NEWNS:
@@ -261,32 +270,36 @@ def _enter_namespaces(spec: dict[str, Any]) -> bool:
     return new_cgroup
 
 
-def _write_cgroup_file(directory: str, name: str, value: str) -> None:
-    with _Stage(f"cgroup {name}"):
-        fd = os.open(os.path.join(directory, name), os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, value.encode())
-        finally:
-            os.close(fd)
+def _open_cgroup_procs(spec: dict[str, Any], cgroup_root: str) -> int | None:
+    """The container cgroup's ``cgroup.procs``, opened for :func:`_apply_cgroup`.
 
-
-def _apply_cgroup(child_pid: int, spec: dict[str, Any], cgroup_root: str) -> None:
-    """Move ``child_pid`` into its container cgroup before it is released.
-
-    See docs/protocol.md §6.1 step 4. The daemon (``trinit.cgroup``) has already created the
-    cgroup and written its limits; only the placement happens here, so the init is inside
-    before it can run anything. Does nothing when ``linux.cgroupsPath`` is empty or its
+    Opened before the helper enters the namespaces: inside a user namespace it is no longer
+    the VM's root, and the kernel checks a migration against the credentials (and cgroup
+    namespace) of the file's opener. None when ``linux.cgroupsPath`` is empty or its
     directory does not exist under ``cgroup_root`` (cgroup management is off, e.g. no
     cgroup2 hierarchy).
     """
     linux = spec.get("linux") or {}
     relative = (linux.get("cgroupsPath") or "").strip("/")
     if not relative:
-        return
+        return None
     directory = os.path.join(cgroup_root, relative)
     if not os.path.isdir(directory):
-        return
-    _write_cgroup_file(directory, "cgroup.procs", str(child_pid))
+        return None
+    with _Stage("cgroup cgroup.procs"):
+        return os.open(os.path.join(directory, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+
+
+def _apply_cgroup(child_pid: int, procs_fd: int | None) -> None:
+    """Move ``child_pid`` into its container cgroup before it is released.
+
+    See docs/protocol.md §6.1 step 4. The daemon (``trinit.cgroup``) has already created the
+    cgroup and written its limits; only the placement happens here, so the init is inside
+    before it can run anything.
+    """
+    if procs_fd is not None:
+        with _Stage("cgroup cgroup.procs"):
+            os.write(procs_fd, str(child_pid).encode())
 
 
 def _set_oom_score_adj(process: dict[str, Any]) -> None:
@@ -373,7 +386,7 @@ def _remount_readonly(target: str, flags: int) -> None:
     _bind_remount(target, flags | sc.MS_RDONLY)
 
 
-def _mount_one(root_fd: int, entry: dict[str, Any]) -> None:
+def _mount_one(root_fd: int, entry: dict[str, Any], tree: int | None = None) -> None:
     destination = entry["destination"]
     source = entry.get("source") or ""
     fstype = entry.get("type") or None
@@ -382,7 +395,9 @@ def _mount_one(root_fd: int, entry: dict[str, Any]) -> None:
     want_file = is_bind and not os.path.isdir(source)
     fd = _resolve_create(root_fd, destination, want_file)
     try:
-        if not opts.skip_main_call:
+        if tree is not None:
+            _idmap.attach(tree, fd)
+        elif not opts.skip_main_call:
             sc.mount(source, f"/proc/self/fd/{fd}", fstype, opts.flags, opts.data or None)
     finally:
         os.close(fd)
@@ -467,7 +482,7 @@ def _swap_dev_null(vm_null_rdev: int | None) -> None:
         os.close(null_fd)
 
 
-def _setup_root(spec: dict[str, Any], rootfs: str) -> None:
+def _setup_root(spec: dict[str, Any], rootfs: str, trees: dict[int, int]) -> None:
     try:
         vm_null_rdev: int | None = os.stat("/dev/null").st_rdev
     except OSError:
@@ -478,9 +493,9 @@ def _setup_root(spec: dict[str, Any], rootfs: str) -> None:
         sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC, None)
         root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        for entry in spec.get("mounts") or []:
+        for index, entry in enumerate(spec.get("mounts") or []):
             with _Stage(f"mount {entry.get('destination')}"):
-                _mount_one(root_fd, entry)
+                _mount_one(root_fd, entry, trees.get(index))
         with _Stage("linux.devices"):
             create_devices(root_fd, (spec.get("linux") or {}).get("devices") or [])
         _setup_dev(root_fd)
@@ -661,7 +676,13 @@ def _chown_stdio(uid: int) -> None:
             continue
         if stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3):
             continue  # /dev/null is shared with the VM: never chown it
-        os.fchown(fd, uid, -1)
+        try:
+            os.fchown(fd, uid, -1)
+        except OSError as exc:
+            # As runc: in a user namespace the pipe's owner (the VM's root) or its group
+            # may be unmapped (EPERM, EINVAL); leave such stdio alone rather than fail.
+            if exc.errno not in (errno.EPERM, errno.EINVAL, errno.EROFS):
+                raise
 
 
 def find_executable(arg0: str, cwd: str, env: list[str]) -> str:
@@ -705,6 +726,16 @@ def _env_mapping(env: list[str]) -> dict[str, str]:
     return mapping
 
 
+def _set_umask(user: dict[str, Any]) -> None:
+    """``process.user.umask``, else 0022 (runc's default; vminitd ignores the field, and its
+    processes inherit PID 1's 0022), so a workload never inherits the agent's own umask."""
+    value = user.get("umask")
+    value = 0o022 if value is None else value
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ChildError(f"umask: {value!r} is not a non-negative integer")
+    os.umask(value & 0o777)
+
+
 def _load_seccomp(spec: dict[str, Any]) -> Any:
     """Compile ``linux.seccomp`` (None without one) while the package is still reachable."""
     seccomp = (spec.get("linux") or {}).get("seccomp")
@@ -722,6 +753,7 @@ def _install_seccomp(seccomp: Any) -> None:
 
 
 def _common_tail(process: dict[str, Any], seccomp: Any = None) -> NoReturn:
+    _set_umask(process.get("user") or {})
     _set_rlimits(process.get("rlimits") or [])
     if seccomp is not None and not process.get("noNewPrivileges"):
         _install_seccomp(seccomp)  # needs CAP_SYS_ADMIN without no_new_privs, as in runc
@@ -789,7 +821,9 @@ def _common_tail(process: dict[str, Any], seccomp: Any = None) -> NoReturn:
 # --- commands --------------------------------------------------------------------------------
 
 
-def _run_container_init(spec: dict[str, Any], bundle: str, new_cgroup_ns: bool) -> NoReturn:
+def _run_container_init(
+    spec: dict[str, Any], bundle: str, new_cgroup_ns: bool, trees: dict[int, int]
+) -> NoReturn:
     _wait_ack(ACK_PID)
     if new_cgroup_ns:
         with _Stage("unshare cgroup namespace"):
@@ -798,7 +832,7 @@ def _run_container_init(spec: dict[str, Any], bundle: str, new_cgroup_ns: bool) 
         os.setsid()
     seccomp = _load_seccomp(spec)
     rootfs = os.path.join(bundle, spec["root"]["path"])  # an absolute path wins
-    _setup_root(spec, os.path.abspath(rootfs))
+    _setup_root(spec, os.path.abspath(rootfs), trees)
     process = spec.get("process") or {}
     if process.get("terminal"):
         _setup_terminal(console=True, size=console_size(process))
@@ -806,6 +840,10 @@ def _run_container_init(spec: dict[str, Any], bundle: str, new_cgroup_ns: bool) 
     if hostname:
         with _Stage("sethostname"):
             sc.sethostname(hostname)
+    domainname = spec.get("domainname")
+    if domainname:
+        with _Stage("setdomainname"):
+            sc.setdomainname(domainname)
     linux = spec.get("linux") or {}
     _apply_sysctls(linux.get("sysctl") or {})
     _mask_paths(linux.get("maskedPaths") or [])
@@ -826,17 +864,23 @@ def command_run(bundle: str, cgroup_root: str) -> int:
     if not isinstance(spec.get("root"), dict) or not isinstance(spec.get("process"), dict):
         raise ChildError(f"failed to load OCI bundle at {bundle}: missing process or root")
     _set_oom_score_adj(spec["process"])
+    with _Stage("idmapped mounts"):
+        trees = _idmap.detach_all(spec.get("mounts") or [])
+    procs_fd = _open_cgroup_procs(spec, cgroup_root)
     new_cgroup_ns = _enter_namespaces(spec)
     with _Stage("fork"):
         pid = os.fork()
     if pid == 0:
-        _guarded(lambda: _run_container_init(spec, bundle, new_cgroup_ns))
+        _guarded(lambda: _run_container_init(spec, bundle, new_cgroup_ns, trees))
     try:
-        _apply_cgroup(pid, spec, cgroup_root)
+        _apply_cgroup(pid, procs_fd)
         _write_int(pid)
     except BaseException:
         _kill_quietly(pid)  # it waits for AckPid and holds the pipes: never leave it
         raise
+    finally:
+        if procs_fd is not None:
+            os.close(procs_fd)
     return 0
 
 
@@ -860,7 +904,7 @@ def command_exec(process_path: str, parent_pid: int, bundle: str | None = None) 
         pidfd = sc.pidfd_open(parent_pid)
     try:
         with _Stage(f"join the namespaces of {parent_pid}"):
-            sc.setns(pidfd, EXEC_NAMESPACES)
+            sc.setns(pidfd, EXEC_NAMESPACES | _userns.exec_flag(parent_pid))
     finally:
         os.close(pidfd)
     with _Stage("fork"):
