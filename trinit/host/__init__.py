@@ -1,18 +1,22 @@
 """Host-side library: drive a trinit (or vminitd) agent and stream process stdio."""
 
+from ._attach import FORWARDED_SIGNALS, attach, fd_sink
 from ._client import Host, Process, Result, oci_spec
 from ._local import LocalAgent
 from ._ports import HostPort, PortAllocator
 from ._rootfs import build_busybox_rootfs, busybox_spec
 
 __all__ = [
+    "FORWARDED_SIGNALS",
     "Host",
     "HostPort",
     "LocalAgent",
     "PortAllocator",
     "Process",
     "Result",
+    "attach",
     "build_busybox_rootfs",
     "busybox_spec",
+    "fd_sink",
     "oci_spec",
 ]
