@@ -1,4 +1,5 @@
-"""Command line: ``trinit agent|init|pause`` (also ``python -m trinit``).
+"""Command line: ``trinit agent|init|pause|initfs`` and the container commands
+``run|exec|ps|stats|kill|rm`` (trinit.cli) (also ``python -m trinit``).
 
 ``trinit agent [--transport vsock|unix:DIR] [--port N] [--host-cid N] [--allow-local-vsock]
 [--log-level L]`` is the default. Invoked through a file named ``.cz-init`` it runs init mode
@@ -12,6 +13,17 @@ import os
 import sys
 
 from trinit import __version__
+
+#: the container commands of trinit.cli (docs/cli.md), named here so that the agent's own
+#: start does not import them
+_CLI_COMMANDS = {
+    "run": "run a command in a new container (trinit run -h)",
+    "exec": "run a command in a running container",
+    "ps": "list an agent's containers",
+    "stats": "show containers' resource usage",
+    "kill": "signal a container",
+    "rm": "delete containers",
+}
 
 
 def _transport(value: str) -> str:
@@ -103,6 +115,10 @@ def main(argv: list[str] | None = None) -> None:
 
         initfs_main(args[1:])
         return
+    if args and args[0] in _CLI_COMMANDS:
+        from trinit.cli import main as cli_main
+
+        sys.exit(cli_main(args))
     if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help", "--version")):
         args = ["agent", *args]
     parser = argparse.ArgumentParser(
@@ -114,6 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("init", help="tiny init for containers (vminitd's /.cz-init)")
     sub.add_parser("pause", help="pause process for pods")
     sub.add_parser("initfs", help="build a bootable initramfs (trinit initfs build -h)")
+    for name, text in _CLI_COMMANDS.items():
+        sub.add_parser(name, help=text)
     try:
         ns = parser.parse_args(args)
     except SystemExit:
