@@ -44,11 +44,11 @@ def message_dict(message: Message) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for descriptor, value in message.ListFields():
         if descriptor.message_type is not None:
-            if descriptor.label == descriptor.LABEL_REPEATED:
+            if descriptor.is_repeated:
                 result[descriptor.name] = [message_dict(item) for item in value]
             else:
                 result[descriptor.name] = message_dict(value)
-        elif descriptor.label == descriptor.LABEL_REPEATED:
+        elif descriptor.is_repeated:
             result[descriptor.name] = list(value)
         else:
             result[descriptor.name] = value

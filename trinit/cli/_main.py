@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
@@ -40,8 +41,10 @@ def main(argv: list[str]) -> int:
         return EXIT_TRINIT
     except KeyboardInterrupt:
         return 130
-    except OSError as exc:
-        _report(str(exc))
+    except Exception as exc:  # a bug or an unforeseen failure: still one line
+        if os.environ.get("TRINIT_DEBUG"):
+            raise
+        _report(f"{type(exc).__name__}: {exc} (TRINIT_DEBUG=1 shows the traceback)")
         return EXIT_TRINIT
 
 
