@@ -7,6 +7,7 @@ import fcntl
 import os
 import pty
 import select
+import signal
 import struct
 import subprocess
 import termios
@@ -165,3 +166,20 @@ def test_terminal_session_typing_resize_and_exit_code() -> None:
         except (ProcessLookupError, ChildProcessError):
             pass
         os.close(fd)
+
+
+def test_signals_to_trinit_run_are_forwarded() -> None:
+    script = 'trap "echo got-term; exit 9" TERM; sleep 100000 & echo ready; wait'
+    proc = subprocess.Popen(
+        [TRINIT, "run", "--rootfs", busybox_rootfs(), "--", "sh", "-c", script],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        assert (proc.returncode, out) == (9, "got-term\n"), err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
