@@ -116,8 +116,11 @@ def main(argv: list[str] | None = None) -> None:
         initfs_main(args[1:])
         return
     if args and args[0] in _CLI_COMMANDS:
-        from trinit.cli import main as cli_main
-
+        try:
+            from trinit.cli import main as cli_main
+        except ImportError as exc:  # host-side: grpcio comes with the "host" extra
+            print(f"trinit: {args[0]} needs trinit[host] installed: {exc}", file=sys.stderr)
+            sys.exit(125)
         sys.exit(cli_main(args))
     if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help", "--version")):
         args = ["agent", *args]
