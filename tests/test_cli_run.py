@@ -133,7 +133,14 @@ class Terminal:
     def type(self, text: str) -> None:
         os.write(self.fd, text.encode())
 
-    def wait(self) -> int:
+    def wait(self, limit: float = 60) -> int:
+        """trinit's exit status (the pidfd's readiness is the exit; the limit guards a hang)."""
+        pidfd = os.pidfd_open(self.pid)
+        try:
+            ready, _, _ = select.select([pidfd], [], [], limit)
+            assert ready, "trinit did not exit"
+        finally:
+            os.close(pidfd)
         _, status = os.waitpid(self.pid, 0)
         return os.waitstatus_to_exitcode(status)
 
@@ -183,3 +190,17 @@ def test_signals_to_trinit_run_are_forwarded() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_terminal_hangup_ends_the_session() -> None:
+    """Closing the terminal (its master side) ends trinit run -t, agent and all."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(TRINIT, [TRINIT, "run", "-t", "--rootfs", busybox_rootfs(), "--", "sh"])
+    term = Terminal(fd, pid)
+    try:
+        term.type("echo $((6*7))\r")
+        term.read_until(b"42\r\n")
+    finally:
+        os.close(fd)  # the hangup
+    assert term.wait() == 128 + signal.SIGKILL

@@ -80,9 +80,11 @@ def attach(
     is then started (unless it was), and for a terminal process (``process.terminal``) the
     caller's terminal is put in raw mode (``raw``) and its size sent before the start and on
     every SIGWINCH. End of input closes a pipe stdin (the program reads EOF); a terminal
-    gets no EOF (docs/protocol.md §5.4). Signal forwarding and SIGWINCH need the main
-    thread; elsewhere they are skipped. The terminal mode and signal handlers are restored
-    and the relay thread stopped before this returns or raises. The process is not deleted.
+    gets no EOF (docs/protocol.md §5.4). When ``stdin_fd`` is a terminal that hangs up, the
+    process is killed (SIGKILL): nothing could reach it any more. Signal forwarding and
+    SIGWINCH need the main thread; elsewhere they are skipped. The terminal mode and signal
+    handlers are restored and the relay thread stopped before this returns or raises. The
+    process is not deleted.
     """
     if proc.pid is None and not proc.created:
         proc.stdin = stdin_fd is not None
@@ -161,7 +163,8 @@ def _raw_mode(fd: int | None) -> Iterator[None]:
     try:
         yield
     finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        with contextlib.suppress(termios.error):  # a terminal that hung up has no mode
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 class _Relay(threading.Thread):
@@ -175,6 +178,8 @@ class _Relay(threading.Thread):
         self._stdin_fd = stdin_fd
         self._wake_r = wake_r
         self._terminal_fd = terminal_fd
+        # decided now: a terminal that has hung up is no longer one for isatty()
+        self._stdin_is_tty = stdin_fd is not None and os.isatty(stdin_fd)
 
     def run(self) -> None:
         while True:
@@ -215,7 +220,12 @@ class _Relay(threading.Thread):
                 return
             except OSError:
                 pass  # the process's side is gone: stop forwarding
+        hangup = self._stdin_is_tty  # raw mode: ^D is a byte, so this is a hangup
         self._stdin_fd = None
-        if not self._proc.terminal:
-            with contextlib.suppress(grpc.RpcError):
+        with contextlib.suppress(grpc.RpcError):
+            if hangup:
+                # the caller's terminal is gone: end the session as a hangup ends a login
+                # shell (a container init would ignore the SIGHUP the kernel sent here)
+                self._proc.kill(signal.SIGKILL)
+            elif not self._proc.terminal:
                 self._proc.close_stdin()
