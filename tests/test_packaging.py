@@ -26,7 +26,7 @@ from packaging.version import Version
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "trinit"
 # Modules that may use the `host` extra (the host library and its grpcio stubs).
-HOST_SIDE = ("trinit/host/", "trinit/_proto/sandbox_pb2_grpc.py")
+HOST_SIDE = ("trinit/host/", "trinit/cli/", "trinit/_proto/sandbox_pb2_grpc.py")
 
 
 def _project() -> dict[str, object]:

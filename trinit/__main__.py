@@ -1,4 +1,5 @@
-"""Command line: ``trinit agent|init|pause`` (also ``python -m trinit``).
+"""Command line: ``trinit agent|init|pause|initfs`` and the container commands
+``run|exec|ps|stats|kill|rm`` (trinit.cli) (also ``python -m trinit``).
 
 ``trinit agent [--transport vsock|unix:DIR] [--port N] [--host-cid N] [--allow-local-vsock]
 [--log-level L]`` is the default. Invoked through a file named ``.cz-init`` it runs init mode
@@ -27,6 +28,18 @@ class _OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
+
+
+#: the container commands of trinit.cli (docs/cli.md), named here so that the agent's own
+#: start does not import them
+_CLI_COMMANDS = {
+    "run": "run a command in a new container (trinit run -h)",
+    "exec": "run a command in a running container",
+    "ps": "list an agent's containers",
+    "stats": "show containers' resource usage",
+    "kill": "signal a container",
+    "rm": "delete containers",
+}
 
 
 def _transport(value: str) -> str:
@@ -144,6 +157,13 @@ def main(argv: list[str] | None = None) -> None:
 
         image_main(args[1:])
         return
+    if args and args[0] in _CLI_COMMANDS:
+        try:
+            from trinit.cli import main as cli_main
+        except ImportError as exc:  # host-side: grpcio comes with the "host" extra
+            print(f"trinit: {args[0]} needs trinit[host] installed: {exc}", file=sys.stderr)
+            sys.exit(125)
+        sys.exit(cli_main(args))
     if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help", "--version")):
         args = ["agent", *args]
     parser = _OneLineParser(prog="trinit", description="guest init daemon for lightweight VMs")
@@ -162,6 +182,8 @@ def main(argv: list[str] | None = None) -> None:
     pause.add_argument("--log-level", default="info", metavar="LEVEL", help="default info")
     sub.add_parser("initfs", help="build a bootable initramfs (trinit initfs build -h)")
     sub.add_parser("image", help="build the vminit image and its loader (trinit image -h)")
+    for name, text in _CLI_COMMANDS.items():
+        sub.add_parser(name, help=text)
     try:
         ns = parser.parse_args(args)
     except SystemExit:

@@ -1,5 +1,6 @@
 """Host-side library: drive a trinit (or vminitd) agent and stream process stdio."""
 
+from ._attach import FORWARDED_SIGNALS, attach, fd_sink
 from ._client import Host, Process, Result, oci_spec
 from ._local import LocalAgent
 from ._ports import HostPort, PortAllocator
@@ -8,6 +9,7 @@ from ._seccomp import default_seccomp
 from ._vsock import VsockConnectError
 
 __all__ = [
+    "FORWARDED_SIGNALS",
     "Host",
     "HostPort",
     "LocalAgent",
@@ -15,8 +17,10 @@ __all__ = [
     "Process",
     "Result",
     "VsockConnectError",
+    "attach",
     "build_busybox_rootfs",
     "busybox_spec",
     "default_seccomp",
+    "fd_sink",
     "oci_spec",
 ]

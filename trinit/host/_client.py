@@ -288,6 +288,7 @@ class Process:
     _conns: dict[str, socket.socket] = field(default_factory=dict)
     _readers: list[threading.Thread] = field(default_factory=list)
     _deleted: bool = False
+    created: bool = False
 
     @property
     def terminal(self) -> bool:
@@ -312,6 +313,7 @@ class Process:
                 self._listeners[name] = HostPort.listen(self.host.transport, port)
                 setattr(request, name, port)
         self.host.stub.CreateProcess(request)
+        self.created = True
         for name, listener in self._listeners.items():
             self._conns[name] = listener.accept(accept_timeout)
             listener.close()
@@ -333,6 +335,14 @@ class Process:
         )
         self.pid = reply.pid
         return int(reply.pid)
+
+    def attach(self, **options: Any) -> int:
+        """The interactive session: create (if needed), start, relay this program's stdin,
+        stdout, stderr, window size and signals, wait; the exit code. Options and details:
+        :func:`trinit.host.attach`."""
+        from ._attach import attach
+
+        return attach(self, **options)
 
     def write(self, data: bytes) -> None:
         self._conns["stdin"].sendall(data)

@@ -85,7 +85,7 @@ class PythonLayout:
         return [self.trinit_root, self.stdlib, self.dynload, *self.site_packages]
 
 
-HOST_SIDE = ("trinit.host", "trinit.initfs", "trinit._proto.sandbox_pb2_grpc")
+HOST_SIDE = ("trinit.host", "trinit.cli", "trinit.initfs", "trinit._proto.sandbox_pb2_grpc")
 """trinit modules the guest never runs (they need grpcio or are build tools)."""
 
 
