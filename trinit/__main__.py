@@ -3,6 +3,9 @@
 ``trinit agent [--transport vsock|unix:DIR] [--port N] [--host-cid N] [--allow-local-vsock]
 [--log-level L]`` is the default. Invoked through a file named ``.cz-init`` it runs init mode
 directly (docs/protocol.md §8.1).
+
+Developer switch: ``TRINIT_PROFILE=FILE`` runs the agent under cProfile and writes FILE when
+it stops (``bench/rpc.py --profile``); see :func:`_run_agent`.
 """
 
 from __future__ import annotations
