@@ -4,6 +4,9 @@
 ``trinit agent [--transport vsock|unix:DIR] [--port N] [--host-cid N] [--allow-local-vsock]
 [--log-level L]`` is the default. Invoked through a file named ``.cz-init`` it runs init mode
 directly (docs/protocol.md §8.1).
+
+Developer switch: ``TRINIT_PROFILE=FILE`` runs the agent under cProfile and writes FILE when
+it stops (``bench/rpc.py --profile``); see :func:`_run_agent`.
 """
 
 from __future__ import annotations
@@ -11,9 +14,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from trinit import API_PACKAGE, __version__
+
+if TYPE_CHECKING:
+    from trinit._agent import AgentConfig
 
 VMADDR_PORT_ANY = 0xFFFFFFFF
 """vsock's wildcard port: not a port an agent can listen on (nor can a unix agent, which
@@ -132,6 +138,32 @@ def is_vm_init() -> bool:
         return True  # /proc not mounted yet: early boot of a real init
 
 
+def _run_agent(config: AgentConfig) -> None:
+    """``trio.run(run_agent, config)``; with ``TRINIT_PROFILE=FILE`` in the environment, under
+    cProfile, written to FILE when the agent stops.
+
+    A developer switch for ``bench/rpc.py --profile``: profiling the real agent started the
+    way a host starts it (fresh namespaces, its own process) shows where an RPC's time goes,
+    which a profile of an in-process server does not. Not for production: it slows every
+    call and the file is written only on an orderly stop (SIGTERM).
+    """
+    import trio
+
+    from trinit._agent import run_agent
+
+    profile_path = os.environ.get("TRINIT_PROFILE")
+    if not profile_path:
+        trio.run(run_agent, config)
+        return
+    import cProfile
+
+    profiler = cProfile.Profile()
+    try:
+        profiler.runcall(lambda: trio.run(run_agent, config))
+    finally:
+        profiler.dump_stats(profile_path)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv if argv is None else argv)
     if os.path.basename(argv[0]) == ".cz-init":
@@ -193,9 +225,7 @@ def main(argv: list[str] | None = None) -> None:
             die("bad agent arguments on the kernel command line")
         raise
     if ns.command == "agent":
-        import trio
-
-        from trinit._agent import AgentConfig, StartupError, run_agent
+        from trinit._agent import AgentConfig, StartupError
         from trinit._log import setup
 
         setup(ns.log_level)
@@ -215,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
 
             run_as_pid1(config)  # the VM's init: never returns
         try:
-            trio.run(run_agent, config)
+            _run_agent(config)
         except StartupError as exc:
             print(f"trinit: {exc}", file=sys.stderr)
             sys.exit(2)

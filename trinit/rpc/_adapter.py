@@ -78,9 +78,11 @@ Theory of operation (one connection):
   previous read drained the socket, which saves a failed read per request on an idle
   connection.
 - Responses' header blocks come from ``_hpack.LiteralEncoder`` (cached, dynamic-table
-  free), which is cheaper than hpack's encoder. Inbound header validation by h2 is off:
-  the host is trusted and only ``:path``, ``content-type``, ``grpc-timeout`` and
-  ``grpc-encoding`` are read, each checked here.
+  free), which is cheaper than hpack's encoder. Requests' header blocks are decoded by
+  ``_hpack.CachingDecoder``, which reuses the decoded list of a recent identical block while
+  the dynamic table is unchanged (grpc-core repeats the same indexed block for every call).
+  Inbound header validation by h2 is off: the host is trusted and only ``:path``,
+  ``content-type``, ``grpc-timeout`` and ``grpc-encoding`` are read, each checked here.
 - Outbound flow control: DATA is passed to h2 only as far as the peer's window allows; the
   rest waits in the RPC's queue and is resumed on WINDOW_UPDATE/SETTINGS. A streaming
   handler is not asked for its next message until its previous one has been handed to h2.
@@ -115,7 +117,7 @@ from trinit._ratelimit import RateLimitedLog
 from trinit.errors import Code, InvalidArgument, TrinitError, describe
 
 from . import _wire
-from ._hpack import LiteralEncoder
+from ._hpack import CachingDecoder, LiteralEncoder
 
 __all__ = ["serve"]
 
@@ -320,6 +322,9 @@ class _Connection:
         # applies their side effects itself: set the frame size limit by hand.
         self._h2.max_inbound_frame_size = _MAX_INBOUND_FRAME
         self._h2.encoder = LiteralEncoder()
+        decoder = CachingDecoder()
+        decoder.max_header_list_size = self._h2.decoder.max_header_list_size
+        self._h2.decoder = decoder
         self._scanner = _wire.FrameScanner(_MAX_INBOUND_FRAME)
         self._calls: dict[int, _Call] = {}
         # Sum of _Call.buffered over this connection's calls.

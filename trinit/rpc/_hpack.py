@@ -16,16 +16,20 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
 
 import hpack  # type: ignore[import-untyped, unused-ignore]
 
-__all__ = ["LiteralEncoder", "encode_literal"]
+__all__ = ["CachingDecoder", "LiteralEncoder", "encode_literal"]
 
 # Static table entries (RFC 7541 appendix A) that we may use.
 _STATIC_FIELDS: Final = {(b":status", b"200"): 8}
 _STATIC_NAMES: Final = {b":status": 8, b"content-type": 31}
 _CACHE_LIMIT: Final = 64
+# Header blocks the decoder remembers: at most this many, each at most this long (bytes of
+# the encoded block), so the cache holds a few KiB per connection whatever a peer sends.
+_DECODE_CACHE_ENTRIES: Final = 32
+_DECODE_CACHE_BLOCK_BYTES: Final = 512
 
 
 def _integer(value: int, prefix_bits: int, first: int) -> bytes:
@@ -79,3 +83,59 @@ class LiteralEncoder(hpack.Encoder):  # type: ignore[misc]
                     cache[key] = block
             parts.append(block)
         return b"".join(parts)
+
+
+class CachingDecoder(hpack.Decoder):  # type: ignore[misc]
+    """hpack's ``Decoder`` that remembers the header lists of recent header blocks.
+
+    Why: grpc-core sends the request headers of repeated calls (``:path``, ``grpc-timeout``
+    and the rest) as references into HPACK's dynamic table, so consecutive calls of one
+    method usually carry the very same few bytes of header block; hpack's pure-Python
+    decoder (a log call and several objects per field) was the largest single cost of
+    receiving a small request.
+
+    Why it is correct: decoding is a function of the block's bytes and the dynamic table.
+    The table changes only through representations that insert (literal with incremental
+    indexing) or resize it (size update), and a block's decode also depends on the limits
+    ``max_header_list_size`` and ``max_allowed_table_size``. So a block whose decode left
+    the table untouched, under the same limits, decodes to the same list again; any block
+    that changed the table (seen as a new newest entry, a different size or maximum) or a
+    change of the limits empties the cache. Every block still goes through hpack the first
+    time, with all of its checks (header list size, table size, malformed input).
+
+    Bounds: at most ``_DECODE_CACHE_ENTRIES`` blocks of at most
+    ``_DECODE_CACHE_BLOCK_BYTES`` bytes each, and their decoded lists.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._decoded: dict[bytes, tuple[tuple[bytes, bytes], ...]] = {}
+        self._limits: tuple[int, int] = (0, 0)
+
+    def _table_state(self) -> tuple[object, int, int]:
+        table = self.header_table
+        entries = table.dynamic_entries
+        return (entries[0] if entries else None, table._current_size, table.maxsize)
+
+    def decode(self, data: bytes, raw: bool = False) -> list[Any]:
+        cache = self._decoded
+        limits = (self.max_header_list_size, self.max_allowed_table_size)
+        if limits != self._limits:
+            cache.clear()
+            self._limits = limits
+        if raw:
+            key = bytes(data)
+            hit = cache.get(key)
+            if hit is not None:
+                return list(hit)
+        before = self._table_state()
+        headers: list[Any] = super().decode(data, raw)
+        after = self._table_state()
+        # ``is`` for the newest entry: an insertion always makes a new tuple object.
+        if after[0] is not before[0] or after[1:] != before[1:]:
+            cache.clear()
+        elif raw and len(data) <= _DECODE_CACHE_BLOCK_BYTES:
+            if len(cache) >= _DECODE_CACHE_ENTRIES:
+                del cache[next(iter(cache))]
+            cache[key] = tuple(headers)
+        return headers
