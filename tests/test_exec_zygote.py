@@ -118,7 +118,6 @@ class Driver:
 async def _scenario(name: str, driver: Driver) -> dict[str, Any]:
     import trio
 
-    from trinit.exec import launch
     from trinit.exec._zygote import HelperPool
 
     fds_before = _fds()
@@ -178,13 +177,6 @@ async def _scenario(name: str, driver: Driver) -> dict[str, Any]:
         result["cancelled"] = scope.cancelled_caught
         result["zygote_status"] = (await watch.wait()).exit_code
         result["runs"] = [await driver.launch(pool.launch, ["echo", "after"])]
-    elif name == "timing":
-        fresh = [(await driver.launch(launch, ["true"]))["elapsed"] for _ in range(5)]
-        warm = []
-        for _ in range(5):
-            await pool.prewarm(ready=True)
-            warm.append((await driver.launch(pool.launch, ["true"]))["elapsed"])
-        result["fresh"], result["warm"] = fresh, warm
     elif name == "close-in-flight":
         await driver.launch(pool.launch, ["true"])  # its successor is being spawned now
     await pool.aclose()
@@ -324,10 +316,3 @@ def test_cancelled_hand_off_kills_the_zygote(busybox_root: str, tmp_path: Any) -
 
 def test_aclose_with_a_spawn_in_flight(busybox_root: str, tmp_path: Any) -> None:
     drive("close-in-flight", tmp_path, busybox_root)
-
-
-def test_warm_launch_is_faster(busybox_root: str, tmp_path: Any) -> None:
-    result = drive("timing", tmp_path, busybox_root)
-    fresh, warm = sorted(result["fresh"]), sorted(result["warm"])
-    print(f"launch of /bin/true: fresh {fresh[2] * 1000:.1f} ms, warm {warm[2] * 1000:.1f} ms")
-    assert warm[2] < fresh[2]
