@@ -8,6 +8,10 @@ from the same producer (``cat`` of a pattern file, checked byte for byte):
 * socat: the producer's pipe goes into ``socat -u - VSOCK-CONNECT:1:PORT`` to the same kind
   of listener.
 
+The throughput under TCG (software emulation) is not a KVM figure: it measures the emulator.
+What carries over is the pump's CPU cost per byte in the guest (trinit's own utime + stime
+from /proc/1/stat over the transfer, in CPU-s/GiB), printed for the trinit leg.
+
     .venv/bin/python bench/vm_stdio.py [--mib 250]
 """
 
@@ -37,8 +41,12 @@ def main() -> None:
             print(f"{label:12} FAILED: {entry['error'] if entry else 'no result'}")
             continue
         data = entry["data"]
+        cpu = ""
+        if "agent_cpu_s_per_gib" in data:
+            cpu = (f"; trinit (PID 1) CPU {data['agent_cpu_s']:.2f} s = "
+                   f"{data['agent_cpu_s_per_gib']:.2f} CPU-s/GiB")  # fmt: skip
         print(f"{label:12} {data['bytes'] / 2**20:6.0f} MiB in {data['seconds']:6.2f} s = "
-              f"{data['mib_per_s']:7.1f} MiB/s")  # fmt: skip
+              f"{data['mib_per_s']:7.1f} MiB/s{cpu}")  # fmt: skip
 
 
 if __name__ == "__main__":
