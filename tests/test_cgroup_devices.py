@@ -262,3 +262,47 @@ def test_attach_refused_names_the_errno(tmp_path) -> None:
     """The refusal path: a directory that is not a cgroup fails closed with the errno."""
     with pytest.raises(errors.Internal, match=r"BPF_PROG_ATTACH .*\(E[A-Z]+\)"):
         attach_device_filter(str(tmp_path), device_filter({"devices": []}))
+
+
+def test_bpf_prog_load_retries_eagain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The verifier fails with EAGAIN when a signal is pending (a SIGCHLD in trinit): the
+    load is tried again, as libbpf does, instead of failing the container's create."""
+    calls: list[int] = []
+
+    def flaky(cmd: int, attr: object) -> int:
+        calls.append(cmd)
+        if len(calls) < 3:
+            raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+        return 42
+
+    monkeypatch.setattr(sc, "_bpf", flaky)
+    fd, _ = sc.bpf_prog_load(0, b"\0" * 8, "GPL")
+    assert fd == 42
+    assert calls == [sc.BPF_PROG_LOAD] * 3
+
+
+def test_bpf_prog_load_gives_up_after_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def always(cmd: int, attr: object) -> int:
+        calls.append(cmd)
+        raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+
+    monkeypatch.setattr(sc, "_bpf", always)
+    with pytest.raises(OSError) as info:
+        sc.bpf_prog_load(0, b"\0" * 8, "GPL")
+    assert info.value.errno == errno.EAGAIN
+    assert len(calls) == sc.BPF_PROG_LOAD_ATTEMPTS
+
+
+def test_bpf_prog_load_does_not_retry_other_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def denied(cmd: int, attr: object) -> int:
+        calls.append(cmd)
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(sc, "_bpf", denied)
+    with pytest.raises(OSError):
+        sc.bpf_prog_load(0, b"\0" * 8, "GPL")
+    assert len(calls) == 1

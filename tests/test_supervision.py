@@ -16,6 +16,7 @@ import struct
 import termios
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -517,3 +518,53 @@ async def test_resize_before_start_is_applied_before_the_workload_runs() -> None
         await proc.wait()
         proc.resize(1, 1)  # EXITED: a no-op (the master is closed: nothing to set), no error
         os.close(backend.slave)
+
+
+class GatedBackend(FakeBackend):
+    """Exec launches wait at a gate, so a test can see how many are under way at once."""
+
+    def __init__(self, reaper: Reaper) -> None:
+        super().__init__(reaper)
+        self.gate = trio.Event()
+        self.execs_launching = 0
+
+    async def launch(self, helper_args: Sequence[str], **kwargs: Any) -> Launched:
+        if "exec" in helper_args:
+            self.execs_launching += 1
+            await self.gate.wait()
+        return await super().launch(helper_args, **kwargs)
+
+
+async def test_execs_of_one_container_start_concurrently(tmp_path: Path, rootfs: Path) -> None:
+    """StartProcess of an exec holds the container lock only to begin: a second exec's
+    start does not wait for the first one's launch (that capped one container at ~20
+    execs/s). DeleteProcess still waits for the starts under way."""
+    async with trio.open_nursery() as nursery:
+        registry, backend, hostside = await _registry(nursery, tmp_path, GatedBackend)
+        await registry.create_process("c1", "c1", spec(rootfs), StdioPorts())
+        await registry.start_process("c1", "c1")
+        for exec_id in ("e1", "e2"):
+            await registry.create_process(exec_id, "c1", spec(rootfs), StdioPorts())
+        pids: list[int] = []
+        deleted = trio.Event()
+
+        async def start(exec_id: str) -> None:
+            pids.append(await registry.start_process(exec_id, "c1"))
+
+        async def delete() -> None:
+            await registry.delete_process("e1", "c1")
+            deleted.set()
+
+        async with trio.open_nursery() as starts:
+            starts.start_soon(start, "e1")
+            starts.start_soon(start, "e2")
+            await trio.testing.wait_all_tasks_blocked()
+            assert backend.execs_launching == 2
+            starts.start_soon(delete)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not deleted.is_set()  # waits for the starts under way
+            backend.gate.set()
+        assert len(pids) == 2 and deleted.is_set()
+        await registry.delete_process("c1", "c1")
+        backend.close()
+        hostside.close()

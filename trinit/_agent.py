@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import trio
 
+from trinit import _memtrace as memtrace
 from trinit._linux import set_child_subreaper
 from trinit._server import Servicer
 from trinit.errors import TrinitError, describe
@@ -187,6 +188,8 @@ async def _serve(
             if on_serving is not None:
                 on_serving(root)
             root.start_soon(backend.prewarm)  # after serving: never delays the first RPC
+            if frames := memtrace.frames_wanted():  # developer switch, off by default
+                root.start_soon(memtrace.run, frames)
             async for signum in stop_signals:
                 log.info(f"received {signal.Signals(signum).name}, shutting down")
                 break

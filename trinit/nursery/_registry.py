@@ -211,20 +211,28 @@ class ContainerRegistry:
     async def start_process(self, process_id: str, container_id: str | None) -> int:
         container, proc = self.lookup(process_id, container_id)
         async with container.lock:
-            if proc is not container.init and container.init.pid is not None:
+            if proc is container.init:
+                return await container.start(proc)
+            if container.init.pid is not None:
                 proc.set_parent_pid(container.init.pid)
+            container.begin_exec_start()  # the launch itself runs without the lock
+        try:
             return await container.start(proc)
+        finally:
+            container.end_exec_start()
 
     async def delete_process(self, process_id: str, container_id: str | None) -> None:
         container, proc = self.lookup(process_id, container_id)
         if proc is container.init:
             async with container.lock:
+                await container.exec_starts_done()
                 await container.delete()
                 await self._runc_delete(container)
                 self._forget(container)
             log.info("deleted container", extra=fields(container=container.container_id))
         else:
             async with container.lock:
+                await container.exec_starts_done()
                 await container.delete_exec(process_id)
 
     async def statistics(self, container_ids: list[str], categories: set[int]) -> list[Any]:
