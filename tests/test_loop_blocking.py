@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +32,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.lowlevel
+from test_cgroup_real import cgroup2_mount, remove_leftovers
 from test_supervision import FakeBackend, HostSide, _registry, spec
 
 from trinit.nursery import CgroupHooks, ContainerCgroups, ContainerRegistry
@@ -72,36 +72,11 @@ class LongestStep(trio.abc.Instrument):
             self.longest, self.wall, self.task = took, wall, task.name
 
 
-def _cgroup2_mount() -> str | None:
-    with open("/proc/self/mountinfo") as file:
-        for line in file:
-            fields = line.split()
-            if fields[fields.index("-") + 1] == "cgroup2":
-                return fields[4]
-    return None
-
-
-def _remove_tree(top: str) -> None:
-    """Kill what is left in our cgroup tree and rmdir it bottom-up (cleanup on failure)."""
-    for directory, _dirs, _files in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
-        try:
-            with open(os.path.join(directory, "cgroup.procs")) as procs:
-                for pid in procs.read().split():
-                    os.kill(int(pid), signal.SIGKILL)
-        except OSError:
-            pass
-    for directory, _dirs, _files in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
-        try:
-            os.rmdir(directory)
-        except OSError:
-            pass
-
-
 @pytest.fixture
 def cgroup_root() -> Iterator[str | None]:
     """A private ``trinit-storm-<random>`` cgroup under the cgroup2 mount, removed after the
     test (also when it fails); None when this machine cannot create one."""
-    mount = _cgroup2_mount()
+    mount = cgroup2_mount()
     if mount is None:
         yield None
         return
@@ -114,7 +89,7 @@ def cgroup_root() -> Iterator[str | None]:
     try:
         yield top
     finally:
-        _remove_tree(top)
+        remove_leftovers(top)
         assert not os.path.exists(top)
 
 

@@ -53,6 +53,7 @@ from trinit.exec import _idmap, _userns
 from trinit.exec import _selfexec as selfexec
 from trinit.exec._devices import create_devices
 from trinit.exec._mountopts import parse_options, statfs_mount_flags
+from trinit.exec._rootpath import mkdir_all, open_in_root
 
 TYPE_CHECKING = False  # typing, json and signal cost 15 ms of imports: see decode_json
 if TYPE_CHECKING:
@@ -325,39 +326,15 @@ def _set_oom_score_adj(process: dict[str, Any]) -> None:
 # --- root filesystem (container init only) --------------------------------------------------
 
 
-def _open_in_root(root_fd: int, relpath: str, flags: int = 0) -> int:
-    return sc.openat2(root_fd, relpath or ".", os.O_PATH | flags, 0, sc.RESOLVE_IN_ROOT)
-
-
-def _mkdir_all(root_fd: int, relpath: str) -> int:
-    """Create ``relpath`` (and parents, 0755) inside the root; return an O_PATH fd to it."""
-    parts = [part for part in relpath.split("/") if part and part != "."]
-    for index in range(len(parts)):
-        prefix = "/".join(parts[: index + 1])
-        try:
-            os.close(_open_in_root(root_fd, prefix, os.O_DIRECTORY))
-            continue
-        except FileNotFoundError:
-            pass
-        parent_fd = _open_in_root(root_fd, "/".join(parts[:index]), os.O_DIRECTORY)
-        try:
-            os.mkdir(parts[index], 0o755, dir_fd=parent_fd)
-        except FileExistsError:
-            pass
-        finally:
-            os.close(parent_fd)
-    return _open_in_root(root_fd, "/".join(parts), os.O_DIRECTORY)
-
-
 def _resolve_create(root_fd: int, destination: str, want_file: bool) -> int:
     """An O_PATH fd for ``destination`` inside the root, creating it (dir or file) if missing."""
     relpath = destination.strip("/")
     try:
-        return _open_in_root(root_fd, relpath)
+        return open_in_root(root_fd, relpath)
     except FileNotFoundError:
         pass
     parent, _, name = relpath.rpartition("/")
-    parent_fd = _mkdir_all(root_fd, parent)
+    parent_fd = mkdir_all(root_fd, parent)
     try:
         if want_file:
             flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -368,7 +345,7 @@ def _resolve_create(root_fd: int, destination: str, want_file: bool) -> int:
         pass
     finally:
         os.close(parent_fd)
-    return _open_in_root(root_fd, relpath)
+    return open_in_root(root_fd, relpath)
 
 
 def _bind_remount(target: str, flags: int) -> None:
@@ -404,7 +381,7 @@ def _mount_one(root_fd: int, entry: dict[str, Any], tree: int | None = None) -> 
     if not (opts.bind_remount_flags or opts.propagation):
         return
     # The fd above names the directory under the new mount; reopen to get its top.
-    fd = _open_in_root(root_fd, destination.strip("/"))
+    fd = open_in_root(root_fd, destination.strip("/"))
     try:
         target = f"/proc/self/fd/{fd}"
         if opts.bind_remount_flags:
@@ -418,7 +395,7 @@ def _mount_one(root_fd: int, entry: dict[str, Any], tree: int | None = None) -> 
 def _setup_dev(root_fd: int) -> None:
     with _Stage("setup /dev/ptmx"):
         try:
-            pts_fd = _open_in_root(root_fd, "dev/pts/ptmx")
+            pts_fd = open_in_root(root_fd, "dev/pts/ptmx")
         except FileNotFoundError:
             pts_fd = -1  # no devpts in this container: leave /dev/ptmx alone
         if pts_fd >= 0:
@@ -434,7 +411,7 @@ def _setup_dev(root_fd: int) -> None:
             finally:
                 os.close(pts_fd)
     with _Stage("setup /dev symlinks"):
-        dev_fd = _mkdir_all(root_fd, "dev")
+        dev_fd = mkdir_all(root_fd, "dev")
         try:
             for name, target in DEV_SYMLINKS:
                 try:

@@ -24,6 +24,7 @@ import os
 import stat
 
 from trinit import _linux as sc
+from trinit.exec._rootpath import mkdir_all
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -35,30 +36,6 @@ DEFAULT_MODE = 0o666
 
 class DeviceError(ValueError):
     """A device entry that cannot be honoured; the text names the entry and the reason."""
-
-
-def _open_in_root(root_fd: int, relpath: str, flags: int = 0) -> int:
-    return sc.openat2(root_fd, relpath or ".", os.O_PATH | flags, 0, sc.RESOLVE_IN_ROOT)
-
-
-def _parent_in_root(root_fd: int, relpath: str) -> int:
-    """mkdir -p the parent of ``relpath`` (0755) inside the root; an O_PATH fd to it."""
-    parts = [part for part in relpath.split("/")[:-1] if part and part != "."]
-    for index in range(len(parts)):
-        prefix = "/".join(parts[: index + 1])
-        try:
-            os.close(_open_in_root(root_fd, prefix, os.O_DIRECTORY))
-            continue
-        except FileNotFoundError:
-            pass
-        parent_fd = _open_in_root(root_fd, "/".join(parts[:index]), os.O_DIRECTORY)
-        try:
-            os.mkdir(parts[index], 0o755, dir_fd=parent_fd)
-        except FileExistsError:
-            pass
-        finally:
-            os.close(parent_fd)
-    return _open_in_root(root_fd, "/".join(parts), os.O_DIRECTORY)
 
 
 def _field(entry: dict[str, Any], name: str, default: int) -> int:
@@ -88,7 +65,7 @@ def create_device(root_fd: int, entry: dict[str, Any]) -> None:
     uid, gid = _field(entry, "uid", 0), _field(entry, "gid", 0)
     rdev = 0 if kind == "p" else os.makedev(major, minor)
     name = relpath.rpartition("/")[2]
-    parent_fd = _parent_in_root(root_fd, relpath)
+    parent_fd = mkdir_all(root_fd, os.path.dirname(relpath))
     try:
         try:
             os.mknod(name, mode | NODE_TYPES[kind], rdev, dir_fd=parent_fd)
