@@ -126,51 +126,65 @@ async def _scenario(name: str, driver: Driver) -> dict[str, Any]:
     if name == "reuse":
         first = await driver.launch(pool.launch, ["echo", "one"])
         await pool.prewarm()
-        result["spare"] = pool.spare_pid
-        cgroups = [f"/proc/{pool.spare_pid}/cgroup", "/proc/self/cgroup"]
+        result["server"] = pool.server_pid
+        cgroups = [f"/proc/{pool.server_pid}/cgroup", "/proc/self/cgroup"]
         result["same_cgroup"] = len({_read(path) for path in cgroups}) == 1
         second = await driver.launch(pool.launch, ["ls", "/proc/self/fd"])
-        await pool.prewarm(ready=True)  # (idle until the hand-off: then trinit's policy)
-        result["spare2"] = pool.spare_pid
+        await pool.prewarm(ready=True)  # (idle until the first hand-off: then trinit's policy)
         third = await driver.launch(pool.launch, ["cat", "/proc/self/stat"])
         result["runs"] = [first, second, third]
+        result["server_after"] = pool.server_pid
+        result["served"] = pool.served
+        result["fresh_spawns"] = pool.fresh_spawns
+    elif name == "many":
+        await pool.prewarm(ready=True)
+        result["server"] = pool.server_pid
+        result["runs"] = [await driver.launch(pool.launch, ["echo", str(i)]) for i in range(20)]
+        result["server_after"] = pool.server_pid
+        result["served"] = pool.served
+        result["fresh_spawns"] = pool.fresh_spawns
     elif name == "killed":
         await pool.prewarm()
-        spare = pool.spare_pid
-        assert spare is not None
-        watch = driver.reaper.register(spare)
+        server = pool.server_pid
+        assert server is not None
+        watch = driver.reaper.register(server)
         os.kill(-1, signal.SIGKILL)  # like the host's Kill(-1, SIGKILL): all but PID 1 (us)
         result["zygote_status"] = (await watch.wait()).exit_code
-        result["spare"] = spare
+        result["server"] = server
         result["runs"] = [await driver.launch(pool.launch, ["echo", "fallback"])]
+        result["fresh_spawns"] = pool.fresh_spawns
+        await pool.prewarm(ready=True)  # a successor was started by that launch
+        result["successor"] = pool.server_pid
+        result["runs"].append(await driver.launch(pool.launch, ["echo", "successor"]))
+        result["served"] = pool.served
     elif name == "env":
         await pool.prewarm()
-        spare = pool.spare_pid
-        environment = dict(os.environ, PATH="/zbin:/bin")  # set after the zygote started
+        environment = dict(os.environ, PATH="/zbin:/bin")  # set after the server started
         runs = [await driver.launch(pool.launch, ["ztool"], env=environment, process_env=[])]
-        await pool.prewarm()
         environment = {"PATH": "/bin"}
         runs.append(await driver.launch(pool.launch, ["ztool"], env=environment, process_env=[]))
-        result["spare"] = spare
         result["runs"] = runs
+        result["served"] = pool.served
     elif name == "concurrent":
-        await pool.prewarm()
-        result["spare"] = pool.spare_pid
+        await pool.prewarm(ready=True)
+        result["server"] = pool.server_pid
         concurrent: list[dict[str, Any]] = []
 
         async def one(text: str) -> None:
             concurrent.append(await driver.launch(pool.launch, ["echo", text]))
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(one, "a")
-            nursery.start_soon(one, "b")
+            for text in "abcdefgh":
+                nursery.start_soon(one, text)
         result["runs"] = concurrent
+        result["served"] = pool.served
+        result["fresh_spawns"] = pool.fresh_spawns
     elif name == "cancelled":
         await pool.prewarm()
-        spare = pool.spare_pid
-        assert spare is not None
-        watch = driver.reaper.register(spare)
-        os.kill(spare, signal.SIGSTOP)  # it takes the request but never answers
+        server = pool.server_pid
+        assert server is not None
+        watch = driver.reaper.register(server)
+        os.kill(server, signal.SIGSTOP)  # it takes the request but never answers
         with trio.CancelScope() as scope:
             driver.nursery.start_soon(_cancel_when_blocked, scope)
             await driver.launch(pool.launch, ["echo", "never"])
@@ -180,7 +194,7 @@ async def _scenario(name: str, driver: Driver) -> dict[str, Any]:
     elif name == "close-in-flight":
         await driver.launch(pool.launch, ["true"])  # its successor is being spawned now
     await pool.aclose()
-    result["closed_spare"] = pool.spare_pid
+    result["closed_server"] = pool.server_pid
     result["after_close"] = [await driver.launch(pool.launch, ["echo", "closed"])]
     await pool.aclose()
     result["live_after_close"] = _live_processes()
@@ -249,7 +263,7 @@ def drive(name: str, tmp_path: Any, rootfs: str) -> dict[str, Any]:
     assert proc.returncode == 0, proc.stderr
     result: dict[str, Any] = json.loads(proc.stdout)
     # Common to every scenario: the pool owns nothing after aclose, and launches go on.
-    assert result["closed_spare"] is None
+    assert result["closed_server"] is None
     assert result["after_close"][0]["stdout"] == "closed\n"
     assert result["live_after_close"] == []
     assert result["fds_after"] == result["fds_before"]
@@ -269,45 +283,59 @@ def test_request_round_trip() -> None:
         decode_request(b"3\0run")
 
 
-def test_second_launch_is_the_zygote(busybox_root: str, tmp_path: Any) -> None:
+def test_launches_are_forked_by_one_server(busybox_root: str, tmp_path: Any) -> None:
     result = drive("reuse", tmp_path, busybox_root)
     first, second, third = result["runs"]
     assert first["stdout"] == "one\n" and first["status"] == 0
-    assert first["pids"][0] != result["spare"]  # no zygote yet: a fresh helper
-    assert second["pids"][0] == result["spare"]  # the warm helper served it
+    assert result["fresh_spawns"] == 1  # no server yet: the first helper was spawned
+    assert result["served"] == 2 and result["server_after"] == result["server"]
+    helpers = {run["pids"][0] for run in result["runs"]}
+    assert len(helpers) == 3 and result["server"] not in helpers
     assert result["same_cgroup"]  # it started in trinit's cgroup, like a fresh helper
     assert second["status"] == 0
     assert second["stdout"].split() in (["0", "1", "2"], ["0", "1", "2", "3"])
-    assert third["pids"][0] == result["spare2"]
     policy = int(third["stdout"].rpartition(")")[2].split()[38])  # field 41 of stat(5)
-    assert policy == os.sched_getscheduler(0)  # not the zygote's SCHED_IDLE
+    assert policy == os.sched_getscheduler(0)  # not the server's SCHED_IDLE
 
 
-def test_killed_zygote_falls_back(busybox_root: str, tmp_path: Any) -> None:
+def test_one_server_serves_many_launches(busybox_root: str, tmp_path: Any) -> None:
+    # Every helper is re-parented to the driver (its reaper received every helper status:
+    # Driver.launch waits for them), none is the server, and the server survives them all.
+    result = drive("many", tmp_path, busybox_root)
+    assert [run["stdout"] for run in result["runs"]] == [f"{i}\n" for i in range(20)]
+    assert all(run["status"] == 0 for run in result["runs"])
+    assert result["served"] == 20 and result["fresh_spawns"] == 0
+    assert result["server_after"] == result["server"]
+
+
+def test_killed_server_falls_back_and_is_replaced(busybox_root: str, tmp_path: Any) -> None:
     result = drive("killed", tmp_path, busybox_root)
     assert result["zygote_status"] == 128 + signal.SIGKILL
-    (run,) = result["runs"]
-    assert run.get("error") is None and run["stdout"] == "fallback\n"
-    assert run["pids"][0] != result["spare"]
+    fallback, successor = result["runs"]
+    assert fallback.get("error") is None and fallback["stdout"] == "fallback\n"
+    assert result["fresh_spawns"] == 1
+    assert result["successor"] not in (None, result["server"])
+    assert successor["stdout"] == "successor\n" and result["served"] == 1
 
 
 def test_environment_is_the_one_at_launch_time(busybox_root: str, tmp_path: Any) -> None:
     result = drive("env", tmp_path, busybox_root)
     found, not_found = result["runs"]
-    assert found["pids"][0] == result["spare"]
+    assert result["served"] == 2
     assert found["stdout"] == "found in zbin\n"
     assert not_found["error"] == "vmexec error: failed to find target executable ztool"
 
 
-def test_concurrent_launches_share_no_zygote(busybox_root: str, tmp_path: Any) -> None:
+def test_concurrent_launches_all_use_the_server(busybox_root: str, tmp_path: Any) -> None:
     result = drive("concurrent", tmp_path, busybox_root)
     outputs = sorted(run["stdout"] for run in result["runs"])
-    assert outputs == ["a\n", "b\n"]
+    assert outputs == [f"{c}\n" for c in "abcdefgh"]
     helpers = [run["pids"][0] for run in result["runs"]]
-    assert len(set(helpers)) == 2 and result["spare"] in helpers
+    assert len(set(helpers)) == 8 and result["server"] not in helpers
+    assert result["served"] == 8 and result["fresh_spawns"] == 0
 
 
-def test_cancelled_hand_off_kills_the_zygote(busybox_root: str, tmp_path: Any) -> None:
+def test_cancelled_hand_off_kills_the_server(busybox_root: str, tmp_path: Any) -> None:
     result = drive("cancelled", tmp_path, busybox_root)
     assert result["cancelled"] is True
     assert result["zygote_status"] == 128 + signal.SIGKILL
@@ -316,3 +344,50 @@ def test_cancelled_hand_off_kills_the_zygote(busybox_root: str, tmp_path: Any) -
 
 def test_aclose_with_a_spawn_in_flight(busybox_root: str, tmp_path: Any) -> None:
     drive("close-in-flight", tmp_path, busybox_root)
+
+
+def test_server_skips_a_malformed_request() -> None:
+    """A request the server cannot decode is answered REFUSED, its fds closed, and the
+    next request is served (in-process: the server's receive step on a socketpair)."""
+    import socket
+
+    from trinit.exec._child import ZYGOTE_REFUSED, _receive_request
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, theirs:
+        r, w = os.pipe()
+        try:
+            rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _pack([r] * 6))]
+            ours.sendmsg([b"9\0too short"], rights)
+            good = encode_request(["exec"], {"A": "1"})
+            ours.sendmsg([good], rights)
+            argv, env, fds = _receive_request(theirs)
+            assert (argv, env) == (["exec"], {"A": "1"}) and len(fds) == 6
+            assert ours.recv(8) == ZYGOTE_REFUSED
+            for fd in fds:
+                os.close(fd)
+            ours.sendmsg([good], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _pack([r]))])
+            ours.shutdown(socket.SHUT_WR)
+            assert _receive_request(theirs) is None  # 1 fd: refused; then EOF
+            assert ours.recv(8) == ZYGOTE_REFUSED
+            assert sorted(_fds_of_pipe(r)) == sorted([r, w])  # every received copy closed
+        finally:
+            os.close(r)
+            os.close(w)
+
+
+def _pack(fds: list[int]) -> bytes:
+    return b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in fds)
+
+
+def _fds_of_pipe(fd: int) -> list[int]:
+    """Our fds that refer to the same pipe as ``fd`` (either end)."""
+    target = os.readlink(f"/proc/self/fd/{fd}")
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") == target:
+                found.append(int(name))
+        except OSError:
+            pass
+    return found

@@ -9,7 +9,7 @@ Public names:
   :data:`SETTLED`, :data:`LIVE`: the pure process state machine.
 * :func:`parse_mount_options` / :class:`MountOptions`: mount(8)-style option parsing
   (shared with the Mount RPC).
-* :class:`HelperPool`: warm exec helpers (zygotes) a launch can hand its work to.
+* :class:`HelperPool`: the exec fork server (zygote) a launch's helper is forked from.
 * :func:`locate`, :func:`open_root`, :func:`open_in_root`, :func:`makedirs_in_root`,
   :func:`read_bounded`, :func:`require_regular`, :func:`add_root`, :func:`remove_root`:
   paths inside a container rootfs, resolved there (``openat2(RESOLVE_IN_ROOT)``).

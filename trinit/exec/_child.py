@@ -26,13 +26,15 @@ Deviations from vminitd's vmexec, on purpose:
 * stdio fds that are ``/dev/null`` are not chowned to the container user (like runc), since
   that node is shared with the VM.
 
-Warm start (``zygote_entry``, parent side in ``trinit.exec._zygote``): the same helper, spawned
-ahead of time with only a control socket (SOCK_SEQPACKET) as fd 3. It does all its imports,
-says so (one byte) and blocks for exactly one request: a message of NUL-separated fields
-``argc, argv_tail..., KEY=VALUE...`` carrying the 6 fds for 0..5 (SCM_RIGHTS). It answers
-one byte (the launcher's sign that the launch is now ours), puts the fds on 0..5, closes
-every other fd, replaces ``os.environ`` and runs :func:`main` exactly as a freshly spawned
-helper would. EOF or a malformed request makes it exit 0 without touching anything.
+Warm start (``zygote_entry``, parent side in ``trinit.exec._zygote``): the same helper code,
+spawned once ahead of time with only a control socket (SOCK_SEQPACKET) as fd 3, serving as a
+*fork server*. It does all its imports, says so (one byte) and then serves requests: a
+message of NUL-separated fields ``argc, argv_tail..., KEY=VALUE...`` carrying the 6 fds for
+0..5 (SCM_RIGHTS). For each it forks twice: the intermediate child forks the helper, answers
+the helper's pid (4 bytes) and exits, so the helper is re-parented to trinit; the helper
+puts the fds on 0..5, closes every other fd, replaces ``os.environ`` and runs :func:`main`
+exactly as a freshly spawned helper would. EOF makes the server exit 0; a malformed request
+is answered ``ZYGOTE_REFUSED`` and skipped.
 
 Imports are the stdlib and the tiny sibling modules only: Python start-up is most of the
 cost of starting a container process. Every import happens at module load: after pivot_root
@@ -963,8 +965,9 @@ def entry() -> NoReturn:
 ZYGOTE_CONTROL_FD = 3
 ZYGOTE_MAX_REQUEST = 1 << 20
 ZYGOTE_FD_COUNT = 6  # stdio 0..2, sync, ack, error
-ZYGOTE_ACCEPTED = b"\x01"
+ZYGOTE_REFUSED = b"\x00"  # this request was not served; the fork server goes on
 ZYGOTE_READY = b"\x02"
+# An accepted request is answered with the helper's pid: 4 bytes, native int32.
 
 
 def decode_request(data: bytes) -> tuple[list[str], dict[str, str]]:
@@ -982,19 +985,35 @@ def decode_request(data: bytes) -> tuple[list[str], dict[str, str]]:
     return fields[1 : 1 + argc], environment
 
 
-def _receive_request() -> tuple[list[str], dict[str, str], list[int]] | None:
-    """Block for the one request on the control socket; None: exit quietly (EOF, junk)."""
-    import _socket  # zygotes only; before any pivot_root, so a lazy import is safe
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
-    control = _socket.socket(fileno=ZYGOTE_CONTROL_FD)
-    fds: list[int] = []
-    try:
-        control.send(ZYGOTE_READY)
-        data, ancillary, flags, _ = control.recvmsg(
-            ZYGOTE_MAX_REQUEST,
-            _socket.CMSG_SPACE(4 * ZYGOTE_FD_COUNT),
-            _socket.MSG_CMSG_CLOEXEC,
-        )
+
+def _receive_request(control: Any) -> tuple[list[str], dict[str, str], list[int]] | None:
+    """Block for the next request on the control socket.
+
+    None: EOF or a broken socket (trinit closed its end or died): the server exits. A
+    malformed request is answered with :data:`ZYGOTE_REFUSED` here and skipped (its fds
+    closed), so the launcher spawns a fresh helper and the server stays usable.
+    """
+    import _socket  # imported by zygote_entry before anything else: no cost here
+
+    while True:
+        fds: list[int] = []
+        try:
+            data, ancillary, flags, _ = control.recvmsg(
+                ZYGOTE_MAX_REQUEST,
+                _socket.CMSG_SPACE(4 * ZYGOTE_FD_COUNT),
+                _socket.MSG_CMSG_CLOEXEC,
+            )
+        except InterruptedError:
+            continue
+        except OSError:
+            return None
         for level, kind, payload in ancillary:
             if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
                 usable = len(payload) - len(payload) % 4
@@ -1002,15 +1021,21 @@ def _receive_request() -> tuple[list[str], dict[str, str], list[int]] | None:
                     int.from_bytes(payload[i : i + 4], sys.byteorder, signed=True)
                     for i in range(0, usable, 4)
                 ]
+        if not data and not fds:
+            return None  # EOF
         truncated = flags & (_socket.MSG_TRUNC | _socket.MSG_CTRUNC)
-        if not data or truncated or len(fds) != ZYGOTE_FD_COUNT:
-            return None
-        argv_tail, environment = decode_request(data)
-        control.send(ZYGOTE_ACCEPTED)
-    except (OSError, ValueError):
-        return None
-    control.detach()  # fd 3 is about to become the sync pipe
-    return argv_tail, environment, fds
+        try:
+            if truncated or len(fds) != ZYGOTE_FD_COUNT:
+                raise ValueError("truncated request")
+            argv_tail, environment = decode_request(data)
+        except ValueError:
+            _close_all(fds)
+            try:
+                control.send(ZYGOTE_REFUSED)
+            except OSError:
+                return None
+            continue
+        return argv_tail, environment, fds
 
 
 def _adopt_fds(fds: list[int]) -> None:
@@ -1025,17 +1050,12 @@ def _adopt_fds(fds: list[int]) -> None:
         os.closerange(first_free, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
 
-def zygote_entry() -> NoReturn:
-    """Warm-helper entry point: wait for one launch on fd 3, then become its helper.
-
-    Exits 0 without doing anything on EOF (the pool closed or trinit died) or a malformed
-    request; the launcher then spawns a fresh helper.
-    """
-    request = _receive_request()
-    if request is None:
-        os._exit(0)
-    argv_tail, environment, fds = request
-    # ignored while waiting (see ZYGOTE_BOOTSTRAP); from here on like a freshly spawned helper
+def _become_helper(
+    control: Any, argv_tail: list[str], environment: dict[str, str], fds: list[int]
+) -> NoReturn:
+    """In the forked helper: take this launch's fds and run it like a fresh helper."""
+    control.detach()  # fd 3 is about to become the sync pipe: never close it through this
+    # ignored while serving (see ZYGOTE_BOOTSTRAP); from here on like a freshly spawned helper
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         _adopt_fds(fds)
@@ -1045,6 +1065,81 @@ def zygote_entry() -> NoReturn:
     os.environ.update(environment)
     sys.argv[1:] = argv_tail
     os._exit(main(argv_tail))
+
+
+def _serve_in_fork(
+    control: Any, argv_tail: list[str], environment: dict[str, str], fds: list[int]
+) -> NoReturn:
+    """In the intermediate child: fork the helper, answer its pid, exit.
+
+    Exiting right away orphans the helper, so the kernel re-parents it to trinit (PID 1 or
+    a child subreaper): trinit's reaper then sees it exactly as it sees a freshly spawned
+    helper, and the fork server never has a long-lived child of its own.
+    """
+    try:
+        helper = os.fork()
+    except OSError:
+        try:
+            control.send(ZYGOTE_REFUSED)
+        finally:
+            os._exit(0)
+    if helper == 0:
+        _become_helper(control, argv_tail, environment, fds)
+    try:
+        control.send(helper.to_bytes(4, sys.byteorder, signed=True))
+    finally:
+        os._exit(0)
+
+
+def zygote_entry() -> NoReturn:
+    """Fork-server entry point: import once, then fork one helper per request on fd 3.
+
+    Every helper is forked from this process, so the pages the imports filled stay shared
+    (copy-on-write) between it and every helper and container init forked from it; a
+    helper's unique memory is only what it writes. ``gc.freeze()`` keeps the collector of a
+    forked process from writing to (and so copying) every imported object.
+
+    Exits 0 on EOF (the pool closed or trinit died). A request that cannot be served is
+    answered with :data:`ZYGOTE_REFUSED` and the server goes on; the launcher spawns a
+    fresh helper for it.
+    """
+    import _socket
+    import gc
+
+    control = _socket.socket(fileno=ZYGOTE_CONTROL_FD)
+    gc.collect()
+    gc.freeze()
+    try:
+        control.send(ZYGOTE_READY)
+    except OSError:
+        os._exit(0)
+    while True:
+        request = _receive_request(control)
+        if request is None:
+            os._exit(0)
+        argv_tail, environment, fds = request
+        try:
+            middle = os.fork()
+        except OSError:
+            middle = -1
+        if middle == 0:
+            _serve_in_fork(control, argv_tail, environment, fds)
+        _close_all(fds)
+        if middle < 0:
+            try:
+                control.send(ZYGOTE_REFUSED)
+            except OSError:
+                os._exit(0)
+            continue
+        # Our own child, gone as soon as it has answered: the only waitpid in this process.
+        while True:
+            try:
+                os.waitpid(middle, 0)
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                pass
+            break
 
 
 if __name__ == "__main__":

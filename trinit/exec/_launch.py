@@ -55,12 +55,12 @@ BOOTSTRAP = _bootstrap("entry")
 ZYGOTE_BOOTSTRAP = _bootstrap(
     "zygote_entry", "import _signal\n_signal.signal(_signal.SIGINT,_signal.SIG_IGN)\n"
 )
-"""A warm helper (``trinit.exec._zygote``): imports, then waits for one launch on fd 3.
+"""The fork server (``trinit.exec._zygote``): imports, then forks a helper per request on fd 3.
 
-It ignores SIGINT until it is handed a launch: it shares the agent's process group, so a ^C
-in the agent's terminal reaches it too, and the agent, which handles that SIGINT, kills it
-on the way out; a KeyboardInterrupt traceback of its own would only be noise on the agent's
-stderr. (``_signal`` is built in: no import cost.)"""
+It ignores SIGINT (a helper it forks restores the default): it shares the agent's process
+group, so a ^C in the agent's terminal reaches it too, and the agent, which handles that
+SIGINT, kills it on the way out; a KeyboardInterrupt traceback of its own would only be
+noise on the agent's stderr. (``_signal`` is built in: no import cost.)"""
 
 _FIRST_FREE_FD = 6  # the helper's fds 0..5 are targets of the file actions
 

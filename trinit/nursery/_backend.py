@@ -42,8 +42,8 @@ class HelperBackend:
 
     The start protocol is docs/protocol.md §5.5.
 
-    Owns a :class:`trinit.exec.HelperPool` (one warm helper waiting, so a launch
-    skips Python start-up); :meth:`aclose` kills that helper.
+    Owns a :class:`trinit.exec.HelperPool` (a fork server every helper is forked from, so
+    a launch skips Python start-up); :meth:`aclose` kills that server.
     """
 
     def __init__(
@@ -89,9 +89,9 @@ class HelperBackend:
         os.kill(pid, sig)
 
     async def prewarm(self) -> None:
-        """Start a warm helper now, so even the first StartProcess skips interpreter start."""
+        """Start the fork server now, so even the first StartProcess skips interpreter start."""
         await self._pool.prewarm(self._python)
 
     async def aclose(self) -> None:
-        """Kill the waiting warm helper; later launches spawn fresh helpers. Shielded."""
+        """Kill the fork server; later launches spawn fresh helpers. Shielded."""
         await self._pool.aclose()
