@@ -135,7 +135,9 @@ def test_cz_init_forwards_to_the_group_with_p(czagent: LocalAgent, entry_dir: Pa
     """``-p``: the signal goes to the child's process group, so a background job dies too and
     the shell that waits for it sees that (``wait`` returns 128 + 15 for it)."""
     ctr = Container(czagent.host)
-    script = "trap '' TERM; (trap - TERM; exec sleep 1000) & echo ready; wait $!; echo $?"
+    # "ready" comes from the job once its TERM trap is reset (an earlier SIGTERM would find
+    # it still ignoring TERM, inherited from the shell, and it would never end)
+    script = "trap '' TERM; (trap - TERM; echo ready; exec sleep 1000) & wait $!; echo $?"
     spec = _cz_init_spec(ctr, entry_dir / "vminitd", ["sh", "-c", script])
     spec["process"]["args"].insert(1, "-p")
     proc, ready, seen = _started(ctr, spec)

@@ -118,7 +118,7 @@ def test_parse_args() -> None:
 
 
 def test_apply_cgroup_seam(tmp_path: Path) -> None:
-    from trinit.exec._child import _apply_cgroup, _open_cgroup_procs
+    from trinit.exec._child import _apply_cgroup, _open_cgroup
 
     leaf = tmp_path / "container" / "c1"
     spec = {
@@ -131,17 +131,17 @@ def test_apply_cgroup_seam(tmp_path: Path) -> None:
             },
         }
     }
-    assert _open_cgroup_procs(spec, str(tmp_path)) is None  # no such directory: nothing
+    assert _open_cgroup(spec, str(tmp_path)) is None  # no such directory: nothing
     assert not leaf.exists()
     leaf.mkdir(parents=True)
     for name in ("memory.max", "cpu.max", "pids.max", "cgroup.procs"):
         (leaf / name).write_text("")
-    procs_fd = _open_cgroup_procs(spec, str(tmp_path))
-    assert procs_fd is not None
+    target = _open_cgroup(spec, str(tmp_path))
+    assert target is not None
     try:
-        _apply_cgroup(42, procs_fd)
+        _apply_cgroup(42, target)
     finally:
-        os.close(procs_fd)
+        target.close()
     contents = {p.name: p.read_text() for p in leaf.iterdir()}
     # limits are the daemon's job (written before the launch); the helper only places the pid
     assert contents == {
@@ -150,7 +150,108 @@ def test_apply_cgroup_seam(tmp_path: Path) -> None:
     (leaf / "cgroup.procs").unlink()
     (leaf / "cgroup.procs").mkdir()
     with pytest.raises(ChildError, match=r"^cgroup cgroup.procs: \[Errno 21\]"):
-        _open_cgroup_procs(spec, str(tmp_path))
+        _open_cgroup(spec, str(tmp_path))
+
+
+def _fork_and_report(target: object) -> tuple[bool, str]:
+    """fork_into(target) with a child that reports its /proc/self/cgroup through a pipe."""
+    return _fork_and_report_entered(target, 0)
+
+
+def _fork_and_report_entered(target: object, entered: int) -> tuple[bool, str]:
+    from trinit.exec._child import fork_into
+
+    read_end, write_end = os.pipe()
+    pid, placed = fork_into(target, entered)  # type: ignore[arg-type]
+    if pid == 0:  # the child: plain system calls only, then _exit
+        try:
+            with open("/proc/self/cgroup", "rb") as file:
+                os.write(write_end, file.read())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        text = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return placed, text
+
+
+def test_fork_into_falls_back_outside_cgroup2(tmp_path: Path) -> None:
+    """A directory that is not a cgroup2 one: a plain fork, to be moved by the caller."""
+    from trinit.exec._child import _open_cgroup
+
+    (tmp_path / "c" / "cgroup.procs").parent.mkdir()
+    (tmp_path / "c" / "cgroup.procs").write_text("")
+    target = _open_cgroup({"linux": {"cgroupsPath": "c"}}, str(tmp_path))
+    assert target is not None
+    try:
+        placed, text = _fork_and_report(target)
+    finally:
+        target.close()
+    assert not placed
+    with open("/proc/self/cgroup") as file:
+        assert text == file.read()  # still ours
+    assert _fork_and_report(None)[0] is False
+
+
+def test_fork_into_a_real_cgroup2_directory() -> None:
+    """On cgroup2 the child is born in the container's cgroup: no move (and no wait)."""
+    import secrets
+
+    from test_cgroup_real import cgroup2_mount, remove_leftovers
+
+    from trinit.exec._child import _open_cgroup
+
+    mount = cgroup2_mount()
+    assert mount is not None, "this machine has a cgroup2 hierarchy (hybrid or unified)"
+    name = f"trinit-test-{secrets.token_hex(4)}"
+    top = os.path.join(mount, name)
+    os.mkdir(top)
+    try:
+        target = _open_cgroup({"linux": {"cgroupsPath": name}}, mount)
+        assert target is not None
+        try:
+            placed, text = _fork_and_report(target)
+        finally:
+            target.close()
+        assert placed
+        assert f"0::/{name}\n" in text
+        # After entering a user namespace the kernel would judge other credentials: fork
+        target = _open_cgroup({"linux": {"cgroupsPath": name}}, mount)
+        assert target is not None
+        try:
+            placed, text = _fork_and_report_entered(target, sc.CLONE_NEWUSER)
+        finally:
+            target.close()
+        assert not placed and f"0::/{name}\n" not in text
+    finally:
+        remove_leftovers(top)
+
+
+def test_fork_into_a_removed_cgroup_after_a_new_pid_namespace() -> None:
+    """clone3 refused (the cgroup is gone) after a new PID namespace was made: a clear
+    error, never the plain fork the poisoned namespace would refuse with ENOMEM."""
+    import secrets
+
+    from test_cgroup_real import cgroup2_mount
+
+    from trinit.exec._child import ChildError, _open_cgroup, fork_into
+
+    mount = cgroup2_mount()
+    assert mount is not None
+    name = f"trinit-test-{secrets.token_hex(4)}"
+    os.mkdir(os.path.join(mount, name))
+    target = _open_cgroup({"linux": {"cgroupsPath": name}}, mount)
+    os.rmdir(os.path.join(mount, name))
+    assert target is not None and target.cgroup2
+    try:
+        with pytest.raises(ChildError, match=r"^fork into the container cgroup: "):
+            fork_into(target, sc.CLONE_NEWPID)  # (no namespace made here: only the flag)
+        placed, _ = _fork_and_report(target)  # without one: falls back to fork
+        assert not placed
+    finally:
+        target.close()
 
 
 @pytest.mark.parametrize(

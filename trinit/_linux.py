@@ -28,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import sys
 
 from trinit._arch import ARCHES
 
@@ -52,6 +53,7 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+CLONE_INTO_CGROUP = 0x200000000  # clone3 only
 
 # mount(2) flags (linux/mount.h)
 MS_RDONLY = 1
@@ -190,6 +192,53 @@ def _path(value: str | bytes | None) -> bytes | None:
     if value is None:
         return None
     return os.fsencode(value)
+
+
+# ------------------------------------------------------------------------- processes
+def fstatfs_type(fd: int) -> int:
+    """``f_type`` of ``fstatfs(fd)``: the file system's magic number (e.g.
+    :data:`CGROUP2_SUPER_MAGIC`). ``struct statfs`` starts with it as a long on 64-bit
+    Linux (x86_64, aarch64)."""
+    buffer = ctypes.create_string_buffer(256)  # sizeof(struct statfs) is 120 there
+    _call("fstatfs", ctypes.c_int(fd), buffer)
+    return int.from_bytes(buffer.raw[: ctypes.sizeof(ctypes.c_long)], sys.byteorder)
+
+
+_SIGCHLD = 17  # the same on x86_64 and aarch64 (no import of signal: the helper avoids it)
+
+
+class _CloneArgs(ctypes.Structure):
+    """``struct clone_args`` (linux/sched.h), up to ``cgroup`` (CLONE_ARGS_SIZE_VER2, 88)."""
+
+    _fields_ = [
+        (name, ctypes.c_uint64)
+        for name in (
+            "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack",
+            "stack_size", "tls", "set_tid", "set_tid_size", "cgroup",
+        )
+    ]  # fmt: skip
+
+
+def fork_into_cgroup(cgroup_fd: int) -> int:
+    """``fork()`` whose child is born in the cgroup2 directory ``cgroup_fd``: ``clone3``
+    with ``CLONE_INTO_CGROUP``. Returns 0 in the child and its pid in the parent.
+
+    Why: moving a process by writing ``cgroup.procs`` takes the cgroup core's threadgroup
+    lock for writing, which waits for an RCU grace period (~10 ms here) whenever the lock
+    was idle for a while, i.e. on every container start. A child born in its cgroup needs
+    no move. The kernel checks the caller's permission to write that cgroup's
+    ``cgroup.procs``, as for a write.
+
+    Only for a single-threaded caller whose child runs no code that relies on glibc's
+    per-thread state being the child's: this is a raw system call, so glibc's fork
+    handlers do not run and its cached thread id is the parent's (``raise()`` and
+    ``pthread_kill`` would misfire; plain system calls, ``os.*`` and ``execve`` are fine).
+    The exec helper's container init is such a child. Raises OSError (ENOSYS before Linux
+    5.7, EBADF/EINVAL for a directory that is not cgroup2, EACCES/EPERM when refused)
+    without creating a child; the caller then forks and writes ``cgroup.procs``.
+    """
+    args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=_SIGCHLD, cgroup=cgroup_fd)
+    return _syscall("clone3", ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
 
 
 # ------------------------------------------------------------------------ namespaces
