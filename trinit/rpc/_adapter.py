@@ -916,7 +916,7 @@ async def serve(
 
     Runs until cancelled; ``task_status.started()`` is called once the listener is being
     accepted on. Each connection gets a task and each RPC a task inside it; any number of
-    connections and concurrent RPCs are served. Request messages larger than
+    concurrent RPCs are served. Request messages larger than
     ``max_message_bytes`` fail their RPC with RESOURCE_EXHAUSTED. At most
     ``max_connections`` are served at once; another is closed as soon as it is accepted.
 
