@@ -2,8 +2,8 @@
 
 The root nursery owns, in order: the reaper (the only waitpid caller), the container
 registry's containers, and the gRPC server on the transport's listener. SIGTERM/SIGINT
-(when trinit is not the VM's PID 1) delete every container (killing and reaping their
-processes), sync, and exit 0.
+from a trusted sender (``trinit._stopsignals``: not a container sharing our PID namespace)
+delete every container (killing and reaping their processes), sync, and exit 0.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import trio
 from trinit import _memtrace as memtrace
 from trinit._linux import set_child_subreaper
 from trinit._server import Servicer
+from trinit._stopsignals import StopSignals, block_stop_signals
 from trinit.errors import TrinitError, describe
 from trinit.io import Transport, UnixTransport, parse_transport
 from trinit.nursery import ContainerCgroups, ContainerRegistry, HelperBackend, ProxyTable, Reaper
@@ -150,6 +151,7 @@ async def run_agent(
     if not pid1:  # orphans of our children come back to us, so the reaper sees them all
         set_child_subreaper()
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    block_stop_signals()  # before any worker thread starts: threads inherit the mask
     listener = await _listen(transport, config.port)
     socket_file = _SocketFile(transport, config.port)
     try:
@@ -166,7 +168,7 @@ async def _serve(
     on_serving: Callable[[trio.Nursery], None] | None,
 ) -> None:
     reaper = Reaper()
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as stop_signals:
+    with StopSignals() as stop_signals:  # only trusted senders (see trinit._stopsignals)
         async with trio.open_nursery() as root:
             await root.start(reaper.run)
             # is the root cgroup2? reads /proc/self/mountinfo: not on the loop
@@ -190,9 +192,8 @@ async def _serve(
             root.start_soon(backend.prewarm)  # after serving: never delays the first RPC
             if frames := memtrace.frames_wanted():  # developer switch, off by default
                 root.start_soon(memtrace.run, frames)
-            async for signum in stop_signals:
-                log.info(f"received {signal.Signals(signum).name}, shutting down")
-                break
+            stop = await stop_signals.wait()
+            log.info(f"received {stop.name}, shutting down")
             with trio.move_on_after(15):
                 await proxies.stop_all()
                 await registry.shutdown(config.stop_grace)

@@ -403,6 +403,26 @@ def reset_signal(signum: int) -> None:
     _syscall("rt_sigaction", ctypes.c_long(signum), action, None, ctypes.c_size_t(8))
 
 
+SFD_NONBLOCK = os.O_NONBLOCK
+SFD_CLOEXEC = os.O_CLOEXEC
+SIGNALFD_SIGINFO_SIZE = 128
+"""``sizeof(struct signalfd_siginfo)``: each read returns whole records of this size."""
+
+
+def signalfd(signums: tuple[int, ...] | list[int], flags: int) -> int:
+    """A new signalfd for ``signums`` (``signalfd(2)``); the caller owns it.
+
+    The signals must be blocked in every thread, or the kernel delivers them instead of
+    queueing them for the fd. glibc's ``sigset_t`` is 1024 bits in unsigned longs, signal
+    ``n`` at bit ``n - 1``.
+    """
+    bits = 8 * ctypes.sizeof(ctypes.c_ulong)
+    words = (ctypes.c_ulong * (1024 // bits))()
+    for signum in signums:
+        words[(signum - 1) // bits] |= 1 << ((signum - 1) % bits)
+    return _call("signalfd", ctypes.c_int(-1), ctypes.byref(words), ctypes.c_int(flags))
+
+
 # ----------------------------------------------------------------- the machine itself
 def sethostname(name: str) -> None:
     """Set the hostname of the current UTS namespace."""

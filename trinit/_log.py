@@ -5,15 +5,19 @@ One line per event on stderr, which is the VM console (hvc0) when trinit is PID 
 Structured fields are passed as ``extra={"fields": {...}}`` and printed sorted. Levels are
 vminitd's (trace, debug, info, notice, warning, error, critical); trace and notice are added
 to the stdlib levels.
+
+Lines are written by a thread of their own from a bounded queue (``trinit._logwriter``): a
+slow or stuck console never blocks the event loop; what does not fit is dropped and counted.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Mapping
 from typing import Any
+
+from trinit._logwriter import QueuedFdHandler
 
 TRACE = 5
 NOTICE = 25
@@ -48,9 +52,10 @@ class ConsoleFormatter(logging.Formatter):
 
 
 def setup(level_name: str) -> None:
-    """Route every ``trinit.*`` logger to stderr in the console format; unknown levels -> info."""
+    """Route every ``trinit.*`` logger to stderr (fd 2, through the writer thread) in the
+    console format; unknown levels -> info."""
     level = LEVELS.get(level_name.lower(), logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = QueuedFdHandler(2)
     handler.setFormatter(ConsoleFormatter())
     root = logging.getLogger("trinit")
     root.handlers[:] = [handler]

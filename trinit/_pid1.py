@@ -233,6 +233,7 @@ def die(what: str) -> NoReturn:
     reason = f"{what}: {last}" if last else what
     try:
         log.critical(reason)
+        flush_log()  # what is queued for the console goes before the lines below
     finally:
         # The console formatter hides tracebacks above debug level; a dying PID 1 shows it.
         if last:
@@ -246,6 +247,16 @@ def die(what: str) -> NoReturn:
         os._exit(1)
 
 
+def flush_log() -> None:
+    """Wait (bounded) until the log lines queued for the console are written: the log
+    handler writes from a thread (``trinit._logwriter``), and a power-off would lose them."""
+    for handler in logging.getLogger("trinit").handlers:
+        try:
+            handler.flush()
+        except Exception:
+            pass
+
+
 def _console(text: str) -> None:
     try:
         os.write(2, text.encode(errors="replace"))
@@ -256,11 +267,13 @@ def _console(text: str) -> None:
 def power_off() -> NoReturn:
     """Sync and power the VM off; if the kernel refuses, exit (a panic) rather than hang."""
     log.info(f"powering off (uptime {uptime():.3f})")
+    flush_log()
     os.sync()
     try:
         linux.reboot(RB_POWER_OFF)
     except OSError as exc:
         log.critical(f"reboot(RB_POWER_OFF): {exc.strerror}")
+        flush_log()
     os._exit(0)
 
 

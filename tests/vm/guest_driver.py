@@ -11,6 +11,10 @@ therefore records its progress in ``/run/vmtest/state.json`` before that call; t
 thread (inside PID 1, which the kill spares) starts it again and it resumes with the checks
 that PID 1 is still serving, then the shutdown scenario. Not a pytest module: it runs in the
 guest's interpreter with the packaged site-packages.
+
+The driver is an ordinary process in PID 1's namespace, like a container sharing it: its
+own SIGTERM to PID 1 is refused (``foreign_sigterm`` checks that). To power off it asks the
+preinit thread, which runs inside PID 1 (``guest_preinit.py``).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from trinit.host import Host, HostPort, build_busybox_rootfs, busybox_spec
 SITE = sys.path[0]
 STATE = "/run/vmtest/state.json"
 RESPAWN = "/run/vmtest/respawn"
+POWEROFF = "/run/vmtest/poweroff"  # the preinit thread in PID 1 sends the SIGTERM
 ROOTFS = "/run/vmtest/rootfs"
 RESULTS = os.environ.get("VMTEST_RESULTS", "/dev/ttyS1")  # the console on aarch64 `virt`
 SELECTED = [n for n in os.environ.get("VMTEST_SCENARIOS", "").split(",") if n]  # [] = all
@@ -630,8 +635,19 @@ class Driver:
         check(not os.path.exists(f"/proc/{state['victim_pid']}"), "victim still present")
         return {"rpc_after_kill_s": answered - state["kill_uptime"], "victim_exit": reply.exitCode}
 
+    def foreign_sigterm(self) -> dict[str, Any]:
+        """SIGTERM PID 1 from this process (inside its PID namespace): refused, still serving."""
+        os.kill(1, signal.SIGTERM)
+        os.kill(1, signal.SIGINT)
+        time.sleep(1)
+        self.host.stub.Setenv(pb.SetenvRequest(key="AFTER_SIGTERM", value="1"), timeout=30)
+        reply = self.host.stub.Getenv(pb.GetenvRequest(key="AFTER_SIGTERM"), timeout=30)
+        check(reply.value == "1", f"Getenv after the SIGTERM: {reply.value!r}")
+        return {"serving": True}
+
     def shutdown(self) -> dict[str, Any]:
-        """Dirty a block-device page that only an explicit sync(2) writes back, SIGTERM PID 1.
+        """Dirty a block-device page that only an explicit sync(2) writes back; the caller
+        then has PID 1 SIGTERMed (by the preinit thread, see :func:`request_power_off`).
 
         Periodic writeback is switched off, and the device stays open (the last close of a
         block device would flush it): the marker reaches the disk only through trinit's sync.
@@ -657,6 +673,13 @@ class Driver:
                 break
         check(writes == 0, f"the disk was written before SIGTERM ({writes} writes)")
         return {"disk_writes_before_sigterm": writes, "attempt": attempt, "uptime": uptime()}
+
+
+def request_power_off() -> None:
+    """Ask the preinit thread (inside PID 1) to SIGTERM PID 1; ours would be refused."""
+    with open(POWEROFF + ".tmp", "w") as file:
+        file.write("1")
+    os.replace(POWEROFF + ".tmp", POWEROFF)
 
 
 def local_cid() -> int:
@@ -771,9 +794,10 @@ def main() -> None:
     # Always end the run: the host waits for the VM to power off.
     if not hasattr(driver, "host"):
         driver.connect()
+    scenario("foreign_sigterm", driver.foreign_sigterm)
     scenario("shutdown_requested", driver.shutdown)
     report("done", True)
-    os.kill(1, signal.SIGTERM)
+    request_power_off()
     time.sleep(600)  # the VM powers off around us
 
 

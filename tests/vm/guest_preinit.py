@@ -1,11 +1,18 @@
-"""Preinit hook of the test initfs: runs inside PID 1 (before the agent) and keeps the
-in-guest driver running.
+"""Preinit hook of the test initfs: runs inside PID 1 (before the agent), keeps the
+in-guest driver running and powers the VM off when the driver asks.
 
 It starts a daemon thread that spawns ``guest_driver.py`` with ``os.posix_spawn`` and
 watches it through a pidfd, which becomes readable when the driver exits without reaping
 it (trinit's reaper stays the only waitpid caller). ``Kill(-1, SIGKILL)`` kills the driver
 but not this thread, which lives in PID 1: when the driver left the "respawn" marker before
 that call, the thread starts it again (at most a few times). Test builds only.
+
+Power-off: trinit refuses stop signals from processes in its PID namespace (a container
+sharing it could send them; see ``trinit._stopsignals``), and the driver is such a process.
+It leaves the "poweroff" marker instead (and keeps its disk open, see its ``shutdown``);
+this thread, part of PID 1 itself, then sends the SIGTERM, which trinit accepts as its own.
+The thread blocks the stop signals like trinit's threads do: a thread that does not block
+them would take them itself and drop them (PID 1's default action).
 """
 
 import os
@@ -17,6 +24,7 @@ import time
 
 DRIVER = "/usr/lib/trinit-vmtest/guest_driver.py"
 RESPAWN = "/run/vmtest/respawn"
+POWEROFF = "/run/vmtest/poweroff"
 MAX_STARTS = 4
 READY = "/sys/fs/cgroup/cgroup.procs"
 
@@ -45,8 +53,10 @@ def _keep_driver_running() -> None:
         try:
             poller = select.poll()
             poller.register(pidfd, select.POLLIN)
-            while not poller.poll():
-                pass
+            while not poller.poll(100):
+                if os.path.exists(POWEROFF):
+                    os.kill(os.getpid(), signal.SIGTERM)  # from PID 1 itself: accepted
+                    return
         finally:
             os.close(pidfd)
         if not os.path.exists(RESPAWN):
@@ -54,4 +64,7 @@ def _keep_driver_running() -> None:
         os.write(2, b"vmtest preinit: the driver exited; starting it again\n")
 
 
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_before = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)  # the thread inherits it
 threading.Thread(target=_keep_driver_running, name="vmtest-preinit", daemon=True).start()
+signal.pthread_sigmask(signal.SIG_SETMASK, _before)

@@ -154,6 +154,13 @@ def test_kill_minus_one_leaves_pid1_serving(vm: harness.VmRun) -> None:
     assert "Kernel panic" not in vm.console
 
 
+def test_sigterm_from_a_guest_process_is_refused(vm: harness.VmRun) -> None:
+    """The driver is a process in PID 1's namespace, like a container sharing it."""
+    assert ok(vm, "foreign_sigterm") == {"serving": True}
+    assert "refused SIGTERM from pid " in vm.console
+    assert "refused SIGINT from pid " in vm.console
+
+
 def test_sigterm_deletes_syncs_and_powers_off(vm: harness.VmRun) -> None:
     data = ok(vm, "shutdown_requested")
     assert data["disk_writes_before_sigterm"] == 0

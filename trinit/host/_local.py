@@ -66,9 +66,11 @@ class LocalAgent:
         extra_args: tuple[str, ...] = (),
         timeout: float = 20.0,
         cgroups: bool = True,
+        output: int | None = None,
     ) -> LocalAgent:
         """Start an agent; with ``cgroups`` its container cgroups live in a fresh directory
-        of the machine's cgroup2 hierarchy, removed again by :meth:`remove`."""
+        of the machine's cgroup2 hierarchy, removed again by :meth:`remove`. Its stdout and
+        stderr (the log) go to ``agent.log`` in its directory, or to the fd ``output``."""
         owns = directory is None
         if directory is None:
             # unix socket paths are limited to 108 bytes: keep the directory short
@@ -109,8 +111,8 @@ class LocalAgent:
             proc = subprocess.Popen(
                 cmd,
                 stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=log_file,
+                stdout=log_file if output is None else output,
+                stderr=log_file if output is None else output,
                 cwd=str(package_root),
                 # its own process group: a Kill(0) or a terminal's ^C meant for the caller
                 # never reaches the agent, and nothing the agent signals reaches the caller

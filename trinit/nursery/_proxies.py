@@ -28,11 +28,18 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from trinit import errors
+from trinit._connlimit import ConnectionLimit
 from trinit._log import fields
+from trinit._ratelimit import RateLimitedLog
 from trinit.exec import Located, locate, makedirs_in_root, open_in_root, open_root, split_parent
 from trinit.io import Transport, relay, socket_is_live
 
 log = logging.getLogger("trinit.proxy")
+
+MAX_PROXY_CONNECTIONS = 128
+"""Connections one proxy relays at once; more are closed at accept (``trinit._connlimit``).
+An INTO socket lies in a container's reach, and each connection costs two sockets."""
+REFUSAL_LOG_INTERVAL = 10.0
 
 INTO = 0
 OUT_OF = 1
@@ -187,6 +194,7 @@ class VsockProxy:
         listener: trio.abc.Listener[trio.SocketStream],
         dial: Callable[[], Awaitable[trio.SocketStream]],
         socket_file: Located | None,
+        max_connections: int = MAX_PROXY_CONNECTIONS,
     ) -> None:
         self.proxy_id = proxy_id
         self.action = action
@@ -195,6 +203,10 @@ class VsockProxy:
         self._socket_file = socket_file
         self._cancel = trio.CancelScope()
         self._done = trio.Event()
+        refusals = RateLimitedLog(log, interval=REFUSAL_LOG_INTERVAL, clock=trio.current_time)
+        self._limit = ConnectionLimit(
+            max_connections, refusals, f"a connection to proxy {proxy_id}"
+        )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
@@ -210,6 +222,9 @@ class VsockProxy:
                             )
                             await trio.sleep(0.1)
                             continue
+                        if not self._limit.admit():
+                            await trio.aclose_forcefully(inbound)
+                            continue
                         connections.start_soon(self._connect, inbound)
         finally:
             with trio.CancelScope(shield=True):
@@ -223,12 +238,15 @@ class VsockProxy:
 
     async def _connect(self, inbound: trio.SocketStream) -> None:
         try:
-            outbound = await self._dial()
-        except OSError as exc:
-            log.warning(f"proxy dial failed: {exc}", extra=fields(proxy=self.proxy_id))
-            await inbound.aclose()
-            return
-        await relay(inbound, outbound)
+            try:
+                outbound = await self._dial()
+            except OSError as exc:
+                log.warning(f"proxy dial failed: {exc}", extra=fields(proxy=self.proxy_id))
+                await inbound.aclose()
+                return
+            await relay(inbound, outbound)
+        finally:
+            self._limit.release()
 
     async def stop(self) -> None:
         self._cancel.cancel()

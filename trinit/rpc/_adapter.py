@@ -46,6 +46,10 @@ connection may exhaust or freeze PID 1):
   previous message is out, so only unary responses a peer never collects can pile up; past
   the cap the peer is not reading, and the connection is closed (every RPC on it
   cancelled). Waiting would not help: the response already exists when it is queued.
+- Connections: at most ``max_connections`` (``DEFAULT_MAX_CONNECTIONS``, 128) served at
+  once per :func:`serve`; another is closed at accept, before a byte is read
+  (``trinit._connlimit``), and the peer may connect again once one of its connections
+  has closed. Without it the bounds above would multiply with the number of connections.
 - Time: the client preface (magic and SETTINGS) must arrive within ``PREFACE_TIMEOUT``
   (10 s) of the connection's start; an idle connection after that is fine.
 - Fairness: the reader hands h2 at most ``_MAX_FRAMES_PER_BATCH`` frames, then yields to
@@ -115,6 +119,7 @@ import purerpc
 import trio
 from purerpc.rpc import Cardinality
 
+from trinit._connlimit import ConnectionLimit
 from trinit._ratelimit import RateLimitedLog
 from trinit.errors import Code, InvalidArgument, TrinitError, describe
 
@@ -126,6 +131,9 @@ __all__ = ["serve"]
 _log = logging.getLogger("trinit.rpc")
 
 DEFAULT_MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
+DEFAULT_MAX_CONNECTIONS: Final = 128
+"""Concurrent connections one :func:`serve` accepts (the host needs a handful: its control
+connection and one per concurrent client it runs)."""
 
 # Bytes asked of the socket per receive: large, so a 4 MiB request takes few wakeups.
 _RECEIVE_BYTES: Final = 256 * 1024
@@ -901,14 +909,16 @@ async def serve(
     servicer: purerpc.Servicer,
     *,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve ``servicer`` (gRPC over cleartext HTTP/2) on every connection ``listener`` accepts.
 
     Runs until cancelled; ``task_status.started()`` is called once the listener is being
     accepted on. Each connection gets a task and each RPC a task inside it; any number of
-    connections and concurrent RPCs are served. Request messages larger than
-    ``max_message_bytes`` fail their RPC with RESOURCE_EXHAUSTED.
+    concurrent RPCs are served. Request messages larger than
+    ``max_message_bytes`` fail their RPC with RESOURCE_EXHAUSTED. At most
+    ``max_connections`` are served at once; another is closed as soon as it is accepted.
 
     Handlers are the servicer's methods: ``async def M(self, request) -> response`` for
     unary RPCs and async generators for server-streaming ones. A handler that raises a
@@ -927,8 +937,16 @@ async def serve(
         _log, interval=_BAD_CONNECTION_LOG_INTERVAL, clock=trio.current_time
     )
 
+    limit = ConnectionLimit(max_connections, bad_connection_log, "an API connection")
+
     async def handle(stream: trio.abc.Stream) -> None:
-        await _serve_connection(stream, methods, max_message_bytes, bad_connection_log)
+        if not limit.admit():
+            await trio.aclose_forcefully(stream)
+            return
+        try:
+            await _serve_connection(stream, methods, max_message_bytes, bad_connection_log)
+        finally:
+            limit.release()
 
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, handle, [listener])
