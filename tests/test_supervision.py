@@ -535,6 +535,43 @@ class GatedBackend(FakeBackend):
         return await super().launch(helper_args, **kwargs)
 
 
+async def test_exec_delete_waits_only_for_its_own_start(tmp_path: Path, rootfs: Path) -> None:
+    """DeleteProcess of an exec waits for that exec's start only, not for every exec start
+    of its container: with execs starting all the time (32 clients), waiting for a moment
+    with no start under way stalled every delete and, holding the lock, every new start.
+    Deleting the container still waits for them all."""
+    async with trio.open_nursery() as nursery:
+        registry, backend, hostside = await _registry(nursery, tmp_path, GatedBackend)
+        await registry.create_process("c1", "c1", spec(rootfs), StdioPorts())
+        await registry.start_process("c1", "c1")
+        for exec_id in ("e1", "e2"):
+            await registry.create_process(exec_id, "c1", spec(rootfs), StdioPorts())
+        e1_deleted = trio.Event()
+        container_deleted = trio.Event()
+
+        async def delete(process_id: str, done: trio.Event) -> None:
+            await registry.delete_process(process_id, "c1")
+            done.set()
+
+        async with trio.open_nursery() as tasks:
+            tasks.start_soon(registry.start_process, "e1", "c1")
+            await trio.testing.wait_all_tasks_blocked()
+            assert backend.execs_launching == 1
+            e2_deleted = trio.Event()
+            tasks.start_soon(delete, "e2", e2_deleted)
+            with trio.fail_after(10):  # (it removes files in a worker thread)
+                await e2_deleted.wait()  # never started: not held up by e1's start
+            tasks.start_soon(delete, "e1", e1_deleted)
+            tasks.start_soon(delete, "c1", container_deleted)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not e1_deleted.is_set()  # its own start is under way
+            assert not container_deleted.is_set()
+            backend.gate.set()
+        assert e1_deleted.is_set() and container_deleted.is_set()
+        backend.close()
+        hostside.close()
+
+
 async def test_execs_of_one_container_start_concurrently(tmp_path: Path, rootfs: Path) -> None:
     """StartProcess of an exec holds the container lock only to begin: a second exec's
     start does not wait for the first one's launch (that capped one container at ~20

@@ -117,7 +117,7 @@ class Container:
         self.lock = trio.Lock()
         """Held by every RPC that changes the container's set of processes; an exec's start
         holds it only to begin (see :meth:`begin_exec_start`)."""
-        self._exec_starts = 0
+        self._exec_starts: dict[str, trio.Event] = {}  # process id -> set when it is done
         self._exec_starts_idle = trio.Event()
         self._exec_starts_idle.set()
         self.fault: str | None = None  # one line, once the container has failed
@@ -201,25 +201,33 @@ class Container:
         if not self._init_alive():
             proc.abandon_if_unstarted()
 
-    def begin_exec_start(self) -> None:
+    def begin_exec_start(self, process_id: str) -> None:
         """An exec's StartProcess is under way (called with :attr:`lock` held).
 
-        An exec's launch (helper, namespaces, cgroup placement, ~20-50 ms) runs *without*
+        An exec's launch (helper, namespaces, cgroup placement, ~10-50 ms) runs *without*
         the lock, so that execs of one container start concurrently (holding it made every
         StartProcess of a container wait for the one before: ~20 execs/s at any
-        concurrency). Whoever must not overlap a starting exec (DeleteProcess of the
-        container or of an exec) takes the lock, so no new start begins, and then awaits
-        :meth:`exec_starts_done`. Two starts of the same exec cannot overlap:
-        ``ManagedProcess.start`` moves it out of CREATED before its first await.
+        concurrency). Whoever must not overlap a starting exec takes the lock, so no new
+        start begins, and then waits: DeleteProcess of an exec for that exec's start only
+        (:meth:`exec_start_done`; waiting for every start stalled each delete, and with
+        it every new start, until a moment when none was under way), DeleteProcess of the
+        container for all of them (:meth:`exec_starts_done`). Two starts of the same exec
+        cannot overlap: ``ManagedProcess.start`` moves it out of CREATED before its first
+        await.
         """
-        self._exec_starts += 1
-        if self._exec_starts == 1:
-            self._exec_starts_idle = trio.Event()
+        self._exec_starts[process_id] = trio.Event()
+        self._exec_starts_idle = trio.Event()
 
-    def end_exec_start(self) -> None:
-        self._exec_starts -= 1
-        if self._exec_starts == 0:
+    def end_exec_start(self, process_id: str) -> None:
+        self._exec_starts.pop(process_id).set()
+        if not self._exec_starts:
             self._exec_starts_idle.set()
+
+    async def exec_start_done(self, process_id: str) -> None:
+        """Return once this exec's start is not under way (call with :attr:`lock` held)."""
+        started = self._exec_starts.get(process_id)
+        if started is not None:
+            await started.wait()
 
     async def exec_starts_done(self) -> None:
         """Return once no exec start is under way (call with :attr:`lock` held)."""

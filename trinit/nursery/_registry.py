@@ -215,11 +215,11 @@ class ContainerRegistry:
                 return await container.start(proc)
             if container.init.pid is not None:
                 proc.set_parent_pid(container.init.pid)
-            container.begin_exec_start()  # the launch itself runs without the lock
+            container.begin_exec_start(process_id)  # the launch runs without the lock
         try:
             return await container.start(proc)
         finally:
-            container.end_exec_start()
+            container.end_exec_start(process_id)
 
     async def delete_process(self, process_id: str, container_id: str | None) -> None:
         container, proc = self.lookup(process_id, container_id)
@@ -232,7 +232,7 @@ class ContainerRegistry:
             log.info("deleted container", extra=fields(container=container.container_id))
         else:
             async with container.lock:
-                await container.exec_starts_done()
+                await container.exec_start_done(process_id)
                 await container.delete_exec(process_id)
 
     async def statistics(self, container_ids: list[str], categories: set[int]) -> list[Any]:
