@@ -103,14 +103,6 @@ import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Final, NoReturn
 
-import h2.config  # type: ignore[import-untyped, unused-ignore]
-import h2.connection  # type: ignore[import-untyped, unused-ignore]
-import h2.errors  # type: ignore[import-untyped, unused-ignore]
-import h2.events  # type: ignore[import-untyped, unused-ignore]
-import h2.exceptions  # type: ignore[import-untyped, unused-ignore]
-import h2.settings  # type: ignore[import-untyped, unused-ignore]
-import h2.stream  # type: ignore[import-untyped, unused-ignore]
-import h2.utilities  # type: ignore[import-untyped, unused-ignore]
 import purerpc
 import trio
 from purerpc.rpc import Cardinality
@@ -118,8 +110,8 @@ from purerpc.rpc import Cardinality
 from trinit._ratelimit import RateLimitedLog
 from trinit.errors import Code, InvalidArgument, TrinitError, describe
 
-from . import _wire
-from ._hpack import CachingDecoder, LiteralEncoder
+from . import _http2, _wire
+from ._hpack import OK_TRAILER_BLOCK
 
 __all__ = ["serve"]
 
@@ -168,7 +160,6 @@ _BAD_CONNECTION_LOG_INTERVAL: Final = 10.0
 # How long a connection that is going away may spend flushing its last frames (GOAWAY).
 _CLOSE_FLUSH_SECONDS: Final = 1.0
 
-_RESPONSE_HEADERS: Final = list(_wire.RESPONSE_HEADERS)
 _OK_TRAILERS: Final = _wire.trailers(Code.OK, "")
 
 
@@ -240,83 +231,6 @@ class _Call:
         self.drained: trio.Event | None = None
 
 
-_RESET = (h2.stream.StreamClosedBy.SEND_RST_STREAM, h2.stream.StreamClosedBy.RECV_RST_STREAM)
-
-
-class _ResetStreamsOnly(h2.utilities.SizeLimitDict):  # type: ignore[misc]
-    """h2's record of how closed streams were closed, keeping only the reset ones.
-
-    h2 remembers every closed stream of a connection (up to 65,536), ~250 bytes each: a
-    host that keeps one connection grew the agent by ~10 MiB over 10,000 container
-    lifecycles (4 RPCs each; found with ``bench/soak.py --tracemalloc``). The record only
-    changes how h2 answers a late frame: for a stream *reset* it is a stream error
-    (RST_STREAM), which needs the record; for a stream that *ended* it is a connection error
-    with or without it (STREAM_CLOSED if remembered, PROTOCOL_ERROR if not). Late
-    WINDOW_UPDATEs, the one frame a peer may legitimately send after the end, are ignored
-    by :class:`_H2Connection` before this record is consulted. So streams that ended are
-    not recorded; reset streams still are, within h2's own bound.
-    """
-
-    def __setitem__(self, key: int, value: Any) -> None:
-        if value in _RESET:
-            super().__setitem__(key, value)
-
-
-class _H2Connection(h2.connection.H2Connection):  # type: ignore[misc]
-    """h2 3.2 (pinned by purerpc) with three defects fixed.
-
-    h2 3.2 treats a WINDOW_UPDATE for a stream that ended normally and has already been
-    cleaned up as a connection error and sends GOAWAY, killing every RPC on the
-    connection. RFC 9113 section 5.1 says such frames may still arrive after END_STREAM
-    and must be ignored; grpc-core clients do send them under load. (purerpc's own h2
-    patch only covers streams not yet cleaned up.)
-
-    HEADERS that would exceed our SETTINGS_MAX_CONCURRENT_STREAMS make h2 3.2 raise
-    ``TooManyStreamsError``, a connection error (GOAWAY, every RPC lost). RFC 9113
-    section 5.1.2 allows a stream error instead: that stream alone is refused with
-    RST_STREAM(REFUSED_STREAM), which tells the client it was not processed (safe to
-    retry).
-
-    h2 3.2 keeps a record of every closed stream (up to 65,536 per connection); only reset
-    streams need one (:class:`_ResetStreamsOnly`).
-    """
-
-    def __init__(self, config: Any) -> None:
-        super().__init__(config)
-        self._closed_streams = _ResetStreamsOnly(size_limit=self.MAX_CLOSED_STREAMS)
-
-    def _receive_headers_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
-        try:
-            result: tuple[list[Any], list[Any]] = super()._receive_headers_frame(frame)
-        except h2.exceptions.TooManyStreamsError:
-            return self._refuse_stream(frame)
-        return result
-
-    def _refuse_stream(self, frame: Any) -> tuple[list[Any], list[Any]]:
-        # h2 raised before decoding the header block. Decode it anyway: HPACK is stateful,
-        # and skipping a block would garble every later one. Then open the stream and
-        # reset it at once, so h2 knows it as closed by us and answers any further frames
-        # on it with RST_STREAM rather than a connection error. Its events are dropped:
-        # the adapter never sees the request.
-        headers = h2.connection._decode_headers(self.decoder, frame.data)
-        events: list[Any] = self.state_machine.process_input(
-            h2.connection.ConnectionInputs.RECV_HEADERS
-        )
-        stream = self._get_or_create_stream(
-            frame.stream_id, h2.connection.AllowedStreamIDs(not self.config.client_side)
-        )
-        stream.receive_headers(headers, "END_STREAM" in frame.flags, self.config.header_encoding)
-        frames: list[Any] = stream.reset_stream(h2.errors.ErrorCodes.REFUSED_STREAM)
-        return frames, events
-
-    def _receive_window_update_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
-        try:
-            result: tuple[list[Any], list[Any]] = super()._receive_window_update_frame(frame)
-        except h2.exceptions.StreamClosedError:
-            return [], []
-        return result
-
-
 class _Connection:
     """One client connection: its h2 state machine, its RPCs and its writer."""
 
@@ -331,32 +245,14 @@ class _Connection:
         self._methods = methods
         self._max_message_bytes = max_message_bytes
         self._bad_connection_log = bad_connection_log
-        self._h2 = _H2Connection(
-            h2.config.H2Configuration(
-                client_side=False,
-                header_encoding=None,
-                validate_outbound_headers=False,
-                normalize_outbound_headers=False,
-                validate_inbound_headers=False,
-            )
+        self._h2 = _http2.ServerConnection(
+            self,
+            max_concurrent_streams=_MAX_CONCURRENT_STREAMS,
+            stream_window=_STREAM_WINDOW,
+            connection_window=_CONNECTION_WINDOW,
+            max_frame_size=_MAX_INBOUND_FRAME,
+            max_header_list_size=_MAX_HEADER_LIST_BYTES,
         )
-        self._h2.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: _MAX_CONCURRENT_STREAMS,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _STREAM_WINDOW,
-                h2.settings.SettingCodes.MAX_FRAME_SIZE: _MAX_INBOUND_FRAME,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: _MAX_HEADER_LIST_BYTES,
-            },
-        )
-        # These settings are h2's values from the start (not pending an ACK), so h2 never
-        # applies their side effects itself: set the frame size limit by hand.
-        self._h2.max_inbound_frame_size = _MAX_INBOUND_FRAME
-        self._h2.encoder = LiteralEncoder()
-        decoder = CachingDecoder()
-        decoder.max_header_list_size = self._h2.decoder.max_header_list_size
-        self._h2.decoder = decoder
-        self._scanner = _wire.FrameScanner(_MAX_INBOUND_FRAME)
         self._calls: dict[int, _Call] = {}
         # Sum of _Call.buffered over this connection's calls.
         self._buffered_request_bytes = 0
@@ -385,9 +281,7 @@ class _Connection:
         On return (or cancellation) every RPC task of this connection has been cancelled
         and has finished. The stream itself is closed by the caller.
         """
-        h2c = self._h2
-        h2c.initiate_connection()
-        h2c.increment_flow_control_window(_CONNECTION_WINDOW - 65535)
+        self._h2.initiate()
         async with trio.open_nursery() as connection_nursery:
             self._connection_scope = connection_nursery.cancel_scope
             connection_nursery.start_soon(self._writer)
@@ -439,55 +333,35 @@ class _Connection:
 
     async def _read_frames(self, preface: trio.CancelScope) -> None:
         h2c = self._h2
-        scanner = self._scanner
-        dispatch = self._dispatch
         while True:
             data = await self._receive()
             if not data:
                 _log.debug("connection closed by peer")
                 return
-            end = len(data)
-            start = 0
-            while True:
-                # h2 gets whole frames, at most a batch at a time, each frame header
-                # checked against our limit before its payload is buffered anywhere.
-                try:
-                    stop = scanner.scan(data, start, _MAX_FRAMES_PER_BATCH)
-                except _wire.FramingError as exc:
-                    self._bad_connection_log.warning(
-                        "HTTP/2 protocol error, closing connection: %s", exc
-                    )
-                    try:
-                        h2c.close_connection(exc.error_code)
-                    except h2.exceptions.H2Error:
-                        pass
-                    return
-                try:
-                    events = h2c.receive_data(
-                        data if stop == end and not start else data[start:stop]
-                    )
-                except h2.exceptions.ProtocolError as exc:
-                    # h2 has queued a GOAWAY; run() flushes it on the way out.
-                    self._bad_connection_log.warning(
-                        "HTTP/2 protocol error, closing connection: %s", describe(exc)
-                    )
-                    return
-                for event in events:
-                    dispatch(event)
-                # SETTINGS/PING acks, WINDOW_UPDATEs, rejections. (h2 3.2, pinned by
-                # purerpc, has no public "is there output" query; waking the writer for
-                # nothing costs a batch.)
-                if h2c._data_to_send:
-                    self._schedule_write()
-                    # h2 answers PINGs, SETTINGS and bad streams itself: a peer that
-                    # sends those but does not read would grow h2's buffer.
-                    self._check_backlog()
-                if stop == end:
-                    break
-                start = stop
-                # Let other connections (and the RPCs just started) run between batches.
-                await trio.lowlevel.checkpoint()
-            if scanner.preface_done and preface.deadline != float("inf"):
+            try:
+                # At most a batch of frames at a time (each frame's header checked against
+                # our limit before its payload is buffered); the connection calls our
+                # on_* methods as it goes.
+                more = h2c.receive(data, _MAX_FRAMES_PER_BATCH)
+                while True:
+                    # SETTINGS/PING acks, WINDOW_UPDATEs, rejections.
+                    if h2c.output_bytes:
+                        self._schedule_write()
+                        # The connection answers PINGs, SETTINGS and bad streams itself: a
+                        # peer that sends those but does not read would grow its buffer.
+                        self._check_backlog()
+                    if not more:
+                        break
+                    # Let other connections (and the RPCs just started) run between batches.
+                    await trio.lowlevel.checkpoint()
+                    more = h2c.receive(b"", _MAX_FRAMES_PER_BATCH)
+            except _http2.ConnectionFailed as exc:
+                # A GOAWAY is queued; run() flushes it on the way out.
+                self._bad_connection_log.warning(
+                    "HTTP/2 protocol error, closing connection: %s", exc
+                )
+                return
+            if h2c.preface_done and preface.deadline != float("inf"):
                 preface.deadline = float("inf")
 
     def _schedule_write(self) -> None:
@@ -543,28 +417,26 @@ class _Connection:
 
     # -- inbound events -----------------------------------------------------------------
 
-    def _dispatch(self, event: h2.events.Event) -> None:
-        if isinstance(event, h2.events.DataReceived):
-            self._on_data(event)
-        elif isinstance(event, h2.events.RequestReceived):
-            self._on_request(event)
-        elif isinstance(event, h2.events.StreamEnded):
-            self._on_request_ended(event.stream_id)
-        elif isinstance(event, h2.events.StreamReset):
-            self._on_reset(event.stream_id)
-        elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
-            if self._blocked:
-                self._resume_blocked()
-        # Other events (settings acks, pings, priority, GOAWAY) need nothing from us:
-        # h2 answers pings itself and a GOAWAY is followed by the peer closing.
+    # These are the ``_http2.Handler`` methods: the connection calls them from receive().
 
-    def _on_request(self, event: h2.events.RequestReceived) -> None:
-        stream_id = event.stream_id
+    def on_window(self) -> None:
+        if self._blocked:
+            self._resume_blocked()
+
+    def on_end(self, stream_id: int) -> None:
+        self._on_request_ended(stream_id)
+
+    def on_reset(self, stream_id: int) -> None:
+        call = self._calls.get(stream_id)
+        if call is not None:
+            self._drop(call)
+
+    def on_request(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> None:
         path = b""
         timeout: bytes | None = None
         content_type = b""
         encoding = b"identity"
-        for name, value in event.headers:
+        for name, value in headers:
             if name == b":path":
                 path = value
             elif name == b"grpc-timeout":
@@ -575,8 +447,8 @@ class _Connection:
                 encoding = value
         method = self._methods.get(path)
         if method is None:
-            name = path.decode("utf-8", "replace")
-            self._reject(stream_id, name, Code.UNIMPLEMENTED, f"unknown method {name}")
+            text = path.decode("utf-8", "replace")
+            self._reject(stream_id, text, Code.UNIMPLEMENTED, f"unknown method {text}")
             return
         if not content_type.startswith(b"application/grpc"):
             self._reject(stream_id, method.name, Code.INTERNAL, "content-type is not gRPC")
@@ -595,14 +467,12 @@ class _Connection:
                 return
         self._calls[stream_id] = call
 
-    def _on_data(self, event: h2.events.DataReceived) -> None:
-        stream_id = event.stream_id
-        # Hand the window back at once: what we keep is bounded by the message limit.
-        self._h2.acknowledge_received_data(event.flow_controlled_length, stream_id)
+    def on_data(self, stream_id: int, data: bytes) -> None:
+        # The connection gives the window back by itself: what we keep is bounded by the
+        # message limit and the connection's request-byte cap.
         call = self._calls.get(stream_id)
         if call is None or call.reader is None:
             return  # the RPC was already answered; discard the rest of its body
-        data = event.data
         size = len(data)
         if self._buffered_request_bytes + size > _MAX_BUFFERED_REQUEST_BYTES:
             self._abort_request(
@@ -637,11 +507,6 @@ class _Connection:
         assert self._rpc_nursery is not None
         self._rpc_nursery.start_soon(self._run_call, call, payload)
 
-    def _on_reset(self, stream_id: int) -> None:
-        call = self._calls.get(stream_id)
-        if call is not None:
-            self._drop(call)
-
     def _release_reader(self, call: _Call) -> None:
         """The call's request is complete or abandoned: its bytes no longer count."""
         call.reader = None
@@ -665,15 +530,12 @@ class _Connection:
         """Answer a stream with a trailers-only status and ask the client to stop sending."""
         h2c = self._h2
         try:
-            h2c.send_headers(stream_id, _wire.trailers_only(code, message), end_stream=True)
+            h2c.send_trailers(stream_id, _wire.trailers_only(code, message))
             # RFC 9113 8.1: after a complete response, RST_STREAM(NO_ERROR) tells the
             # client to stop sending the request body without failing the response.
-            # (h2 has seen every frame we dispatch events for, so "open" here means the
-            # client has not ended its side.)
-            stream = h2c.streams.get(stream_id)
-            if stream is not None and stream.open:
-                h2c.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
-        except h2.exceptions.H2Error as exc:
+            if not h2c.remote_closed(stream_id):
+                h2c.reset_stream(stream_id, _http2.NO_ERROR)
+        except _http2.StreamClosed as exc:
             _log.debug("%s: could not send status: %s", name, describe(exc))
         self._schedule_write()
         self._log_call(name, code, started_at)
@@ -699,8 +561,18 @@ class _Connection:
                     await self._stream_responses(call, result)
                 else:
                     response = await result
-                    self._send_message(call, self._serialize(method, response))
-        except h2.exceptions.H2Error as exc:
+                    framed = _wire.frame_message(self._serialize(method, response))
+                    # The common case: the whole response (headers, message, trailers)
+                    # fits the windows and goes out as one piece of precomputed bytes.
+                    if not call.reset and self._h2.send_unary(
+                        call.stream_id, framed, OK_TRAILER_BLOCK
+                    ):
+                        self._calls.pop(call.stream_id, None)
+                        self._flush_after_rpc()
+                        self._log_call(method.name, Code.OK, call.started_at)
+                        return
+                    self._send_message(call, framed)
+        except _http2.StreamClosed as exc:
             # Sending failed: the client reset the stream or is closing the connection.
             _log.debug("%s: response not sent: %s", method.name, describe(exc))
             self._drop(call)
@@ -729,7 +601,8 @@ class _Connection:
         responses: AsyncIterator[Any] = result
         try:
             async for response in responses:
-                self._send_message(call, self._serialize(call.method, response))
+                framed = _wire.frame_message(self._serialize(call.method, response))
+                self._send_message(call, framed)
                 self._flush_after_rpc()
                 if call.pending:
                     call.drained = trio.Event()
@@ -752,18 +625,17 @@ class _Connection:
         data: bytes = response.SerializeToString()
         return data
 
-    def _send_message(self, call: _Call, payload: bytes) -> None:
-        """Queue one response message; sends what the flow-control window allows now."""
+    def _send_message(self, call: _Call, framed: bytes) -> None:
+        """Queue one framed response message; sends what the flow-control window allows now."""
         if call.reset:
             return
         h2c = self._h2
         stream_id = call.stream_id
         if not call.headers_sent:
-            h2c.send_headers(stream_id, _RESPONSE_HEADERS)
+            h2c.send_headers(stream_id)
             call.headers_sent = True
-        framed = _wire.frame_message(payload)
         if not call.pending and len(framed) <= min(
-            h2c.local_flow_control_window(stream_id), h2c.max_outbound_frame_size
+            h2c.send_window(stream_id), h2c.max_outbound_frame_size
         ):
             h2c.send_data(stream_id, framed)
         else:
@@ -777,7 +649,7 @@ class _Connection:
         """Close the connection if more output waits for the peer than it may make us hold."""
         backlog = (
             self._queued_response_bytes
-            + len(self._h2._data_to_send)
+            + self._h2.output_bytes
             + len(self._unsent)
             + self._writer_holding
         )
@@ -792,7 +664,7 @@ class _Connection:
             pending = call.pending
             try:
                 while pending:
-                    window = h2c.local_flow_control_window(stream_id)
+                    window = h2c.send_window(stream_id)
                     if window <= 0:
                         break
                     view = pending[0]
@@ -804,13 +676,13 @@ class _Connection:
                     else:
                         pending[0] = view[size:]
                 if pending:
-                    if h2c.outbound_flow_control_window <= 0:
+                    if h2c.connection_send_window <= 0:
                         break  # the connection window is shut: later streams wait too
                     continue
                 del self._blocked[stream_id]
                 if call.trailers is not None:
                     self._send_trailers(call, call.trailers)
-            except h2.exceptions.H2Error as exc:
+            except _http2.StreamClosed as exc:
                 _log.debug("%s: response not sent: %s", call.method.name, describe(exc))
                 self._drop(call)
             if call.drained is not None:
@@ -830,7 +702,7 @@ class _Connection:
                 call.trailers = fields  # sent by _resume_blocked once the data is out
             else:
                 self._send_trailers(call, fields)
-        except h2.exceptions.H2Error as exc:
+        except _http2.StreamClosed as exc:
             _log.debug("%s: could not send status: %s", call.method.name, describe(exc))
             self._drop(call)
 
@@ -866,9 +738,9 @@ class _Connection:
         stream_id = call.stream_id
         call.trailers = None
         self._calls.pop(stream_id, None)
-        h2c.send_headers(stream_id, fields, end_stream=True)
+        h2c.send_trailers(stream_id, fields)
         if not call.remote_closed:
-            h2c.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
+            h2c.reset_stream(stream_id, _http2.NO_ERROR)
 
     @staticmethod
     def _log_call(name: str, code: Code, started_at: float | None) -> None:
