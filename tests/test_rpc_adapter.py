@@ -632,8 +632,9 @@ def test_response_header_blocks_round_trip_through_hpack() -> None:
     for block in blocks:
         assert decoder.decode(encode_fields(block), raw=True) == block
     # what follows a peer's SETTINGS_HEADER_TABLE_SIZE change: a size update to 0 first
-    assert decoder.decode(TABLE_SIZE_UPDATE_TO_ZERO + encode_fields(blocks[1]), raw=True) == (
-        blocks[1]
+    assert (
+        decoder.decode(TABLE_SIZE_UPDATE_TO_ZERO + encode_fields(blocks[1]), raw=True)
+        == (blocks[1])
     )
     assert decoder.header_table_size == 0
     assert decoder.decode(encode_fields(blocks[0]), raw=True) == blocks[0]

@@ -23,11 +23,11 @@ and how this module fixes each one:
   keep their code and message, purerpc status exceptions keep their status, anything else
   is INTERNAL with one line; the traceback goes to the ``trinit.rpc`` logger at debug.
 
-Defects of h2 3.2 (which purerpc pins) are fixed too: a late WINDOW_UPDATE for a
-stream that has ended and been cleaned up killed the whole connection with GOAWAY, and so
-did one stream too many over SETTINGS_MAX_CONCURRENT_STREAMS (``_H2Connection``; grpc-core
-clients send such WINDOW_UPDATEs under load); h2 buffers a frame whole before checking its
-length against SETTINGS_MAX_FRAME_SIZE (``_wire.FrameScanner`` checks the header first).
+HTTP/2 itself is ``_http2.ServerConnection`` (no I/O), not h2: h2 3.2 (which purerpc
+pins) cost about 60% of the agent's CPU per unary call, and had defects this loop had to
+patch (a late WINDOW_UPDATE for a cleaned-up stream, or one stream over
+SETTINGS_MAX_CONCURRENT_STREAMS, killed the connection with GOAWAY; a frame was buffered
+whole before its length was checked; every closed stream was remembered).
 
 Resource bounds (what one connection can make trinit hold; the host is trusted, but no
 connection may exhaust or freeze PID 1):
@@ -48,23 +48,29 @@ connection may exhaust or freeze PID 1):
   cancelled). Waiting would not help: the response already exists when it is queued.
 - Time: the client preface (magic and SETTINGS) must arrive within ``PREFACE_TIMEOUT``
   (10 s) of the connection's start; an idle connection after that is fine.
-- Fairness: the reader hands h2 at most ``_MAX_FRAMES_PER_BATCH`` frames, then yields to
-  the scheduler, so a flood on one connection delays others by one batch at a time.
+- Fairness: the reader lets the connection process at most ``_MAX_FRAMES_PER_BATCH``
+  frames, then yields to the scheduler, so a flood on one connection delays others by one
+  batch at a time.
 - Logs: warnings about bad connections go through one ``RateLimitedLog`` per
   :func:`serve` (one line per ``_BAD_CONNECTION_LOG_INTERVAL``, with a count of the
   suppressed ones).
 
 Theory of operation (one connection):
 
-- One reader task (``_Connection._read_loop``) owns ``h2.connection.H2Connection``'s input
-  side: it scans frame headers (``_wire.FrameScanner``), feeds received bytes to h2 in
-  batches of whole frames with a checkpoint between batches, collects each request's body,
-  and starts one task per RPC when the request has ended (for unary-request RPCs the
-  whole request is needed before the handler can run). Rejections that need no handler
+- One reader task (``_Connection._read_loop``) feeds received bytes to the connection
+  (``_http2.ServerConnection.receive``), which checks each frame header against our limit
+  before buffering its payload and processes at most a batch of frames per step, with a
+  checkpoint between batches. It calls this class's ``on_request``/``on_data``/``on_end``/
+  ``on_reset``/``on_window`` directly (no event objects); they collect each request's body
+  and start one task per RPC when the request has ended (for unary-request RPCs the whole
+  request is needed before the handler can run). Rejections that need no handler
   (unknown method, oversized or malformed framing) are answered directly by the reader
   without a task.
-- RPC tasks write responses into h2's output buffer synchronously (no await between h2
-  calls, so h2 state is never seen half-updated), then flush (``_flush_after_rpc``).
+- RPC tasks write responses into the connection's output buffer synchronously (no await
+  between its calls, so its state is never seen half-updated), then flush
+  (``_flush_after_rpc``). A unary response that fits the flow-control windows (nearly
+  all) is one concatenation of precomputed bytes: HEADERS, DATA, trailers
+  (``ServerConnection.send_unary``).
 - Sending: an RPC that is alone on its connection writes its bytes at once with one
   non-blocking ``os.write`` (no task switch: the cheapest path for sequential calls).
   Otherwise the writer task is woken; it runs after every task of the current scheduler
@@ -77,21 +83,23 @@ Theory of operation (one connection):
 - Receiving: 256 KiB reads; on a socket the reader waits for readability first when its
   previous read drained the socket, which saves a failed read per request on an idle
   connection.
-- Responses' header blocks come from ``_hpack.LiteralEncoder`` (cached, dynamic-table
-  free), which is cheaper than hpack's encoder. Requests' header blocks are decoded by
-  ``_hpack.CachingDecoder``, which reuses the decoded list of a recent identical block while
-  the dynamic table is unchanged (grpc-core repeats the same indexed block for every call).
-  Inbound header validation by h2 is off: the host is trusted and only ``:path``,
-  ``content-type``, ``grpc-timeout`` and ``grpc-encoding`` are read, each checked here.
-- Outbound flow control: DATA is passed to h2 only as far as the peer's window allows; the
-  rest waits in the RPC's queue and is resumed on WINDOW_UPDATE/SETTINGS. A streaming
-  handler is not asked for its next message until its previous one has been handed to h2.
-- Inbound flow control: received DATA is acknowledged at once (what is kept is bounded by
-  the message limit and the connection's request-byte cap), so large requests stream at
-  full speed.
+- Responses' header blocks are constants or cached (``_hpack``, dynamic-table free).
+  Requests' header blocks are decoded by ``_hpack.CachingDecoder``, which reuses the
+  decoded list of a recent identical block while the dynamic table is unchanged (grpc-core
+  repeats the same indexed block for every call). Request headers are not validated
+  beyond what is read: the host is trusted and only ``:path``, ``content-type``,
+  ``grpc-timeout`` and ``grpc-encoding`` are used, each checked here.
+- Outbound flow control: DATA is given to the connection only as far as the peer's window
+  allows; the rest waits in the RPC's queue and is resumed on WINDOW_UPDATE/SETTINGS
+  (``on_window``). A streaming handler is not asked for its next message until its
+  previous one has been handed over.
+- Inbound flow control: the connection gives received DATA's window back at once (what is
+  kept is bounded by the message limit and the connection's request-byte cap), so large
+  requests stream at full speed.
 
 Invariants: no RPC task outlives its connection; no handler exception escapes its RPC;
-h2 is touched only from tasks of its own connection and never across an ``await``.
+the HTTP/2 state is touched only from tasks of its own connection and never across an
+``await``.
 """
 
 from __future__ import annotations
@@ -125,8 +133,8 @@ _RECEIVE_BYTES: Final = 256 * 1024
 # flight; large windows keep large requests from waiting on WINDOW_UPDATE round trips.
 _STREAM_WINDOW: Final = 4 * 1024 * 1024
 _CONNECTION_WINDOW: Final = 16 * 1024 * 1024
-# Largest DATA frame the client may send us. h2's frame buffer copies its remaining input
-# after every frame, so moderate frames are cheaper than huge ones.
+# Largest frame the client may send us (checked from each frame's header): it bounds what
+# the reader holds of a frame that has not fully arrived.
 _MAX_INBOUND_FRAME: Final = 64 * 1024
 # Streams a client may have open at once; HEADERS for one more are refused with
 # RST_STREAM(REFUSED_STREAM), which gRPC clients retry transparently. The host keeps
@@ -146,8 +154,8 @@ _MAX_BUFFERED_REQUEST_BYTES: Final = 4 * DEFAULT_MAX_MESSAGE_BYTES
 # Streaming handlers hold at most one message each in the queue (they wait on ``drained``),
 # so only unary responses the peer never collects can pile up to this.
 _MAX_QUEUED_RESPONSE_BYTES: Final = 8 * DEFAULT_MAX_MESSAGE_BYTES
-# Frames handed to h2 per step of the reader: after each batch it yields to the scheduler,
-# so one busy connection cannot delay the others by more than a batch (a few ms of h2
+# Frames processed per step of the reader: after each batch it yields to the scheduler,
+# so one busy connection cannot delay the others by more than a batch (a few ms of frame
 # parsing), however much it sends at once. Two frames start a typical RPC.
 _MAX_FRAMES_PER_BATCH: Final = 128
 # A connection must have sent the client preface (magic and SETTINGS) within this time;
@@ -232,7 +240,7 @@ class _Call:
 
 
 class _Connection:
-    """One client connection: its h2 state machine, its RPCs and its writer."""
+    """One client connection: its HTTP/2 state, its RPCs and its writer."""
 
     def __init__(
         self,
@@ -265,7 +273,7 @@ class _Connection:
         self._write_lot = trio.lowlevel.ParkingLot()
         self._write_scheduled = False
         self._writer_sending = False
-        # Bytes taken from h2 but not yet sent: they go out before anything else.
+        # Bytes taken from the HTTP/2 state but not yet sent: they go out before anything else.
         self._unsent = b""
         # The socket's fd for the eager path of _flush_after_rpc (-1: always use the writer).
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
@@ -657,7 +665,7 @@ class _Connection:
             self._abandon(f"peer is not reading: {backlog} response bytes queued")
 
     def _resume_blocked(self) -> None:
-        """Give waiting DATA to h2 as far as the windows allow; then send due trailers."""
+        """Send waiting DATA as far as the windows allow; then send due trailers."""
         h2c = self._h2
         max_frame = h2c.max_outbound_frame_size
         for stream_id, call in list(self._blocked.items()):
@@ -707,8 +715,8 @@ class _Connection:
             self._drop(call)
 
     def _drop(self, call: _Call) -> None:
-        """Forget an RPC whose stream can carry nothing more (reset by the client, or h2
-        refused to send on it): cancel its handler and discard its unsent output."""
+        """Forget an RPC whose stream can carry nothing more (reset by the client, or
+        closed by a stream error): cancel its handler and discard its unsent output."""
         self._calls.pop(call.stream_id, None)
         self._blocked.pop(call.stream_id, None)
         call.reset = True
