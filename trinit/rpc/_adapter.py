@@ -290,20 +290,28 @@ class _Connection:
         and has finished. The stream itself is closed by the caller.
         """
         self._h2.initiate()
-        async with trio.open_nursery() as connection_nursery:
-            self._connection_scope = connection_nursery.cancel_scope
-            connection_nursery.start_soon(self._writer)
-            self._schedule_write()
-            async with trio.open_nursery() as rpc_nursery:
-                self._rpc_nursery = rpc_nursery
-                await self._read_loop()
-                rpc_nursery.cancel_scope.cancel()
-            # Let the writer flush what is left (a GOAWAY, typically), within bounds.
-            self._closing = True
-            self._schedule_write()
-            with trio.move_on_after(_CLOSE_FLUSH_SECONDS):
-                await self._writer_done.wait()
-            connection_nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as connection_nursery:
+                self._connection_scope = connection_nursery.cancel_scope
+                connection_nursery.start_soon(self._writer)
+                self._schedule_write()
+                async with trio.open_nursery() as rpc_nursery:
+                    self._rpc_nursery = rpc_nursery
+                    await self._read_loop()
+                    rpc_nursery.cancel_scope.cancel()
+                # Let the writer flush what is left (a GOAWAY, typically), within bounds.
+                self._closing = True
+                self._schedule_write()
+                with trio.move_on_after(_CLOSE_FLUSH_SECONDS):
+                    await self._writer_done.wait()
+                connection_nursery.cancel_scope.cancel()
+        finally:
+            # The HTTP/2 state calls back into this object, so the two form a reference
+            # cycle; break it, so that what the connection held (up to the request-byte
+            # cap of partial requests) is freed now, not at the next full collection.
+            self._h2.detach()
+            self._calls.clear()
+            self._blocked.clear()
 
     # -- socket I/O -------------------------------------------------------------------
 

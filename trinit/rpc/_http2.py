@@ -146,6 +146,28 @@ class Handler(Protocol):
         """A WINDOW_UPDATE or SETTINGS arrived: blocked output may be able to go on."""
 
 
+class _Detached:
+    """The handler of a connection that is over: it ignores everything."""
+
+    def on_request(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> None:
+        pass
+
+    def on_data(self, stream_id: int, data: bytes) -> None:
+        pass
+
+    def on_end(self, stream_id: int) -> None:
+        pass
+
+    def on_reset(self, stream_id: int) -> None:
+        pass
+
+    def on_window(self) -> None:
+        pass
+
+
+_DETACHED: Final = _Detached()
+
+
 class _Stream:
     """What one open stream needs: its windows and which sides have ended."""
 
@@ -182,7 +204,7 @@ class ServerConnection:
         max_frame_size: int,
         max_header_list_size: int,
     ) -> None:
-        self._handler = handler
+        self._handler: Handler = handler
         self._max_streams = max_concurrent_streams
         self._stream_window = stream_window
         self._connection_window = connection_window
@@ -212,6 +234,19 @@ class ServerConnection:
         self._table_size_changed = False
         self._out = bytearray()
         self.goaway_sent = False
+
+    def detach(self) -> None:
+        """Forget the handler and every buffer: the connection is over.
+
+        The handler usually holds this object, so the two form a reference cycle; breaking
+        it frees what they hold at once rather than at the next full garbage collection.
+        """
+        self._handler = _DETACHED
+        self.streams.clear()
+        self._data = b""
+        self._pos = 0
+        self._block = bytearray()
+        self._out = bytearray()
 
     # -- output ---------------------------------------------------------------------------
 
