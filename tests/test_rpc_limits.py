@@ -453,44 +453,7 @@ def test_rate_limited_log(caplog: pytest.LogCaptureFixture) -> None:
     ]
 
 
-# -- the frame scanner on its own ----------------------------------------------------------
-
-
-def test_frame_scanner_follows_frames_split_anywhere() -> None:
-    from trinit.rpc._wire import FrameScanner
-
-    stream = (
-        PREFACE
-        + frame(SETTINGS, 0, 0, b"")
-        + b"".join(frame(DATA, 0, 1, b"p" * size) for size in (0, 1, 9, 100, 64))
-    )
-    for cut in range(1, len(stream)):
-        scanner = FrameScanner(100)
-        for part in (stream[:cut], stream[cut:]):
-            assert scanner.scan(part, 0, 1000) == len(part)
-        assert scanner.preface_done
-
-
-def test_frame_scanner_batches_and_limits() -> None:
-    from trinit.rpc._wire import FRAME_SIZE_ERROR, PROTOCOL_ERROR, FrameScanner, FramingError
-
-    frames = [frame(DATA, 0, 1, b"x" * 5) for _ in range(5)]
-    data = PREFACE + b"".join(frames)
-    scanner = FrameScanner(100)
-    first = scanner.scan(data, 0, 2)
-    assert first == len(PREFACE) + 2 * len(frames[0])
-    assert scanner.scan(data, first, 2) == first + 2 * len(frames[0])
-    assert not FrameScanner(100).preface_done
-    with pytest.raises(FramingError, match="frame of 101 bytes exceeds the limit of 100") as info:
-        FrameScanner(100).scan(PREFACE + frame(DATA, 0, 1, b"", 101), 0, 10)
-    assert info.value.error_code == FRAME_SIZE_ERROR
-    split = FrameScanner(100)
-    split.scan(PREFACE + frame(DATA, 0, 1, b"", 101)[:2], 0, 10)  # not yet known
-    with pytest.raises(FramingError):
-        split.scan(frame(DATA, 0, 1, b"", 101)[2:], 0, 10)
-    with pytest.raises(FramingError, match="preface") as info:
-        FrameScanner(100).scan(b"GET / HTTP/1.1\r\n", 0, 10)
-    assert info.value.error_code == PROTOCOL_ERROR
+# (Frame parsing on its own, split anywhere and in batches: tests/test_rpc_http2.py.)
 
 
 async def test_a_ping_flood_that_never_reads_is_disconnected(

@@ -23,11 +23,11 @@ and how this module fixes each one:
   keep their code and message, purerpc status exceptions keep their status, anything else
   is INTERNAL with one line; the traceback goes to the ``trinit.rpc`` logger at debug.
 
-Defects of h2 3.2 (which purerpc pins) are fixed too: a late WINDOW_UPDATE for a
-stream that has ended and been cleaned up killed the whole connection with GOAWAY, and so
-did one stream too many over SETTINGS_MAX_CONCURRENT_STREAMS (``_H2Connection``; grpc-core
-clients send such WINDOW_UPDATEs under load); h2 buffers a frame whole before checking its
-length against SETTINGS_MAX_FRAME_SIZE (``_wire.FrameScanner`` checks the header first).
+HTTP/2 itself is ``_http2.ServerConnection`` (no I/O), not h2: h2 3.2 (which purerpc
+pins) cost about 60% of the agent's CPU per unary call, and had defects this loop had to
+patch (a late WINDOW_UPDATE for a cleaned-up stream, or one stream over
+SETTINGS_MAX_CONCURRENT_STREAMS, killed the connection with GOAWAY; a frame was buffered
+whole before its length was checked; every closed stream was remembered).
 
 Resource bounds (what one connection can make trinit hold; the host is trusted, but no
 connection may exhaust or freeze PID 1):
@@ -52,23 +52,29 @@ connection may exhaust or freeze PID 1):
   has closed. Without it the bounds above would multiply with the number of connections.
 - Time: the client preface (magic and SETTINGS) must arrive within ``PREFACE_TIMEOUT``
   (10 s) of the connection's start; an idle connection after that is fine.
-- Fairness: the reader hands h2 at most ``_MAX_FRAMES_PER_BATCH`` frames, then yields to
-  the scheduler, so a flood on one connection delays others by one batch at a time.
+- Fairness: the reader lets the connection process at most ``_MAX_FRAMES_PER_BATCH``
+  frames, then yields to the scheduler, so a flood on one connection delays others by one
+  batch at a time.
 - Logs: warnings about bad connections go through one ``RateLimitedLog`` per
   :func:`serve` (one line per ``_BAD_CONNECTION_LOG_INTERVAL``, with a count of the
   suppressed ones).
 
 Theory of operation (one connection):
 
-- One reader task (``_Connection._read_loop``) owns ``h2.connection.H2Connection``'s input
-  side: it scans frame headers (``_wire.FrameScanner``), feeds received bytes to h2 in
-  batches of whole frames with a checkpoint between batches, collects each request's body,
-  and starts one task per RPC when the request has ended (for unary-request RPCs the
-  whole request is needed before the handler can run). Rejections that need no handler
+- One reader task (``_Connection._read_loop``) feeds received bytes to the connection
+  (``_http2.ServerConnection.receive``), which checks each frame header against our limit
+  before buffering its payload and processes at most a batch of frames per step, with a
+  checkpoint between batches. It calls this class's ``on_request``/``on_data``/``on_end``/
+  ``on_reset``/``on_window`` directly (no event objects); they collect each request's body
+  and start one task per RPC when the request has ended (for unary-request RPCs the whole
+  request is needed before the handler can run). Rejections that need no handler
   (unknown method, oversized or malformed framing) are answered directly by the reader
   without a task.
-- RPC tasks write responses into h2's output buffer synchronously (no await between h2
-  calls, so h2 state is never seen half-updated), then flush (``_flush_after_rpc``).
+- RPC tasks write responses into the connection's output buffer synchronously (no await
+  between its calls, so its state is never seen half-updated), then flush
+  (``_flush_after_rpc``). A unary response that fits the flow-control windows (nearly
+  all) is one concatenation of precomputed bytes: HEADERS, DATA, trailers
+  (``ServerConnection.send_unary``).
 - Sending: an RPC that is alone on its connection writes its bytes at once with one
   non-blocking ``os.write`` (no task switch: the cheapest path for sequential calls).
   Otherwise the writer task is woken; it runs after every task of the current scheduler
@@ -81,21 +87,23 @@ Theory of operation (one connection):
 - Receiving: 256 KiB reads; on a socket the reader waits for readability first when its
   previous read drained the socket, which saves a failed read per request on an idle
   connection.
-- Responses' header blocks come from ``_hpack.LiteralEncoder`` (cached, dynamic-table
-  free), which is cheaper than hpack's encoder. Requests' header blocks are decoded by
-  ``_hpack.CachingDecoder``, which reuses the decoded list of a recent identical block while
-  the dynamic table is unchanged (grpc-core repeats the same indexed block for every call).
-  Inbound header validation by h2 is off: the host is trusted and only ``:path``,
-  ``content-type``, ``grpc-timeout`` and ``grpc-encoding`` are read, each checked here.
-- Outbound flow control: DATA is passed to h2 only as far as the peer's window allows; the
-  rest waits in the RPC's queue and is resumed on WINDOW_UPDATE/SETTINGS. A streaming
-  handler is not asked for its next message until its previous one has been handed to h2.
-- Inbound flow control: received DATA is acknowledged at once (what is kept is bounded by
-  the message limit and the connection's request-byte cap), so large requests stream at
-  full speed.
+- Responses' header blocks are constants or cached (``_hpack``, dynamic-table free).
+  Requests' header blocks are decoded by ``_hpack.CachingDecoder``, which reuses the
+  decoded list of a recent identical block while the dynamic table is unchanged (grpc-core
+  repeats the same indexed block for every call). Request headers are not validated
+  beyond what is read: the host is trusted and only ``:path``, ``content-type``,
+  ``grpc-timeout`` and ``grpc-encoding`` are used, each checked here.
+- Outbound flow control: DATA is given to the connection only as far as the peer's window
+  allows; the rest waits in the RPC's queue and is resumed on WINDOW_UPDATE/SETTINGS
+  (``on_window``). A streaming handler is not asked for its next message until its
+  previous one has been handed over.
+- Inbound flow control: the connection gives received DATA's window back at once (what is
+  kept is bounded by the message limit and the connection's request-byte cap), so large
+  requests stream at full speed.
 
 Invariants: no RPC task outlives its connection; no handler exception escapes its RPC;
-h2 is touched only from tasks of its own connection and never across an ``await``.
+the HTTP/2 state is touched only from tasks of its own connection and never across an
+``await``.
 """
 
 from __future__ import annotations
@@ -107,14 +115,6 @@ import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Final, NoReturn
 
-import h2.config  # type: ignore[import-untyped, unused-ignore]
-import h2.connection  # type: ignore[import-untyped, unused-ignore]
-import h2.errors  # type: ignore[import-untyped, unused-ignore]
-import h2.events  # type: ignore[import-untyped, unused-ignore]
-import h2.exceptions  # type: ignore[import-untyped, unused-ignore]
-import h2.settings  # type: ignore[import-untyped, unused-ignore]
-import h2.stream  # type: ignore[import-untyped, unused-ignore]
-import h2.utilities  # type: ignore[import-untyped, unused-ignore]
 import purerpc
 import trio
 from purerpc.rpc import Cardinality
@@ -123,8 +123,8 @@ from trinit._connlimit import ConnectionLimit
 from trinit._ratelimit import RateLimitedLog
 from trinit.errors import Code, InvalidArgument, TrinitError, describe
 
-from . import _wire
-from ._hpack import CachingDecoder, LiteralEncoder
+from . import _http2, _wire
+from ._hpack import OK_TRAILER_BLOCK
 
 __all__ = ["serve"]
 
@@ -141,8 +141,8 @@ _RECEIVE_BYTES: Final = 256 * 1024
 # flight; large windows keep large requests from waiting on WINDOW_UPDATE round trips.
 _STREAM_WINDOW: Final = 4 * 1024 * 1024
 _CONNECTION_WINDOW: Final = 16 * 1024 * 1024
-# Largest DATA frame the client may send us. h2's frame buffer copies its remaining input
-# after every frame, so moderate frames are cheaper than huge ones.
+# Largest frame the client may send us (checked from each frame's header): it bounds what
+# the reader holds of a frame that has not fully arrived.
 _MAX_INBOUND_FRAME: Final = 64 * 1024
 # Streams a client may have open at once; HEADERS for one more are refused with
 # RST_STREAM(REFUSED_STREAM), which gRPC clients retry transparently. The host keeps
@@ -162,8 +162,8 @@ _MAX_BUFFERED_REQUEST_BYTES: Final = 4 * DEFAULT_MAX_MESSAGE_BYTES
 # Streaming handlers hold at most one message each in the queue (they wait on ``drained``),
 # so only unary responses the peer never collects can pile up to this.
 _MAX_QUEUED_RESPONSE_BYTES: Final = 8 * DEFAULT_MAX_MESSAGE_BYTES
-# Frames handed to h2 per step of the reader: after each batch it yields to the scheduler,
-# so one busy connection cannot delay the others by more than a batch (a few ms of h2
+# Frames processed per step of the reader: after each batch it yields to the scheduler,
+# so one busy connection cannot delay the others by more than a batch (a few ms of frame
 # parsing), however much it sends at once. Two frames start a typical RPC.
 _MAX_FRAMES_PER_BATCH: Final = 128
 # A connection must have sent the client preface (magic and SETTINGS) within this time;
@@ -176,7 +176,6 @@ _BAD_CONNECTION_LOG_INTERVAL: Final = 10.0
 # How long a connection that is going away may spend flushing its last frames (GOAWAY).
 _CLOSE_FLUSH_SECONDS: Final = 1.0
 
-_RESPONSE_HEADERS: Final = list(_wire.RESPONSE_HEADERS)
 _OK_TRAILERS: Final = _wire.trailers(Code.OK, "")
 
 
@@ -248,85 +247,8 @@ class _Call:
         self.drained: trio.Event | None = None
 
 
-_RESET = (h2.stream.StreamClosedBy.SEND_RST_STREAM, h2.stream.StreamClosedBy.RECV_RST_STREAM)
-
-
-class _ResetStreamsOnly(h2.utilities.SizeLimitDict):  # type: ignore[misc]
-    """h2's record of how closed streams were closed, keeping only the reset ones.
-
-    h2 remembers every closed stream of a connection (up to 65,536), ~250 bytes each: a
-    host that keeps one connection grew the agent by ~10 MiB over 10,000 container
-    lifecycles (4 RPCs each; found with ``bench/soak.py --tracemalloc``). The record only
-    changes how h2 answers a late frame: for a stream *reset* it is a stream error
-    (RST_STREAM), which needs the record; for a stream that *ended* it is a connection error
-    with or without it (STREAM_CLOSED if remembered, PROTOCOL_ERROR if not). Late
-    WINDOW_UPDATEs, the one frame a peer may legitimately send after the end, are ignored
-    by :class:`_H2Connection` before this record is consulted. So streams that ended are
-    not recorded; reset streams still are, within h2's own bound.
-    """
-
-    def __setitem__(self, key: int, value: Any) -> None:
-        if value in _RESET:
-            super().__setitem__(key, value)
-
-
-class _H2Connection(h2.connection.H2Connection):  # type: ignore[misc]
-    """h2 3.2 (pinned by purerpc) with three defects fixed.
-
-    h2 3.2 treats a WINDOW_UPDATE for a stream that ended normally and has already been
-    cleaned up as a connection error and sends GOAWAY, killing every RPC on the
-    connection. RFC 9113 section 5.1 says such frames may still arrive after END_STREAM
-    and must be ignored; grpc-core clients do send them under load. (purerpc's own h2
-    patch only covers streams not yet cleaned up.)
-
-    HEADERS that would exceed our SETTINGS_MAX_CONCURRENT_STREAMS make h2 3.2 raise
-    ``TooManyStreamsError``, a connection error (GOAWAY, every RPC lost). RFC 9113
-    section 5.1.2 allows a stream error instead: that stream alone is refused with
-    RST_STREAM(REFUSED_STREAM), which tells the client it was not processed (safe to
-    retry).
-
-    h2 3.2 keeps a record of every closed stream (up to 65,536 per connection); only reset
-    streams need one (:class:`_ResetStreamsOnly`).
-    """
-
-    def __init__(self, config: Any) -> None:
-        super().__init__(config)
-        self._closed_streams = _ResetStreamsOnly(size_limit=self.MAX_CLOSED_STREAMS)
-
-    def _receive_headers_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
-        try:
-            result: tuple[list[Any], list[Any]] = super()._receive_headers_frame(frame)
-        except h2.exceptions.TooManyStreamsError:
-            return self._refuse_stream(frame)
-        return result
-
-    def _refuse_stream(self, frame: Any) -> tuple[list[Any], list[Any]]:
-        # h2 raised before decoding the header block. Decode it anyway: HPACK is stateful,
-        # and skipping a block would garble every later one. Then open the stream and
-        # reset it at once, so h2 knows it as closed by us and answers any further frames
-        # on it with RST_STREAM rather than a connection error. Its events are dropped:
-        # the adapter never sees the request.
-        headers = h2.connection._decode_headers(self.decoder, frame.data)
-        events: list[Any] = self.state_machine.process_input(
-            h2.connection.ConnectionInputs.RECV_HEADERS
-        )
-        stream = self._get_or_create_stream(
-            frame.stream_id, h2.connection.AllowedStreamIDs(not self.config.client_side)
-        )
-        stream.receive_headers(headers, "END_STREAM" in frame.flags, self.config.header_encoding)
-        frames: list[Any] = stream.reset_stream(h2.errors.ErrorCodes.REFUSED_STREAM)
-        return frames, events
-
-    def _receive_window_update_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
-        try:
-            result: tuple[list[Any], list[Any]] = super()._receive_window_update_frame(frame)
-        except h2.exceptions.StreamClosedError:
-            return [], []
-        return result
-
-
 class _Connection:
-    """One client connection: its h2 state machine, its RPCs and its writer."""
+    """One client connection: its HTTP/2 state, its RPCs and its writer."""
 
     def __init__(
         self,
@@ -339,32 +261,14 @@ class _Connection:
         self._methods = methods
         self._max_message_bytes = max_message_bytes
         self._bad_connection_log = bad_connection_log
-        self._h2 = _H2Connection(
-            h2.config.H2Configuration(
-                client_side=False,
-                header_encoding=None,
-                validate_outbound_headers=False,
-                normalize_outbound_headers=False,
-                validate_inbound_headers=False,
-            )
+        self._h2 = _http2.ServerConnection(
+            self,
+            max_concurrent_streams=_MAX_CONCURRENT_STREAMS,
+            stream_window=_STREAM_WINDOW,
+            connection_window=_CONNECTION_WINDOW,
+            max_frame_size=_MAX_INBOUND_FRAME,
+            max_header_list_size=_MAX_HEADER_LIST_BYTES,
         )
-        self._h2.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: _MAX_CONCURRENT_STREAMS,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _STREAM_WINDOW,
-                h2.settings.SettingCodes.MAX_FRAME_SIZE: _MAX_INBOUND_FRAME,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: _MAX_HEADER_LIST_BYTES,
-            },
-        )
-        # These settings are h2's values from the start (not pending an ACK), so h2 never
-        # applies their side effects itself: set the frame size limit by hand.
-        self._h2.max_inbound_frame_size = _MAX_INBOUND_FRAME
-        self._h2.encoder = LiteralEncoder()
-        decoder = CachingDecoder()
-        decoder.max_header_list_size = self._h2.decoder.max_header_list_size
-        self._h2.decoder = decoder
-        self._scanner = _wire.FrameScanner(_MAX_INBOUND_FRAME)
         self._calls: dict[int, _Call] = {}
         # Sum of _Call.buffered over this connection's calls.
         self._buffered_request_bytes = 0
@@ -377,7 +281,7 @@ class _Connection:
         self._write_lot = trio.lowlevel.ParkingLot()
         self._write_scheduled = False
         self._writer_sending = False
-        # Bytes taken from h2 but not yet sent: they go out before anything else.
+        # Bytes taken from the HTTP/2 state but not yet sent: they go out before anything else.
         self._unsent = b""
         # The socket's fd for the eager path of _flush_after_rpc (-1: always use the writer).
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
@@ -393,23 +297,29 @@ class _Connection:
         On return (or cancellation) every RPC task of this connection has been cancelled
         and has finished. The stream itself is closed by the caller.
         """
-        h2c = self._h2
-        h2c.initiate_connection()
-        h2c.increment_flow_control_window(_CONNECTION_WINDOW - 65535)
-        async with trio.open_nursery() as connection_nursery:
-            self._connection_scope = connection_nursery.cancel_scope
-            connection_nursery.start_soon(self._writer)
-            self._schedule_write()
-            async with trio.open_nursery() as rpc_nursery:
-                self._rpc_nursery = rpc_nursery
-                await self._read_loop()
-                rpc_nursery.cancel_scope.cancel()
-            # Let the writer flush what is left (a GOAWAY, typically), within bounds.
-            self._closing = True
-            self._schedule_write()
-            with trio.move_on_after(_CLOSE_FLUSH_SECONDS):
-                await self._writer_done.wait()
-            connection_nursery.cancel_scope.cancel()
+        self._h2.initiate()
+        try:
+            async with trio.open_nursery() as connection_nursery:
+                self._connection_scope = connection_nursery.cancel_scope
+                connection_nursery.start_soon(self._writer)
+                self._schedule_write()
+                async with trio.open_nursery() as rpc_nursery:
+                    self._rpc_nursery = rpc_nursery
+                    await self._read_loop()
+                    rpc_nursery.cancel_scope.cancel()
+                # Let the writer flush what is left (a GOAWAY, typically), within bounds.
+                self._closing = True
+                self._schedule_write()
+                with trio.move_on_after(_CLOSE_FLUSH_SECONDS):
+                    await self._writer_done.wait()
+                connection_nursery.cancel_scope.cancel()
+        finally:
+            # The HTTP/2 state calls back into this object, so the two form a reference
+            # cycle; break it, so that what the connection held (up to the request-byte
+            # cap of partial requests) is freed now, not at the next full collection.
+            self._h2.detach()
+            self._calls.clear()
+            self._blocked.clear()
 
     # -- socket I/O -------------------------------------------------------------------
 
@@ -447,55 +357,35 @@ class _Connection:
 
     async def _read_frames(self, preface: trio.CancelScope) -> None:
         h2c = self._h2
-        scanner = self._scanner
-        dispatch = self._dispatch
         while True:
             data = await self._receive()
             if not data:
                 _log.debug("connection closed by peer")
                 return
-            end = len(data)
-            start = 0
-            while True:
-                # h2 gets whole frames, at most a batch at a time, each frame header
-                # checked against our limit before its payload is buffered anywhere.
-                try:
-                    stop = scanner.scan(data, start, _MAX_FRAMES_PER_BATCH)
-                except _wire.FramingError as exc:
-                    self._bad_connection_log.warning(
-                        "HTTP/2 protocol error, closing connection: %s", exc
-                    )
-                    try:
-                        h2c.close_connection(exc.error_code)
-                    except h2.exceptions.H2Error:
-                        pass
-                    return
-                try:
-                    events = h2c.receive_data(
-                        data if stop == end and not start else data[start:stop]
-                    )
-                except h2.exceptions.ProtocolError as exc:
-                    # h2 has queued a GOAWAY; run() flushes it on the way out.
-                    self._bad_connection_log.warning(
-                        "HTTP/2 protocol error, closing connection: %s", describe(exc)
-                    )
-                    return
-                for event in events:
-                    dispatch(event)
-                # SETTINGS/PING acks, WINDOW_UPDATEs, rejections. (h2 3.2, pinned by
-                # purerpc, has no public "is there output" query; waking the writer for
-                # nothing costs a batch.)
-                if h2c._data_to_send:
-                    self._schedule_write()
-                    # h2 answers PINGs, SETTINGS and bad streams itself: a peer that
-                    # sends those but does not read would grow h2's buffer.
-                    self._check_backlog()
-                if stop == end:
-                    break
-                start = stop
-                # Let other connections (and the RPCs just started) run between batches.
-                await trio.lowlevel.checkpoint()
-            if scanner.preface_done and preface.deadline != float("inf"):
+            try:
+                # At most a batch of frames at a time (each frame's header checked against
+                # our limit before its payload is buffered); the connection calls our
+                # on_* methods as it goes.
+                more = h2c.receive(data, _MAX_FRAMES_PER_BATCH)
+                while True:
+                    # SETTINGS/PING acks, WINDOW_UPDATEs, rejections.
+                    if h2c.output_bytes:
+                        self._schedule_write()
+                        # The connection answers PINGs, SETTINGS and bad streams itself: a
+                        # peer that sends those but does not read would grow its buffer.
+                        self._check_backlog()
+                    if not more:
+                        break
+                    # Let other connections (and the RPCs just started) run between batches.
+                    await trio.lowlevel.checkpoint()
+                    more = h2c.receive(b"", _MAX_FRAMES_PER_BATCH)
+            except _http2.ConnectionFailed as exc:
+                # A GOAWAY is queued; run() flushes it on the way out.
+                self._bad_connection_log.warning(
+                    "HTTP/2 protocol error, closing connection: %s", exc
+                )
+                return
+            if h2c.preface_done and preface.deadline != float("inf"):
                 preface.deadline = float("inf")
 
     def _schedule_write(self) -> None:
@@ -551,28 +441,26 @@ class _Connection:
 
     # -- inbound events -----------------------------------------------------------------
 
-    def _dispatch(self, event: h2.events.Event) -> None:
-        if isinstance(event, h2.events.DataReceived):
-            self._on_data(event)
-        elif isinstance(event, h2.events.RequestReceived):
-            self._on_request(event)
-        elif isinstance(event, h2.events.StreamEnded):
-            self._on_request_ended(event.stream_id)
-        elif isinstance(event, h2.events.StreamReset):
-            self._on_reset(event.stream_id)
-        elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
-            if self._blocked:
-                self._resume_blocked()
-        # Other events (settings acks, pings, priority, GOAWAY) need nothing from us:
-        # h2 answers pings itself and a GOAWAY is followed by the peer closing.
+    # These are the ``_http2.Handler`` methods: the connection calls them from receive().
 
-    def _on_request(self, event: h2.events.RequestReceived) -> None:
-        stream_id = event.stream_id
+    def on_window(self) -> None:
+        if self._blocked:
+            self._resume_blocked()
+
+    def on_end(self, stream_id: int) -> None:
+        self._on_request_ended(stream_id)
+
+    def on_reset(self, stream_id: int) -> None:
+        call = self._calls.get(stream_id)
+        if call is not None:
+            self._drop(call)
+
+    def on_request(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> None:
         path = b""
         timeout: bytes | None = None
         content_type = b""
         encoding = b"identity"
-        for name, value in event.headers:
+        for name, value in headers:
             if name == b":path":
                 path = value
             elif name == b"grpc-timeout":
@@ -583,8 +471,8 @@ class _Connection:
                 encoding = value
         method = self._methods.get(path)
         if method is None:
-            name = path.decode("utf-8", "replace")
-            self._reject(stream_id, name, Code.UNIMPLEMENTED, f"unknown method {name}")
+            text = path.decode("utf-8", "replace")
+            self._reject(stream_id, text, Code.UNIMPLEMENTED, f"unknown method {text}")
             return
         if not content_type.startswith(b"application/grpc"):
             self._reject(stream_id, method.name, Code.INTERNAL, "content-type is not gRPC")
@@ -603,14 +491,12 @@ class _Connection:
                 return
         self._calls[stream_id] = call
 
-    def _on_data(self, event: h2.events.DataReceived) -> None:
-        stream_id = event.stream_id
-        # Hand the window back at once: what we keep is bounded by the message limit.
-        self._h2.acknowledge_received_data(event.flow_controlled_length, stream_id)
+    def on_data(self, stream_id: int, data: bytes) -> None:
+        # The connection gives the window back by itself: what we keep is bounded by the
+        # message limit and the connection's request-byte cap.
         call = self._calls.get(stream_id)
         if call is None or call.reader is None:
             return  # the RPC was already answered; discard the rest of its body
-        data = event.data
         size = len(data)
         if self._buffered_request_bytes + size > _MAX_BUFFERED_REQUEST_BYTES:
             self._abort_request(
@@ -645,11 +531,6 @@ class _Connection:
         assert self._rpc_nursery is not None
         self._rpc_nursery.start_soon(self._run_call, call, payload)
 
-    def _on_reset(self, stream_id: int) -> None:
-        call = self._calls.get(stream_id)
-        if call is not None:
-            self._drop(call)
-
     def _release_reader(self, call: _Call) -> None:
         """The call's request is complete or abandoned: its bytes no longer count."""
         call.reader = None
@@ -673,15 +554,12 @@ class _Connection:
         """Answer a stream with a trailers-only status and ask the client to stop sending."""
         h2c = self._h2
         try:
-            h2c.send_headers(stream_id, _wire.trailers_only(code, message), end_stream=True)
+            h2c.send_trailers(stream_id, _wire.trailers_only(code, message))
             # RFC 9113 8.1: after a complete response, RST_STREAM(NO_ERROR) tells the
             # client to stop sending the request body without failing the response.
-            # (h2 has seen every frame we dispatch events for, so "open" here means the
-            # client has not ended its side.)
-            stream = h2c.streams.get(stream_id)
-            if stream is not None and stream.open:
-                h2c.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
-        except h2.exceptions.H2Error as exc:
+            if not h2c.remote_closed(stream_id):
+                h2c.reset_stream(stream_id, _http2.NO_ERROR)
+        except _http2.StreamClosed as exc:
             _log.debug("%s: could not send status: %s", name, describe(exc))
         self._schedule_write()
         self._log_call(name, code, started_at)
@@ -707,8 +585,18 @@ class _Connection:
                     await self._stream_responses(call, result)
                 else:
                     response = await result
-                    self._send_message(call, self._serialize(method, response))
-        except h2.exceptions.H2Error as exc:
+                    framed = _wire.frame_message(self._serialize(method, response))
+                    # The common case: the whole response (headers, message, trailers)
+                    # fits the windows and goes out as one piece of precomputed bytes.
+                    if not call.reset and self._h2.send_unary(
+                        call.stream_id, framed, OK_TRAILER_BLOCK
+                    ):
+                        self._calls.pop(call.stream_id, None)
+                        self._flush_after_rpc()
+                        self._log_call(method.name, Code.OK, call.started_at)
+                        return
+                    self._send_message(call, framed)
+        except _http2.StreamClosed as exc:
             # Sending failed: the client reset the stream or is closing the connection.
             _log.debug("%s: response not sent: %s", method.name, describe(exc))
             self._drop(call)
@@ -737,7 +625,8 @@ class _Connection:
         responses: AsyncIterator[Any] = result
         try:
             async for response in responses:
-                self._send_message(call, self._serialize(call.method, response))
+                framed = _wire.frame_message(self._serialize(call.method, response))
+                self._send_message(call, framed)
                 self._flush_after_rpc()
                 if call.pending:
                     call.drained = trio.Event()
@@ -760,18 +649,17 @@ class _Connection:
         data: bytes = response.SerializeToString()
         return data
 
-    def _send_message(self, call: _Call, payload: bytes) -> None:
-        """Queue one response message; sends what the flow-control window allows now."""
+    def _send_message(self, call: _Call, framed: bytes) -> None:
+        """Queue one framed response message; sends what the flow-control window allows now."""
         if call.reset:
             return
         h2c = self._h2
         stream_id = call.stream_id
         if not call.headers_sent:
-            h2c.send_headers(stream_id, _RESPONSE_HEADERS)
+            h2c.send_headers(stream_id)
             call.headers_sent = True
-        framed = _wire.frame_message(payload)
         if not call.pending and len(framed) <= min(
-            h2c.local_flow_control_window(stream_id), h2c.max_outbound_frame_size
+            h2c.send_window(stream_id), h2c.max_outbound_frame_size
         ):
             h2c.send_data(stream_id, framed)
         else:
@@ -785,7 +673,7 @@ class _Connection:
         """Close the connection if more output waits for the peer than it may make us hold."""
         backlog = (
             self._queued_response_bytes
-            + len(self._h2._data_to_send)
+            + self._h2.output_bytes
             + len(self._unsent)
             + self._writer_holding
         )
@@ -793,14 +681,14 @@ class _Connection:
             self._abandon(f"peer is not reading: {backlog} response bytes queued")
 
     def _resume_blocked(self) -> None:
-        """Give waiting DATA to h2 as far as the windows allow; then send due trailers."""
+        """Send waiting DATA as far as the windows allow; then send due trailers."""
         h2c = self._h2
         max_frame = h2c.max_outbound_frame_size
         for stream_id, call in list(self._blocked.items()):
             pending = call.pending
             try:
                 while pending:
-                    window = h2c.local_flow_control_window(stream_id)
+                    window = h2c.send_window(stream_id)
                     if window <= 0:
                         break
                     view = pending[0]
@@ -812,13 +700,13 @@ class _Connection:
                     else:
                         pending[0] = view[size:]
                 if pending:
-                    if h2c.outbound_flow_control_window <= 0:
+                    if h2c.connection_send_window <= 0:
                         break  # the connection window is shut: later streams wait too
                     continue
                 del self._blocked[stream_id]
                 if call.trailers is not None:
                     self._send_trailers(call, call.trailers)
-            except h2.exceptions.H2Error as exc:
+            except _http2.StreamClosed as exc:
                 _log.debug("%s: response not sent: %s", call.method.name, describe(exc))
                 self._drop(call)
             if call.drained is not None:
@@ -838,13 +726,13 @@ class _Connection:
                 call.trailers = fields  # sent by _resume_blocked once the data is out
             else:
                 self._send_trailers(call, fields)
-        except h2.exceptions.H2Error as exc:
+        except _http2.StreamClosed as exc:
             _log.debug("%s: could not send status: %s", call.method.name, describe(exc))
             self._drop(call)
 
     def _drop(self, call: _Call) -> None:
-        """Forget an RPC whose stream can carry nothing more (reset by the client, or h2
-        refused to send on it): cancel its handler and discard its unsent output."""
+        """Forget an RPC whose stream can carry nothing more (reset by the client, or
+        closed by a stream error): cancel its handler and discard its unsent output."""
         self._calls.pop(call.stream_id, None)
         self._blocked.pop(call.stream_id, None)
         call.reset = True
@@ -874,9 +762,9 @@ class _Connection:
         stream_id = call.stream_id
         call.trailers = None
         self._calls.pop(stream_id, None)
-        h2c.send_headers(stream_id, fields, end_stream=True)
+        h2c.send_trailers(stream_id, fields)
         if not call.remote_closed:
-            h2c.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
+            h2c.reset_stream(stream_id, _http2.NO_ERROR)
 
     @staticmethod
     def _log_call(name: str, code: Code, started_at: float | None) -> None:

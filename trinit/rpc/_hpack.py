@@ -1,16 +1,19 @@
-"""An HPACK encoder for our response headers that never uses the dynamic table.
+"""HPACK for the server: response header blocks that never use the dynamic table, and a
+request decoder that reuses the decoding of repeated blocks.
 
 Why: hpack's ``Encoder`` searches the 61-entry static table linearly for every header and
 logs each one, which costs more than the rest of a trivial RPC's send path. Our responses
 only ever carry a handful of fields (``:status``, ``content-type``, ``grpc-status``,
-``grpc-message``), so we emit them as "literal header field without indexing" (RFC 7541
-6.2.2). Such a representation does not read or change the dynamic table, so an encoding
-computed once stays valid for the life of the connection and can be cached.
+``grpc-message``), so we emit them as static-table indexed fields or "literal header field
+without indexing" (RFC 7541 6.1, 6.2.2). Neither reads nor changes the dynamic table, so an
+encoding computed once stays valid for every connection and can be cached, and the common
+blocks are constants (``RESPONSE_HEADER_BLOCK``, ``OK_TRAILER_BLOCK``).
 
 Invariants:
 - Output is plain RFC 7541 that any decoder accepts; no Huffman coding.
 - When the peer has changed SETTINGS_HEADER_TABLE_SIZE, the next block must start with a
-  dynamic table size update; we then let hpack's own encoder produce that block.
+  dynamic table size update: the connection prefixes ``TABLE_SIZE_UPDATE_TO_ZERO``
+  (``_http2``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,14 @@ from typing import Any, Final
 
 import hpack  # type: ignore[import-untyped, unused-ignore]
 
-__all__ = ["CachingDecoder", "LiteralEncoder", "encode_literal"]
+__all__ = [
+    "OK_TRAILER_BLOCK",
+    "RESPONSE_HEADER_BLOCK",
+    "TABLE_SIZE_UPDATE_TO_ZERO",
+    "CachingDecoder",
+    "encode_fields",
+    "encode_literal",
+]
 
 # Static table entries (RFC 7541 appendix A) that we may use.
 _STATIC_FIELDS: Final = {(b":status", b"200"): 8}
@@ -61,28 +71,34 @@ def encode_literal(name: bytes, value: bytes) -> bytes:
     return b"\x00" + _string(name) + _string(value)
 
 
-class LiteralEncoder(hpack.Encoder):  # type: ignore[misc]
-    """Drop-in for ``h2.connection.H2Connection.encoder`` (headers given as bytes pairs)."""
+def encode_fields(fields: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """A header block of ``fields`` that leaves the dynamic table alone (cached per field).
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._cache: dict[tuple[bytes, bytes], bytes] = {}
+    ``grpc-message`` values (free text) are not cached, so the cache stays bounded.
+    """
+    cache = _field_cache
+    parts = []
+    for name, value in fields:
+        key = (name, value)
+        block = cache.get(key)
+        if block is None:
+            block = encode_literal(name, value)
+            if name != b"grpc-message" and len(cache) < _CACHE_LIMIT:
+                cache[key] = block
+        parts.append(block)
+    return b"".join(parts)
 
-    def encode(self, headers: Iterable[tuple[bytes, bytes]], huffman: bool = True) -> bytes:
-        if self.header_table.resized or self.table_size_changes:
-            encoded: bytes = super().encode(headers, huffman)
-            return encoded
-        cache = self._cache
-        parts = []
-        for name, value in headers:
-            key = (name, value)
-            block = cache.get(key)
-            if block is None:
-                block = encode_literal(name, value)
-                if name != b"grpc-message" and len(cache) < _CACHE_LIMIT:
-                    cache[key] = block
-            parts.append(block)
-        return b"".join(parts)
+
+_field_cache: dict[tuple[bytes, bytes], bytes] = {}
+
+# The response headers of every gRPC response, and the trailers of a successful one.
+RESPONSE_HEADER_BLOCK: Final = encode_fields(
+    ((b":status", b"200"), (b"content-type", b"application/grpc"))
+)
+OK_TRAILER_BLOCK: Final = encode_fields(((b"grpc-status", b"0"),))
+# "Dynamic table size update" to 0 (RFC 7541 6.3): our table is always empty, so 0 is the
+# exact size, and no value is smaller than whatever the peer's new limit is.
+TABLE_SIZE_UPDATE_TO_ZERO: Final = _integer(0, 5, 0x20)
 
 
 class CachingDecoder(hpack.Decoder):  # type: ignore[misc]

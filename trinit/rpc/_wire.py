@@ -10,10 +10,6 @@ Invariants:
   connection loop, which kills every RPC on the connection; here it fails one RPC).
 - Status messages sent to the host are one line of text; tracebacks and reprs never reach
   the wire (:func:`status_of`).
-- A frame is never buffered past the advertised frame size: :class:`FrameScanner` reads
-  each 9-byte frame header as it arrives and rejects an oversized length before the
-  frame's payload is asked for (h2 3.2's own check runs only once the whole frame has been
-  buffered).
 """
 
 from __future__ import annotations
@@ -25,8 +21,6 @@ from purerpc.grpclib.exceptions import RpcFailedError
 from trinit.errors import Code, TrinitError, to_status
 
 __all__ = [
-    "FrameScanner",
-    "FramingError",
     "MessageTooLarge",
     "ProtocolViolation",
     "RequestBufferFull",
@@ -41,12 +35,6 @@ __all__ = [
 
 PREFIX_BYTES: Final = 5
 
-# The client connection preface's fixed part (RFC 9113 section 3.4); a SETTINGS frame follows.
-CLIENT_MAGIC: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-FRAME_HEADER_BYTES: Final = 9
-# RFC 9113 section 7 error codes used for connection errors found here.
-PROTOCOL_ERROR: Final = 0x1
-FRAME_SIZE_ERROR: Final = 0x6
 
 RESPONSE_HEADERS: Final = (
     (b":status", b"200"),
@@ -86,14 +74,6 @@ class RequestBufferFull(TrinitError):
     more fails (the others, already buffered, go on)."""
 
     code = Code.RESOURCE_EXHAUSTED
-
-
-class FramingError(Exception):
-    """The peer broke HTTP/2 framing: a connection error (``error_code`` for the GOAWAY)."""
-
-    def __init__(self, message: str, error_code: int) -> None:
-        super().__init__(message)
-        self.error_code = error_code
 
 
 def parse_grpc_timeout(value: bytes) -> float:
@@ -219,81 +199,3 @@ class UnaryRequestReader:
                 f"{self._max_message_bytes} bytes"
             )
         return length
-
-
-class FrameScanner:
-    """Follows the frame boundaries of the byte stream a server receives.
-
-    Why: h2 3.2's ``FrameBuffer`` appends every received byte to one buffer and checks a
-    frame's length against SETTINGS_MAX_FRAME_SIZE only once the whole frame is there, so a
-    header declaring 16 MiB makes it buffer up to 16 MiB before refusing it; and it copies
-    its remaining input after every frame it parses, which is quadratic in the number of
-    frames handed to it at once. Scanning the headers first lets the connection refuse an
-    oversized frame from its header alone, and feed h2 batches of whole frames.
-
-    :meth:`scan` only looks at the 24-byte client magic and at frame headers' lengths;
-    everything else is h2's business. It keeps a header split across chunks (at most 8
-    bytes) and nothing else.
-    """
-
-    __slots__ = ("_header", "_limit", "_magic_left", "_payload_left", "_started", "preface_done")
-
-    def __init__(self, max_frame_size: int) -> None:
-        self._limit = max_frame_size
-        self._magic_left = CLIENT_MAGIC
-        self._header = b""
-        self._payload_left = 0
-        self._started = False
-        # True once the client magic and the whole first frame (its SETTINGS) have arrived.
-        self.preface_done = False
-
-    def scan(self, data: bytes | bytearray, start: int, max_frames: int) -> int:
-        """Where a batch of ``data[start:]`` ends that begins at most ``max_frames`` frames.
-
-        Returns ``len(data)`` or the offset of the first frame header past the batch.
-        Raises :class:`FramingError` for a wrong client magic or a frame longer than the
-        limit; the connection must then be closed.
-        """
-        pos = start
-        end = len(data)
-        if self._magic_left:
-            magic = self._magic_left
-            step = min(len(magic), end - pos)
-            if data[pos : pos + step] != magic[:step]:
-                raise FramingError("invalid HTTP/2 connection preface", PROTOCOL_ERROR)
-            pos += step
-            self._magic_left = magic[step:]
-        frames = 0
-        while pos < end:
-            left = self._payload_left
-            if left:
-                step = min(left, end - pos)
-                pos += step
-                self._payload_left = left - step
-                continue
-            if frames >= max_frames:
-                break
-            header = self._header
-            if header or end - pos < FRAME_HEADER_BYTES:
-                step = min(FRAME_HEADER_BYTES - len(header), end - pos)
-                header += data[pos : pos + step]
-                pos += step
-                if len(header) < FRAME_HEADER_BYTES:
-                    self._header = header
-                    break
-                self._header = b""
-                length = int.from_bytes(header[:3], "big")
-            else:
-                length = (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2]
-                pos += FRAME_HEADER_BYTES
-            if length > self._limit:
-                raise FramingError(
-                    f"frame of {length} bytes exceeds the limit of {self._limit} bytes",
-                    FRAME_SIZE_ERROR,
-                )
-            self._payload_left = length
-            self._started = True
-            frames += 1
-        if not self.preface_done and self._started and not self._payload_left:
-            self.preface_done = not self._header
-        return pos
