@@ -113,3 +113,31 @@ def test_subreaper_and_finit_module_error() -> None:
         _linux.finit_module(null.fileno())
     # The kernel's refusal (EPERM, EINVAL, ENOEXEC; ENOSYS in a sandboxed kernel), an OSError
     assert not isinstance(info.value, _linux.UnsupportedArchitecture)
+
+
+def test_fork_sibling_is_a_child_of_the_callers_parent() -> None:
+    """``fork_sibling``: the child's parent is the caller's parent (here: this test), which
+    reaps it; the caller never sees it as its own child."""
+    script = (
+        "import os\n"
+        "from trinit import _linux\n"
+        "pid = _linux.fork_sibling()\n"
+        "if pid == 0:\n"
+        "    print('sibling', os.getpid(), os.getppid(), flush=True)\n"
+        "    os._exit(7)\n"
+        "try:\n"
+        "    os.waitpid(pid, os.WNOHANG)\n"
+        "    print('caller reaped it', flush=True)\n"
+        "except ChildProcessError:\n"
+        "    print('not my child', flush=True)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=30
+    ).stdout.split("\n")
+    lines = [line for line in out if line]
+    sibling = next(line for line in lines if line.startswith("sibling")).split()
+    assert "not my child" in lines
+    pid, parent = int(sibling[1]), int(sibling[2])
+    assert parent == os.getpid()
+    _, status = os.waitpid(pid, 0)  # ours to reap
+    assert os.waitstatus_to_exitcode(status) == 7

@@ -53,6 +53,7 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+CLONE_PARENT = 0x00008000
 CLONE_INTO_CGROUP = 0x200000000  # clone3 only
 
 # mount(2) flags (linux/mount.h)
@@ -219,6 +220,20 @@ class _CloneArgs(ctypes.Structure):
     ]  # fmt: skip
 
 
+def _clone3_fork(flags: int, exit_signal: int, cgroup: int = 0) -> int:
+    """``clone3`` with fork semantics (no new stack, no shared memory): 0 in the child.
+
+    Only for a single-threaded caller whose child runs no code that relies on glibc's
+    per-thread state being the child's: this is a raw system call, so glibc's fork
+    handlers do not run and its cached thread id is the parent's (``raise()`` and
+    ``pthread_kill`` would misfire; plain system calls, ``os.*``, ``os.fork`` and
+    ``execve`` are fine). CPython's own after-fork bookkeeping is skipped too, which is
+    sound only because no other thread exists and no lock is held across the call.
+    """
+    args = _CloneArgs(flags=flags, exit_signal=exit_signal, cgroup=cgroup)
+    return _syscall("clone3", ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
+
+
 def fork_into_cgroup(cgroup_fd: int) -> int:
     """``fork()`` whose child is born in the cgroup2 directory ``cgroup_fd``: ``clone3``
     with ``CLONE_INTO_CGROUP``. Returns 0 in the child and its pid in the parent.
@@ -227,18 +242,27 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
     lock for writing, which waits for an RCU grace period (~10 ms here) whenever the lock
     was idle for a while, i.e. on every container start. A child born in its cgroup needs
     no move. The kernel checks the caller's permission to write that cgroup's
-    ``cgroup.procs``, as for a write.
+    ``cgroup.procs``, as for a write. The caller's constraints are :func:`_clone3_fork`'s.
 
-    Only for a single-threaded caller whose child runs no code that relies on glibc's
-    per-thread state being the child's: this is a raw system call, so glibc's fork
-    handlers do not run and its cached thread id is the parent's (``raise()`` and
-    ``pthread_kill`` would misfire; plain system calls, ``os.*`` and ``execve`` are fine).
-    The exec helper's container init is such a child. Raises OSError (ENOSYS before Linux
-    5.7, EBADF/EINVAL for a directory that is not cgroup2, EACCES/EPERM when refused)
-    without creating a child; the caller then forks and writes ``cgroup.procs``.
+    Raises OSError (ENOSYS before Linux 5.7, EBADF/EINVAL for a directory that is not
+    cgroup2, EACCES/EPERM when refused) without a child running; the caller then forks and
+    writes ``cgroup.procs``.
     """
-    args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=_SIGCHLD, cgroup=cgroup_fd)
-    return _syscall("clone3", ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
+    return _clone3_fork(CLONE_INTO_CGROUP, _SIGCHLD, cgroup_fd)
+
+
+def fork_sibling() -> int:
+    """``fork()`` whose child is the caller's *sibling*: ``clone3`` with ``CLONE_PARENT``,
+    so the child's parent (who reaps it and gets its SIGCHLD) is the caller's parent.
+    Returns 0 in the child and its pid in the parent.
+
+    Why: the exec fork server's helpers must be trinit's children, like a helper trinit
+    spawns itself; a double fork gets there too, at the cost of a second copy of the
+    server's page tables and an exit per helper. The caller's constraints are
+    :func:`_clone3_fork`'s. Raises OSError (ENOSYS before Linux 5.3; EINVAL when the
+    caller is the init of a PID namespace) without a child running.
+    """
+    return _clone3_fork(CLONE_PARENT, 0)  # the kernel requires exit_signal 0 here
 
 
 # ------------------------------------------------------------------------ namespaces

@@ -30,11 +30,12 @@ Warm start (``zygote_entry``, parent side in ``trinit.exec._zygote``): the same 
 spawned once ahead of time with only a control socket (SOCK_SEQPACKET) as fd 3, serving as a
 *fork server*. It does all its imports, says so (one byte) and then serves requests: a
 message of NUL-separated fields ``argc, argv_tail..., KEY=VALUE...`` carrying the 6 fds for
-0..5 (SCM_RIGHTS). For each it forks twice: the intermediate child forks the helper, answers
-the helper's pid (4 bytes) and exits, so the helper is re-parented to trinit; the helper
-puts the fds on 0..5, closes every other fd, replaces ``os.environ`` and runs :func:`main`
-exactly as a freshly spawned helper would. EOF makes the server exit 0; a malformed request
-is answered ``ZYGOTE_REFUSED`` and skipped.
+0..5 (SCM_RIGHTS). For each it forks the helper as its *sibling* (``clone3`` with
+``CLONE_PARENT``: trinit is the helper's parent, as for a spawned helper; on a kernel
+without ``clone3`` an intermediate child forks it and exits), answers the helper's pid (4
+bytes) and goes on; the helper puts the fds on 0..5, closes every other fd, replaces
+``os.environ`` and runs :func:`main` exactly as a freshly spawned helper would. EOF makes
+the server exit 0; a malformed request is answered ``ZYGOTE_REFUSED`` and skipped.
 
 Imports are the stdlib and the tiny sibling modules only: Python start-up is most of the
 cost of starting a container process. Every import happens at module load: after pivot_root
@@ -1123,7 +1124,8 @@ def _become_helper(
 def _serve_in_fork(
     control: Any, argv_tail: list[str], environment: dict[str, str], fds: list[int]
 ) -> NoReturn:
-    """In the intermediate child: fork the helper, answer its pid, exit.
+    """In the intermediate child (kernels without ``clone3``): fork the helper, answer its
+    pid, exit.
 
     Exiting right away orphans the helper, so the kernel re-parents it to trinit (PID 1 or
     a child subreaper): trinit's reaper then sees it exactly as it sees a freshly spawned
@@ -1146,6 +1148,10 @@ def _serve_in_fork(
 
 def zygote_entry() -> NoReturn:
     """Fork-server entry point: import once, then fork one helper per request on fd 3.
+
+    Each helper is this process's sibling (:func:`trinit._linux.fork_sibling`), so trinit
+    is its parent and reaper; this process waits for nothing (only on kernels without
+    ``clone3``, for the intermediate child of :func:`_serve_in_fork`).
 
     Every helper is forked from this process, so the pages the imports filled stay shared
     (copy-on-write) between it and every helper and container init forked from it; a
@@ -1172,6 +1178,19 @@ def zygote_entry() -> NoReturn:
         if request is None:
             os._exit(0)
         argv_tail, environment, fds = request
+        try:
+            helper = sc.fork_sibling()
+        except OSError:
+            helper = -1  # (a kernel before 5.3): the double fork below
+        if helper == 0:
+            _become_helper(control, argv_tail, environment, fds)
+        if helper > 0:
+            _close_all(fds)
+            try:
+                control.send(helper.to_bytes(4, sys.byteorder, signed=True))
+            except OSError:
+                os._exit(0)
+            continue
         try:
             middle = os.fork()
         except OSError:

@@ -11,8 +11,9 @@ requests.
 The server sends one byte when its imports are done. A launch sends it one message: the
 helper argv tail, trinit's environment *as of this launch* (Setenv may have changed it since
 the server started) and the six fds for its 0..5 (SCM_RIGHTS). The server forks the helper
-(through an intermediate child that exits at once, so the helper becomes trinit's child
-like a spawned one) and answers its pid; from then on that helper follows the same pipe
+as its sibling (``clone3`` with ``CLONE_PARENT``, so the helper is trinit's child like a
+spawned one; on kernels without ``clone3`` through an intermediate child that exits at
+once) and answers its pid; from then on that helper follows the same pipe
 protocol as a fresh one (:func:`trinit.exec._launch.launch_via`). Its pid is the helper pid
 given to ``on_pid``. Because every helper is forked from the same process, the interpreter's
 pages are shared copy-on-write between the server, every helper and every in-process
@@ -33,8 +34,8 @@ Invariants:
   server is started. A cancelled hand-off kills the server (it may have forked a helper
   whose pid nobody will learn; that helper finds its pipes closed and exits). The server
   is never waited for by trinit except through the agent's reaper, whose table of
-  unclaimed pids takes its status; the server waits only for its own short-lived
-  intermediates.
+  unclaimed pids takes its status; the server itself waits for nothing (except, on
+  kernels without ``clone3``, its own short-lived intermediates).
 * Nothing outlives the owner. :meth:`HelperPool.aclose` SIGKILLs the server (through a
   pidfd, so a recycled pid is never hit) and waits until it is dead; a server spawned after
   that is killed on arrival. If trinit itself dies, the kernel closes trinit's socket end
