@@ -197,8 +197,10 @@ class UnixTransport(Transport):
             # a umask that removed owner bits).
             os.fchmod(sock.fileno(), 0o600)
             await sock.bind(path)
-            await trio.to_thread.run_sync(os.chmod, path, 0o600)
+            # listen at once: a client that sees the file must not find it refusing (a
+            # thread hop before listen left a window of up to a loaded worker's delay)
             sock.listen(_BACKLOG)
+            await trio.to_thread.run_sync(os.chmod, path, 0o600)
             return trio.SocketListener(sock)
         except BaseException:
             sock.close()
