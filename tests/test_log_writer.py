@@ -84,7 +84,10 @@ def test_an_unread_pipe_never_blocks_and_drops_are_reported(pipe: tuple[int, int
     lines = text.splitlines()
     assert lines[0].endswith("line 0 " + "x" * 20)  # the oldest lines were kept, whole
     numbers = [int(line.split()[4]) for line in lines if " line " in line]
-    assert numbers == list(range(len(numbers)))  # in order, no gaps within what was kept
+    # in order; gaps wherever the queue was full (the writer thread may move a few lines
+    # into the pipe meanwhile, making room for later ones); every line kept or counted
+    assert numbers == sorted(set(numbers))
+    assert len(numbers) + dropped == 2000
     assert f"warning trinit: log: {dropped} messages dropped" in lines[-2]
     assert handler.dropped_total == dropped
     assert lines[-1].endswith("info trinit: after the stall")
