@@ -31,6 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchlib import fork_servers  # noqa: E402
+
 from trinit.host import LocalAgent, build_busybox_rootfs, busybox_spec  # noqa: E402
 
 
@@ -135,7 +137,10 @@ def bench_phases(rootfs: str, runs: int) -> None:
         tracer = None
         for i in range(2 * runs + 2):
             if i == runs + 2 and strace is not None:
-                pids = [arg for tid in os.listdir(f"/proc/{agent.pid}/task") for arg in ("-p", tid)]
+                # the agent's threads and the exec fork server (helpers are forked from it)
+                tids = [f"{pid}/task/{t}" for pid in (agent.pid, *fork_servers(agent.pid))
+                        for t in os.listdir(f"/proc/{pid}/task")]  # fmt: skip
+                pids = [arg for tid in tids for arg in ("-p", tid.rsplit("/", 1)[1])]
                 tracer = subprocess.Popen(
                     [strace, "-f", "-ttt", "-qq", "-e", f"trace={STRACE_SYSCALLS}",
                      "-o", trace_path, *pids],

@@ -41,6 +41,8 @@ from typing import Any, TypeVar
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchlib import fork_servers  # noqa: E402
+
 from trinit.host import Host, LocalAgent, Process, build_busybox_rootfs, busybox_spec  # noqa: E402
 
 T = TypeVar("T")
@@ -59,23 +61,6 @@ def _cpu_fields(pid: int) -> tuple[float, float]:
         return 0.0, 0.0
     tick = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
-
-
-def fork_servers(pid: int) -> list[int]:
-    """The agent's exec fork server(s): children running ``zygote_entry``."""
-    found = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            children = Path(f"/proc/{pid}/task/{task}/children").read_text().split()
-        except OSError:
-            continue
-        for child in children:
-            try:
-                if b"zygote_entry" in Path(f"/proc/{child}/cmdline").read_bytes():
-                    found.append(int(child))
-            except OSError:
-                pass
-    return found
 
 
 def agent_cpu(pid: int, servers: dict[int, float] | None = None) -> tuple[float, float]:
