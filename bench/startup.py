@@ -4,8 +4,7 @@ Goals (issue 14): first answer <= 150 ms, idle RSS <= 30 MiB. The agent is start
 starts a local one (:class:`trinit.host.LocalAgent`): ``unshare`` into fresh PID, mount,
 UTS, IPC and network namespaces, a tmpfs on /run, then ``python -m trinit agent`` on the
 unix transport in a temporary directory; the clock runs from the exec of ``unshare`` to the
-first answered Getenv. The baseline printed alongside is the bare interpreter start
-(``python -c pass``) measured in the same run, interleaved.
+first answered Getenv.
 
 Measure the installed package, not the editable tree (an editable install finds modules
 through a path hook, and the tree has no compiled bytecode for new files):
@@ -15,6 +14,13 @@ through a path hook, and the tree has no compiled bytecode for new files):
 
 The agent runs with its working directory outside the tree, so ``-m trinit`` imports the
 package of the interpreter given.
+
+Baselines, measured in the same run and interleaved with the agent (one of each per round):
+the bare interpreter (``python -c pass``), and ``python -c 'import trio'`` and
+``python -I -S -c 'import trio'`` (trio's import alone, without the site module, the venv's
+site-packages appended by hand): the floor no change to trinit can go below, since the
+agent runs on trio. ``--compare OTHER_PYTHON`` also starts the agent of
+another installation in every round (e.g. the main branch's), for a before/after in one run.
 """
 
 from __future__ import annotations
@@ -122,10 +128,26 @@ def _raw_unary(path: str, method: str, body: bytes, start: float) -> float:
     return elapsed
 
 
-def bare_python(python: str) -> float:
+def command_time(command: list[str]) -> float:
+    """Seconds from exec to exit of ``command`` (a baseline)."""
     start = time.perf_counter()
-    subprocess.run([python, "-c", "pass"], check=True)
+    subprocess.run(command, check=True)
     return time.perf_counter() - start
+
+
+def _purelib(python: str) -> str:
+    """The site-packages of ``python`` (``-S`` leaves it off ``sys.path``)."""
+    code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    return subprocess.run(
+        [python, "-c", code], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def _spread(values: list[float], scale: float, unit: str) -> str:
+    return (
+        f"median {statistics.median(values) * scale:.1f} {unit} "
+        f"(min-max {min(values) * scale:.1f}-{max(values) * scale:.1f})"
+    )
 
 
 def main() -> None:
@@ -134,28 +156,54 @@ def main() -> None:
     parser.add_argument(
         "--python", default=sys.executable, help="interpreter whose trinit package is measured"
     )
+    parser.add_argument(
+        "--compare",
+        metavar="PYTHON",
+        help="also measure the trinit package of this interpreter, interleaved (before/after)",
+    )
     args = parser.parse_args()
-    times, rss, bare = [], [], []
+    agents = [args.python] + ([args.compare] if args.compare else [])
+    baselines = {
+        "python -c pass": [args.python, "-c", "pass"],
+        "python -c 'import trio'": [args.python, "-c", "import trio"],
+        "python -I -S -c 'import trio'": [
+            args.python,
+            "-I",
+            "-S",
+            "-c",
+            f"import sys; sys.path.append({_purelib(args.python)!r}); import trio",
+        ],
+    }
+    times: dict[str, list[float]] = {python: [] for python in agents}
+    rss: dict[str, list[float]] = {python: [] for python in agents}
+    base: dict[str, list[float]] = {name: [] for name in baselines}
     for _ in range(args.runs):
-        directory = tempfile.mkdtemp(prefix="trn-bench-", dir="/tmp")
-        try:
-            t, r = first_answer(directory, args.python)
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
-        times.append(t)
-        rss.append(r)
-        bare.append(bare_python(args.python))
-    base = statistics.median(bare)
-    med = statistics.median(times)
-    print(
-        f"startup to first RPC ({args.python}): median {med * 1000:.1f} ms "
-        f"(min-max {min(times) * 1000:.1f}-{max(times) * 1000:.1f}) over {args.runs} runs "
-        f"(goal <= 150 ms; bare python start {base * 1000:.1f} ms, ratio {med / base:.2f}x)"
-    )
-    print(
-        f"idle RSS: median {statistics.median(rss) / 1024:.1f} MiB "
-        f"(min-max {min(rss) / 1024:.1f}-{max(rss) / 1024:.1f}; goal <= 30 MiB)"
-    )
+        for python in agents:
+            directory = tempfile.mkdtemp(prefix="trn-bench-", dir="/tmp")
+            try:
+                t, r = first_answer(directory, python)
+            finally:
+                shutil.rmtree(directory, ignore_errors=True)
+            times[python].append(t)
+            rss[python].append(r)
+        for name, command in baselines.items():
+            base[name].append(command_time(command))
+    bare = statistics.median(base["python -c pass"])
+    trio_floor = statistics.median(base["python -c 'import trio'"])
+    print(f"{args.runs} interleaved rounds; baselines measured in the same run:")
+    for name, values in base.items():
+        print(f"  {name}: {_spread(values, 1000, 'ms')}")
+    for python in agents:
+        med = statistics.median(times[python])
+        print(
+            f"startup to first RPC ({python}): {_spread(times[python], 1000, 'ms')} "
+            f"(goal <= 150 ms); {med / bare:.2f}x bare python, {med / trio_floor:.2f}x "
+            f"'import trio', {(med - trio_floor) * 1000:.1f} ms above 'import trio'"
+        )
+        print(f"  idle RSS: {_spread(rss[python], 1 / 1024, 'MiB')} (goal <= 30 MiB)")
+    if args.compare:
+        ratio = statistics.median(times[args.python]) / statistics.median(times[args.compare])
+        print(f"first RPC, {args.python} / {args.compare}: {ratio:.2f}x (medians)")
 
 
 if __name__ == "__main__":
