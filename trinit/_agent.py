@@ -18,12 +18,13 @@ import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import trio
 
 from trinit import _memtrace as memtrace
 from trinit._linux import set_child_subreaper
-from trinit._owners import DeferredOwners, OwnersConfig
+from trinit._owners import DeferredOwners, OwnersConfig, build_owners
 from trinit._server import Servicer
 from trinit._stopsignals import StopSignals, block_stop_signals
 from trinit.errors import TrinitError, describe
@@ -171,7 +172,10 @@ async def _serve(
     on_serving: Callable[[trio.Nursery], None] | None,
 ) -> None:
     owners = DeferredOwners(
-        OwnersConfig(transport, config.cgroup_root, config.drain_grace, config.entry_point)
+        partial(
+            build_owners,
+            OwnersConfig(transport, config.cgroup_root, config.drain_grace, config.entry_point),
+        )
     )
     with StopSignals() as stop_signals:  # only trusted senders (see trinit._stopsignals)
         async with trio.open_nursery() as root:

@@ -72,8 +72,9 @@ class DeferredOwners:
     is the agent's orderly stop (containers deleted, the warm helper killed).
     """
 
-    def __init__(self, config: OwnersConfig) -> None:
-        self._config = config
+    def __init__(self, build: Callable[[trio.Nursery], Awaitable[Owners]]) -> None:
+        """``build(root)`` makes the owners in ``root`` (:func:`build_owners` in the agent)."""
+        self._build = build
         self._state = _State.WAITING
         self._owners: Owners | None = None
         self._wanted = trio.Event()
@@ -105,32 +106,6 @@ class DeferredOwners:
         self._settled.set()
         await owners.backend.prewarm()
 
-    async def _build(self, root: trio.Nursery) -> Owners:
-        from trinit.nursery import (
-            ContainerCgroups,
-            ContainerRegistry,
-            HelperBackend,
-            ProxyTable,
-            Reaper,
-        )
-
-        config = self._config
-        reaper = Reaper()
-        await root.start(reaper.run)
-        # is the root cgroup2? reads /proc/self/mountinfo: not on the loop
-        cgroups = await trio.to_thread.run_sync(ContainerCgroups.for_root, config.cgroup_root)
-        backend = HelperBackend(entry_point=config.entry_point)
-        registry = ContainerRegistry(
-            root,
-            reaper=reaper,
-            backend=backend,
-            dial=config.transport.dial,
-            drain_grace=config.drain_grace,
-            cgroups=cgroups,
-        )
-        log.debug("container registry ready")
-        return Owners(registry, ProxyTable(root, config.transport), backend)
-
     async def shutdown(self, stop_grace: float) -> None:
         """Stop proxies and delete every container (bounded), then kill the warm helper.
 
@@ -149,3 +124,31 @@ class DeferredOwners:
             await owners.proxies.stop_all()
             await owners.registry.shutdown(stop_grace)
         await owners.backend.aclose()  # kill the waiting exec zygote (shielded, bounded)
+
+
+async def build_owners(config: OwnersConfig, root: trio.Nursery) -> Owners:
+    """The reaper (started in ``root``), the container registry, the proxy table and the
+    exec helper pool, as the agent runs them."""
+    from trinit.nursery import (
+        ContainerCgroups,
+        ContainerRegistry,
+        HelperBackend,
+        ProxyTable,
+        Reaper,
+    )
+
+    reaper = Reaper()
+    await root.start(reaper.run)
+    # is the root cgroup2? reads /proc/self/mountinfo: not on the loop
+    cgroups = await trio.to_thread.run_sync(ContainerCgroups.for_root, config.cgroup_root)
+    backend = HelperBackend(entry_point=config.entry_point)
+    registry = ContainerRegistry(
+        root,
+        reaper=reaper,
+        backend=backend,
+        dial=config.transport.dial,
+        drain_grace=config.drain_grace,
+        cgroups=cgroups,
+    )
+    log.debug("container registry ready")
+    return Owners(registry, ProxyTable(root, config.transport), backend)
