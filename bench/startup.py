@@ -16,11 +16,13 @@ The agent runs with its working directory outside the tree, so ``-m trinit`` imp
 package of the interpreter given.
 
 Baselines, measured in the same run and interleaved with the agent (one of each per round):
-the bare interpreter (``python -c pass``), and ``python -c 'import trio'`` and
-``python -I -S -c 'import trio'`` (trio's import alone, without the site module, the venv's
-site-packages appended by hand): the floor no change to trinit can go below, since the
-agent runs on trio. ``--compare OTHER_PYTHON`` also starts the agent of
-another installation in every round (e.g. the main branch's), for a before/after in one run.
+the bare interpreter (``python -c pass``); ``python -c 'import trio'``, also with ``-I -S``
+(without the site module, the venv's site-packages appended by hand); and ``python -c
+'import trio'`` in the agent's own namespaces and tmpfs, the floor no change to trinit can go
+below since the agent runs on trio (ratios are against it). The idle RSS is compared with
+the RSS after ``import trio`` and after trio + protobuf's runtime + h2, the libraries any
+agent on this stack loads. ``--compare OTHER_PYTHON`` also starts the agent of another
+installation in every round (e.g. the main branch's), for a before/after in one run.
 """
 
 from __future__ import annotations
@@ -42,6 +44,46 @@ sys.path.insert(0, str(ROOT))
 from trinit._proto import sandbox_pb2 as pb  # noqa: E402
 
 
+def _in_namespaces(python: str, args: list[str]) -> list[str]:
+    """``python ARGS`` as LocalAgent starts the agent: fresh namespaces, a tmpfs on /run."""
+    script = 'mount -t tmpfs -o mode=755 tmpfs /run && exec "$0" "$@"'
+    return [
+        "unshare",
+        "--pid",
+        "--fork",
+        "--mount",
+        "--uts",
+        "--ipc",
+        "--net",
+        "--mount-proc",
+        "--propagation",
+        "private",
+        "--kill-child=SIGKILL",
+        "sh",
+        "-c",
+        script,
+        python,
+        *args,
+    ]
+
+
+#: what the agent's idle RSS is compared with: trio alone, and the libraries any agent on
+#: this stack must load (trio, protobuf's runtime, h2)
+_RSS_FLOORS = {
+    "trio": "import trio",
+    "trio+protobuf+h2": "import trio, google.protobuf.timestamp_pb2, h2.connection",
+}
+
+
+def rss_after(python: str, code: str) -> int:
+    """VmRSS (KiB) of ``python -c CODE`` at its end."""
+    report = "print(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')))"
+    out = subprocess.run(
+        [python, "-c", f"{code}\n{report}"], check=True, capture_output=True, text=True
+    ).stdout
+    return int(out.split()[1])
+
+
 def first_answer(directory: str, python: str) -> tuple[float, int]:
     """Seconds from exec to a Getenv reply, and the agent's VmRSS (KiB) once idle.
 
@@ -52,29 +94,11 @@ def first_answer(directory: str, python: str) -> tuple[float, int]:
     request = pb.GetenvRequest(key="PATH").SerializeToString()
     _warm_grpc(directory)
     start = time.perf_counter()
-    script = 'mount -t tmpfs -o mode=755 tmpfs /run && exec "$0" -m trinit agent "$@"'
     agent = subprocess.Popen(
-        [
-            "unshare",
-            "--pid",
-            "--fork",
-            "--mount",
-            "--uts",
-            "--ipc",
-            "--net",
-            "--mount-proc",
-            "--propagation",
-            "private",
-            "--kill-child=SIGKILL",
-            "sh",
-            "-c",
-            script,
+        _in_namespaces(
             python,
-            "--transport",
-            f"unix:{directory}",
-            "--log-level",
-            "warning",
-        ],
+            ["-m", "trinit", "agent", "--transport", f"unix:{directory}", "--log-level", "warning"],
+        ),
         cwd=directory,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
@@ -183,10 +207,12 @@ def main() -> None:
             "-c",
             f"import sys; sys.path.append({_purelib(args.python)!r}); import trio",
         ],
+        "unshare ... python -c 'import trio'": _in_namespaces(args.python, ["-c", "import trio"]),
     }
     times: dict[str, list[float]] = {python: [] for python in agents}
     rss: dict[str, list[float]] = {python: [] for python in agents}
     base: dict[str, list[float]] = {name: [] for name in baselines}
+    floors: dict[str, list[float]] = {name: [] for name in _RSS_FLOORS}
     for _ in range(args.runs):
         for python in agents:
             directory = tempfile.mkdtemp(prefix="trn-bench-", dir="/tmp")
@@ -198,17 +224,21 @@ def main() -> None:
             rss[python].append(r)
         for name, command in baselines.items():
             base[name].append(command_time(command))
+        for name, code in _RSS_FLOORS.items():
+            floors[name].append(rss_after(args.python, code))
     bare = statistics.median(base["python -c pass"])
-    trio_floor = statistics.median(base["python -c 'import trio'"])
+    trio_floor = statistics.median(base["unshare ... python -c 'import trio'"])
     print(f"{args.runs} interleaved rounds; baselines measured in the same run:")
     for name, values in base.items():
         print(f"  {name}: {_spread(values, 1000, 'ms')}")
+    for name, values in floors.items():
+        print(f"  RSS after import {name}: {_spread(values, 1 / 1024, 'MiB')}")
     for python in agents:
         med = statistics.median(times[python])
         print(
             f"startup to first RPC ({python}): {_spread(times[python], 1000, 'ms')} "
-            f"(goal <= 150 ms); {med / bare:.2f}x bare python, {med / trio_floor:.2f}x "
-            f"'import trio', {(med - trio_floor) * 1000:.1f} ms above 'import trio'"
+            f"(goal <= 150 ms); {med / bare:.2f}x bare python, {med / trio_floor:.2f}x and "
+            f"{(med - trio_floor) * 1000:+.1f} ms against 'import trio' in the same namespaces"
         )
         print(f"  idle RSS: {_spread(rss[python], 1 / 1024, 'MiB')} (goal <= 30 MiB)")
     if args.compare:
