@@ -84,8 +84,9 @@ def rss_after(python: str, code: str) -> int:
     return int(out.split()[1])
 
 
-def first_answer(directory: str, python: str) -> tuple[float, int]:
-    """Seconds from exec to a Getenv reply, and the agent's VmRSS (KiB) once idle.
+def first_answer(directory: str, python: str) -> tuple[float, float, int]:
+    """Seconds from exec to the socket file (bound, about to serve) and to a Getenv reply,
+    and the agent's VmRSS (KiB) once idle.
 
     The host side is warm before the clock starts (grpcio imported, its core initialised),
     as a VMM's long-running host process is: the time measured is trinit's.
@@ -106,6 +107,7 @@ def first_answer(directory: str, python: str) -> tuple[float, int]:
     try:
         while not os.path.exists(sock_path):
             time.sleep(0.001)
+        listening = time.perf_counter() - start
         elapsed = _raw_unary(sock_path, "Getenv", request, start)
         time.sleep(1.0)
         rss = 0
@@ -114,7 +116,7 @@ def first_answer(directory: str, python: str) -> tuple[float, int]:
         for line in Path(f"/proc/{trinit_pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 rss = int(line.split()[1])
-        return elapsed, rss
+        return listening, elapsed, rss
     finally:
         try:
             os.kill(trinit_pid, signal.SIGTERM)
@@ -211,16 +213,18 @@ def main() -> None:
     }
     times: dict[str, list[float]] = {python: [] for python in agents}
     rss: dict[str, list[float]] = {python: [] for python in agents}
+    socket_times: dict[str, list[float]] = {python: [] for python in agents}
     base: dict[str, list[float]] = {name: [] for name in baselines}
     floors: dict[str, list[float]] = {name: [] for name in _RSS_FLOORS}
     for _ in range(args.runs):
         for python in agents:
             directory = tempfile.mkdtemp(prefix="trn-bench-", dir="/tmp")
             try:
-                t, r = first_answer(directory, python)
+                bound, t, r = first_answer(directory, python)
             finally:
                 shutil.rmtree(directory, ignore_errors=True)
             times[python].append(t)
+            socket_times[python].append(bound)
             rss[python].append(r)
         for name, command in baselines.items():
             base[name].append(command_time(command))
@@ -240,6 +244,7 @@ def main() -> None:
             f"(goal <= 150 ms); {med / bare:.2f}x bare python, {med / trio_floor:.2f}x and "
             f"{(med - trio_floor) * 1000:+.1f} ms against 'import trio' in the same namespaces"
         )
+        print(f"  the socket file appeared: {_spread(socket_times[python], 1000, 'ms')}")
         print(f"  idle RSS: {_spread(rss[python], 1 / 1024, 'MiB')} (goal <= 30 MiB)")
     if args.compare:
         ratio = statistics.median(times[args.python]) / statistics.median(times[args.compare])

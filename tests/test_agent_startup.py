@@ -50,7 +50,7 @@ def agent_log() -> Iterator[list[str]]:
     mp = pytest.MonkeyPatch()
     mp.setenv("PYTHONPROFILEIMPORTTIME", "1")
     try:
-        agent = LocalAgent.start(log_level="info", cgroups=False)
+        agent = LocalAgent.start(log_level="debug", cgroups=False)
     finally:
         mp.undo()
     try:
@@ -74,6 +74,10 @@ def _serving_line(lines: list[str]) -> int:
     return next(i for i, line in enumerate(lines) if "serving on unix:" in line)
 
 
+def _listening_line(lines: list[str]) -> int:
+    return next(i for i, line in enumerate(lines) if "listening on unix:" in line)
+
+
 def test_purerpc_client_and_anyio_are_never_imported(agent_log: list[str]) -> None:
     modules = _modules(agent_log)
     assert "h2.connection" in modules and "trio" in modules  # the profile is there
@@ -89,3 +93,18 @@ def test_the_supervision_tree_loads_after_the_api_serves(agent_log: list[str]) -
     # what serving needs is there before it
     for needed in ("trinit.rpc._adapter", "trinit._proto.sandbox_pb2", "trinit.io._peer"):
         assert needed in before
+
+
+def test_the_servicer_and_http2_load_while_the_listener_already_accepts(
+    agent_log: list[str],
+) -> None:
+    """protobuf's runtime, the generated messages and h2 are imported after listen(): a host
+    that is already dialling connects and sends its request meanwhile (trinit._agent)."""
+    listening = _listening_line(agent_log)
+    serving = _serving_line(agent_log)
+    assert listening < serving
+    before = _modules(agent_log[:listening])
+    between = _modules(agent_log[listening:serving])
+    for module in ("trinit._proto.sandbox_pb2", "google.protobuf.descriptor", "h2.connection"):
+        assert module not in before
+        assert module in between

@@ -1,12 +1,14 @@
 """The agent: trinit's main job, serving SandboxContext to the host.
 
-Start-up order: listen; serve the gRPC API in the root nursery; then (``trinit._owners``)
-the reaper (the only waitpid caller), the container registry and the proxy table are built
-in the root nursery when the first RPC needs them or shortly after serving began, and an
-exec helper is warmed. The host's first calls are answered before any of the supervision
-tree is imported. SIGTERM/SIGINT from a trusted sender (``trinit._stopsignals``: not a
-container sharing our PID namespace) delete every container (killing and reaping their
-processes), sync, and exit 0.
+Start-up order: listen; import the servicer and the HTTP/2 server (protobuf's runtime and
+the generated messages, ``trinit.rpc``) while a host that is already dialling connects and
+sends its first request into the listen backlog; serve the gRPC API in the root nursery;
+then (``trinit._owners``) the reaper (the only waitpid caller), the container registry and
+the proxy table are built in the root nursery when the first RPC needs them or shortly
+after serving began, and an exec helper is warmed. The host's first calls are answered
+before any of the supervision tree is imported. SIGTERM/SIGINT from a trusted sender
+(``trinit._stopsignals``: not a container sharing our PID namespace) delete every container
+(killing and reaping their processes), sync, and exit 0.
 """
 
 from __future__ import annotations
@@ -25,11 +27,9 @@ import trio
 from trinit import _memtrace as memtrace
 from trinit._linux import set_child_subreaper
 from trinit._owners import DeferredOwners, OwnersConfig, build_owners
-from trinit._server import Servicer
 from trinit._stopsignals import StopSignals, block_stop_signals
 from trinit.errors import TrinitError, describe
 from trinit.io import Transport, UnixTransport, parse_transport
-from trinit.rpc import serve
 
 log = logging.getLogger("trinit.agent")
 
@@ -157,6 +157,7 @@ async def run_agent(
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     block_stop_signals()  # before any worker thread starts: threads inherit the mask
     listener = await _listen(transport, config.port)
+    log.debug(f"listening on {transport.describe()} port {config.port}")
     socket_file = _SocketFile(transport, config.port)
     try:
         await _serve(config, transport, listener, on_serving)
@@ -171,6 +172,11 @@ async def _serve(
     listener: trio.abc.Listener[trio.SocketStream],
     on_serving: Callable[[trio.Nursery], None] | None,
 ) -> None:
+    # Imported once the listener exists (see the module doc): the host's connection and
+    # first request wait in the backlog meanwhile instead of after these imports.
+    from trinit._server import Servicer
+    from trinit.rpc import serve
+
     owners = DeferredOwners(
         partial(
             build_owners,
