@@ -57,7 +57,7 @@ def agent_log() -> Iterator[list[str]]:
         reply = agent.host.stub.Getenv(pb.GetenvRequest(key="PATH"), timeout=10)
         assert reply.HasField("value")
         deadline = time.monotonic() + 20
-        while "trinit.nursery" not in _modules(agent.log().splitlines()):
+        while "trinit.nursery._registry" not in _modules(agent.log().splitlines()):
             assert time.monotonic() < deadline, agent.log()[-3000:]
             time.sleep(0.05)
         yield agent.log().splitlines()

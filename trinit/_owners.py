@@ -16,6 +16,7 @@ the meantime stay zombies until the reaper's first ``reap_all``.
 from __future__ import annotations
 
 import enum
+import importlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -136,9 +137,22 @@ class DeferredOwners:
         await owners.backend.aclose()  # kill the waiting exec zygote (shielded, bounded)
 
 
+_IMPORT_STEPS = ("trinit.exec", "trinit.cgroup", "trinit.nursery")
+"""The supervision tree's packages, in the order they import each other."""
+
+
+async def _import_in_steps() -> None:
+    """Import the supervision tree a package at a time with a checkpoint between: an RPC
+    that arrives during the build waits for one step (~7 ms), not for all (~17 ms)."""
+    for name in _IMPORT_STEPS:
+        importlib.import_module(name)
+        await trio.lowlevel.checkpoint()
+
+
 async def build_owners(config: OwnersConfig, root: trio.Nursery) -> Owners:
     """The reaper (started in ``root``), the container registry, the proxy table and the
     exec helper pool, as the agent runs them."""
+    await _import_in_steps()
     from trinit.nursery import (
         ContainerCgroups,
         ContainerRegistry,
