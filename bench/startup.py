@@ -4,7 +4,9 @@ Goals (issue 14): first answer <= 150 ms, idle RSS <= 30 MiB. The agent is start
 starts a local one (:class:`trinit.host.LocalAgent`): ``unshare`` into fresh PID, mount,
 UTS, IPC and network namespaces, a tmpfs on /run, then ``python -m trinit agent`` on the
 unix transport in a temporary directory; the clock runs from the exec of ``unshare`` to the
-first answered Getenv.
+first answered Getenv. Phases are printed too: when the socket file was bound, when the
+agent logged "serving on" (its log's ms timestamp), and the answer's delay after that (the
+host's connection and request wait in the listen backlog while the agent imports).
 
 Measure the installed package, not the editable tree (an editable install finds modules
 through a path hook, and the tree has no compiled bytecode for new files):
@@ -19,15 +21,19 @@ Baselines, measured in the same run and interleaved with the agent (one of each 
 the bare interpreter (``python -c pass``); ``python -c 'import trio'``, also with ``-I -S``
 (without the site module, the venv's site-packages appended by hand); and ``python -c
 'import trio'`` in the agent's own namespaces and tmpfs, the floor no change to trinit can go
-below since the agent runs on trio (ratios are against it). The idle RSS is compared with
-the RSS after ``import trio`` and after trio + protobuf's runtime + h2, the libraries any
-agent on this stack loads. ``--compare OTHER_PYTHON`` also starts the agent of another
-installation in every round (e.g. the main branch's), for a before/after in one run.
+below since the agent runs on trio (ratios are against it), and the same with protobuf's
+runtime and h2 added (what any agent on this stack imports before it can answer). The idle
+RSS is compared with the RSS after ``import trio`` and after trio + protobuf's runtime + h2,
+the libraries any agent on this stack loads. ``--compare OTHER_PYTHON`` also starts the
+agent of another installation in every round (e.g. the main branch's), for a before/after in
+one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import math
 import os
 import shutil
 import signal
@@ -36,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,9 +91,18 @@ def rss_after(python: str, code: str) -> int:
     return int(out.split()[1])
 
 
-def first_answer(directory: str, python: str) -> tuple[float, float, int]:
-    """Seconds from exec to the socket file (bound, about to serve) and to a Getenv reply,
-    and the agent's VmRSS (KiB) once idle.
+@dataclass
+class Start:
+    """One agent start, seconds from the exec of ``unshare``; RSS in KiB."""
+
+    bound: float  # the socket file exists (bound, about to listen)
+    serving: float  # the agent logged "serving on" (its ms timestamp: +-1 ms)
+    answered: float  # the Getenv reply is in
+    rss: int  # VmRSS once idle (1 s after the answer)
+
+
+def first_answer(directory: str, python: str) -> Start:
+    """Start an agent, time it to its first answered Getenv, read its idle RSS.
 
     The host side is warm before the clock starts (grpcio imported, its core initialised),
     as a VMM's long-running host process is: the time measured is trinit's.
@@ -94,21 +110,34 @@ def first_answer(directory: str, python: str) -> tuple[float, float, int]:
     sock_path = os.path.join(directory, "guest_1024")
     request = pb.GetenvRequest(key="PATH").SerializeToString()
     _warm_grpc(directory)
-    start = time.perf_counter()
-    agent = subprocess.Popen(
-        _in_namespaces(
-            python,
-            ["-m", "trinit", "agent", "--transport", f"unix:{directory}", "--log-level", "warning"],
-        ),
-        cwd=directory,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    log_path = os.path.join(directory, "agent.log")
+    with open(log_path, "wb") as log:
+        wall = time.time()
+        start = time.perf_counter()
+        agent = subprocess.Popen(
+            _in_namespaces(
+                python,
+                [
+                    "-m",
+                    "trinit",
+                    "agent",
+                    "--transport",
+                    f"unix:{directory}",
+                    "--log-level",
+                    "info",
+                ],
+            ),
+            cwd=directory,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
     try:
         while not os.path.exists(sock_path):
             time.sleep(0.001)
-        listening = time.perf_counter() - start
-        elapsed = _raw_unary(sock_path, "Getenv", request, start)
+        bound = time.perf_counter() - start
+        answered = _raw_unary(sock_path, "Getenv", request, start)
         time.sleep(1.0)
         rss = 0
         children = Path(f"/proc/{agent.pid}/task/{agent.pid}/children").read_text().split()
@@ -116,13 +145,23 @@ def first_answer(directory: str, python: str) -> tuple[float, float, int]:
         for line in Path(f"/proc/{trinit_pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 rss = int(line.split()[1])
-        return listening, elapsed, rss
+        return Start(bound, _logged_at(log_path, "serving on") - wall, answered, rss)
     finally:
         try:
             os.kill(trinit_pid, signal.SIGTERM)
         except (NameError, OSError):
             agent.kill()
         agent.wait(10)
+
+
+def _logged_at(log_path: str, text: str) -> float:
+    """The wall-clock time of the agent's first log line containing ``text``."""
+    for line in Path(log_path).read_text(errors="replace").splitlines():
+        if text in line:
+            stamp = line.split()[0].rstrip("Z")
+            moment = datetime.datetime.fromisoformat(stamp).replace(tzinfo=datetime.UTC)
+            return moment.timestamp()
+    return math.nan
 
 
 def _warm_grpc(directory: str) -> None:
@@ -179,7 +218,7 @@ def _purelib(python: str) -> str:
     ).stdout.strip()
 
 
-def _spread(values: list[float], scale: float, unit: str) -> str:
+def _spread(values: list[float] | list[int], scale: float, unit: str) -> str:
     return (
         f"median {statistics.median(values) * scale:.1f} {unit} "
         f"(min-max {min(values) * scale:.1f}-{max(values) * scale:.1f})"
@@ -210,22 +249,20 @@ def main() -> None:
             f"import sys; sys.path.append({_purelib(args.python)!r}); import trio",
         ],
         "unshare ... python -c 'import trio'": _in_namespaces(args.python, ["-c", "import trio"]),
+        "unshare ... python -c 'import trio, protobuf, h2'": _in_namespaces(
+            args.python, ["-c", _RSS_FLOORS["trio+protobuf+h2"]]
+        ),
     }
-    times: dict[str, list[float]] = {python: [] for python in agents}
-    rss: dict[str, list[float]] = {python: [] for python in agents}
-    socket_times: dict[str, list[float]] = {python: [] for python in agents}
+    starts: dict[str, list[Start]] = {python: [] for python in agents}
     base: dict[str, list[float]] = {name: [] for name in baselines}
     floors: dict[str, list[float]] = {name: [] for name in _RSS_FLOORS}
     for _ in range(args.runs):
         for python in agents:
             directory = tempfile.mkdtemp(prefix="trn-bench-", dir="/tmp")
             try:
-                bound, t, r = first_answer(directory, python)
+                starts[python].append(first_answer(directory, python))
             finally:
                 shutil.rmtree(directory, ignore_errors=True)
-            times[python].append(t)
-            socket_times[python].append(bound)
-            rss[python].append(r)
         for name, command in baselines.items():
             base[name].append(command_time(command))
         for name, code in _RSS_FLOORS.items():
@@ -238,16 +275,26 @@ def main() -> None:
     for name, values in floors.items():
         print(f"  RSS after import {name}: {_spread(values, 1 / 1024, 'MiB')}")
     for python in agents:
-        med = statistics.median(times[python])
+        times = [run.answered for run in starts[python]]
+        med = statistics.median(times)
         print(
-            f"startup to first RPC ({python}): {_spread(times[python], 1000, 'ms')} "
+            f"startup to first RPC ({python}): {_spread(times, 1000, 'ms')} "
             f"(goal <= 150 ms); {med / bare:.2f}x bare python, {med / trio_floor:.2f}x and "
             f"{(med - trio_floor) * 1000:+.1f} ms against 'import trio' in the same namespaces"
         )
-        print(f"  the socket file appeared: {_spread(socket_times[python], 1000, 'ms')}")
-        print(f"  idle RSS: {_spread(rss[python], 1 / 1024, 'MiB')} (goal <= 30 MiB)")
+        phases = {
+            "socket file bound": [run.bound for run in starts[python]],
+            "serving (logged)": [run.serving for run in starts[python]],
+            "answer after serving": [run.answered - run.serving for run in starts[python]],
+        }
+        for name, values in phases.items():
+            print(f"  {name}: {_spread(values, 1000, 'ms')}")
+        rss = [run.rss for run in starts[python]]
+        print(f"  idle RSS: {_spread(rss, 1 / 1024, 'MiB')} (goal <= 30 MiB)")
     if args.compare:
-        ratio = statistics.median(times[args.python]) / statistics.median(times[args.compare])
+        ratio = statistics.median(run.answered for run in starts[args.python]) / statistics.median(
+            run.answered for run in starts[args.compare]
+        )
         print(f"first RPC, {args.python} / {args.compare}: {ratio:.2f}x (medians)")
 
 
