@@ -22,9 +22,9 @@ the bare interpreter (``python -c pass``); ``python -c 'import trio'``, also wit
 (without the site module, the venv's site-packages appended by hand); and ``python -c
 'import trio'`` in the agent's own namespaces and tmpfs, the floor no change to trinit can go
 below since the agent runs on trio (ratios are against it), and the same with protobuf's
-runtime and h2 added (what any agent on this stack imports before it can answer). The idle
-RSS is compared with the RSS after ``import trio`` and after trio + protobuf's runtime + h2,
-the libraries any agent on this stack loads. ``--compare OTHER_PYTHON`` also starts the
+runtime and hpack added (what any agent on this stack imports before it can answer). The
+idle RSS is compared with the RSS after ``import trio`` and after trio + protobuf's runtime
++ hpack, the libraries any agent on this stack loads. ``--compare OTHER_PYTHON`` also starts the
 agent of another installation in every round (e.g. the main branch's), for a before/after in
 one run.
 """
@@ -75,10 +75,10 @@ def _in_namespaces(python: str, args: list[str]) -> list[str]:
 
 
 #: what the agent's idle RSS is compared with: trio alone, and the libraries any agent on
-#: this stack must load (trio, protobuf's runtime, h2)
+#: this stack must load (trio, protobuf's runtime, hpack for the HTTP/2 header blocks)
 _RSS_FLOORS = {
     "trio": "import trio",
-    "trio+protobuf+h2": "import trio, google.protobuf.timestamp_pb2, h2.connection",
+    "trio+protobuf+hpack": "import trio, google.protobuf.timestamp_pb2, hpack",
 }
 
 
@@ -249,8 +249,8 @@ def main() -> None:
             f"import sys; sys.path.append({_purelib(args.python)!r}); import trio",
         ],
         "unshare ... python -c 'import trio'": _in_namespaces(args.python, ["-c", "import trio"]),
-        "unshare ... python -c 'import trio, protobuf, h2'": _in_namespaces(
-            args.python, ["-c", _RSS_FLOORS["trio+protobuf+h2"]]
+        "unshare ... python -c 'import trio, protobuf, hpack'": _in_namespaces(
+            args.python, ["-c", _RSS_FLOORS["trio+protobuf+hpack"]]
         ),
     }
     starts: dict[str, list[Start]] = {python: [] for python in agents}

@@ -80,7 +80,7 @@ def _listening_line(lines: list[str]) -> int:
 
 def test_purerpc_client_and_anyio_are_never_imported(agent_log: list[str]) -> None:
     modules = _modules(agent_log)
-    assert "h2.connection" in modules and "trio" in modules  # the profile is there
+    assert "trio" in modules and "trinit.rpc._adapter" in modules  # the profile is there
     assert [m for m in modules if _is_in(m, NEVER)] == []
 
 
@@ -98,13 +98,14 @@ def test_the_supervision_tree_loads_after_the_api_serves(agent_log: list[str]) -
 def test_the_servicer_and_http2_load_while_the_listener_already_accepts(
     agent_log: list[str],
 ) -> None:
-    """protobuf's runtime, the generated messages and h2 are imported after listen(): a host
-    that is already dialling connects and sends its request meanwhile (trinit._agent)."""
+    """protobuf's runtime, the generated messages and the HTTP/2 server are imported after
+    listen(): a host that is already dialling connects and sends its request meanwhile
+    (trinit._agent)."""
     listening = _listening_line(agent_log)
     serving = _serving_line(agent_log)
     assert listening < serving
     before = _modules(agent_log[:listening])
     between = _modules(agent_log[listening:serving])
-    for module in ("trinit._proto.sandbox_pb2", "google.protobuf.descriptor", "h2.connection"):
+    for module in ("trinit._proto.sandbox_pb2", "google.protobuf.descriptor", "trinit.rpc._http2"):
         assert module not in before
         assert module in between

@@ -38,7 +38,7 @@ passed in ``TRINIT_LAUNCHED_AT`` so the interpreter start-up is on the timeline 
 
 This module imports only the standard library and ``trinit._linux`` (itself stdlib-only) at
 import time, so the launcher can reach the mounts before the heavier imports (trio,
-protobuf, h2) happen.
+protobuf, the HTTP/2 server) happen.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ class Boot:
         log.info(f"trinit booting (python {sys.version.split()[0]}, pid {os.getpid()})")
         if launched is not None:
             self.timeline.mark("launcher", float(launched))
-        self.timeline.mark("imports done")  # interpreter start-up and trio, protobuf, h2
+        self.timeline.mark("imports done")  # interpreter start-up and trio, protobuf, trinit.rpc
         if not os.path.exists("/proc/self/stat"):
             mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         if root_is_initramfs():
