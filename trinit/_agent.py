@@ -5,10 +5,10 @@ the generated messages, ``trinit.rpc``) while a host that is already dialling co
 sends its first request into the listen backlog; serve the gRPC API in the root nursery;
 then (``trinit._owners``) the reaper (the only waitpid caller), the container registry and
 the proxy table are built in the root nursery when the first RPC needs them or shortly
-after serving began, and an exec helper is warmed. The host's first calls are answered
-before any of the supervision tree is imported. SIGTERM/SIGINT from a trusted sender
-(``trinit._stopsignals``: not a container sharing our PID namespace) delete every container
-(killing and reaping their processes), sync, and exit 0.
+after serving began, and the exec fork server is started. The host's first calls are
+answered before any of the supervision tree is imported. SIGTERM/SIGINT from a trusted
+sender (``trinit._stopsignals``: not a container sharing our PID namespace) delete every
+container (killing and reaping their processes), sync, and exit 0.
 """
 
 from __future__ import annotations
@@ -190,8 +190,8 @@ async def _serve(
             log.info(f"serving on {transport.describe()} port {config.port}")
             if on_serving is not None:
                 on_serving(root)
-            # the reaper, registry, proxies and a warm helper: after serving, never delaying
-            # the first RPC (trinit._owners)
+            # the reaper, registry, proxies and the fork server: after serving, never
+            # delaying the first RPC (trinit._owners)
             root.start_soon(owners.run, root)
             if frames := memtrace.frames_wanted():  # developer switch, off by default
                 root.start_soon(memtrace.run, frames)

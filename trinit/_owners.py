@@ -80,7 +80,7 @@ class DeferredOwners:
     """Builds :class:`Owners` in the agent's root nursery once wanted; see the module doc.
 
     :meth:`run` is a root-nursery task; :meth:`get` is for RPC handlers; :meth:`shutdown`
-    is the agent's orderly stop (containers deleted, the warm helper killed).
+    is the agent's orderly stop (containers deleted, the exec fork server stopped).
     """
 
     def __init__(self, build: Callable[[trio.Nursery], Awaitable[Owners]]) -> None:
@@ -103,9 +103,9 @@ class DeferredOwners:
         return self._owners
 
     async def run(self, root: trio.Nursery, grace: float = STARTUP_GRACE) -> None:
-        """Wait until wanted (or ``grace`` is over), build in ``root``, then warm an exec
-        helper. A build failure propagates into ``root``, as it did when the agent built
-        everything before serving: the agent stops."""
+        """Wait until wanted (or ``grace`` is over), build in ``root``, then start the exec
+        fork server. A build failure propagates into ``root``, as it did when the agent
+        built everything before serving: the agent stops."""
         with trio.move_on_after(grace):
             await self._wanted.wait()
         if self._state is not _State.WAITING:
@@ -118,7 +118,7 @@ class DeferredOwners:
         await owners.backend.prewarm()
 
     async def shutdown(self, stop_grace: float) -> None:
-        """Stop proxies and delete every container (bounded), then kill the warm helper.
+        """Stop proxies and delete every container (bounded), then the exec fork server.
 
         Owners never built are never built now; a build under way is waited for first.
         """
