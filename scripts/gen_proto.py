@@ -67,47 +67,50 @@ def render_purerpc(descriptor_set: bytes) -> str:
     purerpc 0.8's own protoc plugin refuses proto3 `optional` fields (it never declared the
     feature), so the servicer is rendered here from the descriptor. The base class answers
     every method UNIMPLEMENTED; trinit's servicer overrides what it implements.
+
+    The module does not import purerpc when it is imported: purerpc's package ``__init__``
+    imports its client, anyio and anyio's socket and TLS layers (~15 ms of the agent's
+    start, docs/benchmarks.md), and the agent's server (trinit.rpc) needs none of it, only
+    the plain method table ``METHODS``. ``service`` (what ``purerpc.Server.add_service``
+    takes) and the UNIMPLEMENTED answers import purerpc when they are used.
     """
     from google.protobuf import descriptor_pb2
 
     fds = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set)
     (proto,) = [f for f in fds.file if f.name == "sandbox.proto"]
     lines = [
-        '"""purerpc stubs generated from proto/sandbox.proto by scripts/gen_proto.py."""',
+        '"""purerpc stubs generated from proto/sandbox.proto by scripts/gen_proto.py.',
+        "",
+        "purerpc is imported only when ``service`` or an UNIMPLEMENTED answer is used (its",
+        "package imports its client and anyio); a server reads the plain ``METHODS`` table.",
+        '"""',
         "",
         "from collections.abc import AsyncIterator",
-        "from typing import Any",
-        "",
-        "import purerpc",
-        "from purerpc.grpclib.exceptions import UnimplementedError",
+        "from typing import Any, NamedTuple",
         "",
         "from . import sandbox_pb2 as sandbox__pb2",
+        "",
+        "",
+        "class MethodSpec(NamedTuple):",
+        '    """One RPC: ``cardinality`` names a member of ``purerpc.Cardinality``."""',
+        "",
+        "    name: str",
+        "    cardinality: str",
+        "    request_type: Any",
+        "    response_type: Any",
+        "",
+        "",
+        "def _unimplemented(name: str) -> Exception:",
+        "    from purerpc.grpclib.exceptions import UnimplementedError",
+        "",
+        '    return UnimplementedError(f"{name} is not implemented")',
         "",
     ]
     for service in proto.service:
         full = f"{proto.package}.{service.name}"
-        lines += ["", f"class {service.name}Servicer(purerpc.Servicer):"]
+        lines += ["", f"class {service.name}Servicer:"]
         lines.append(f'    SERVICE_NAME = "{full}"')
-        lines.append("")
-        for m in service.method:
-            if m.server_streaming:
-                lines += [
-                    f"    async def {m.name}(self, input_message: Any) -> AsyncIterator[Any]:",
-                    f'        raise UnimplementedError("{m.name} is not implemented")',
-                    "        yield  # an async generator, like the handlers that override it",
-                    "",
-                ]
-                continue
-            lines += [
-                f"    async def {m.name}(self, input_message: Any) -> Any:",
-                f'        raise UnimplementedError("{m.name} is not implemented")',
-                "",
-            ]
-        lines += [
-            "    @property",
-            "    def service(self) -> purerpc.Service:",
-            f'        service_obj = purerpc.Service("{full}")',
-        ]
+        lines.append("    METHODS = (")
         for m in service.method:
             card = {
                 (False, False): "UNARY_UNARY",
@@ -116,17 +119,44 @@ def render_purerpc(descriptor_set: bytes) -> str:
                 (True, True): "STREAM_STREAM",
             }[(m.client_streaming, m.server_streaming)]
             lines += [
-                "        service_obj.add_method(",
+                "        MethodSpec(",
                 f'            "{m.name}",',
-                f"            self.{m.name},",
-                "            purerpc.RPCSignature(",
-                f"                purerpc.Cardinality.{card},",
-                f"                sandbox__pb2.{m.input_type.rsplit('.', 1)[1]},",
-                f"                sandbox__pb2.{m.output_type.rsplit('.', 1)[1]},",
-                "            ),",
-                "        )",
+                f'            "{card}",',
+                f"            sandbox__pb2.{m.input_type.rsplit('.', 1)[1]},",
+                f"            sandbox__pb2.{m.output_type.rsplit('.', 1)[1]},",
+                "        ),",
             ]
-        lines += ["        return service_obj", ""]
+        lines += ["    )", ""]
+        for m in service.method:
+            if m.server_streaming:
+                lines += [
+                    f"    async def {m.name}(self, input_message: Any) -> AsyncIterator[Any]:",
+                    f'        raise _unimplemented("{m.name}")',
+                    "        yield  # an async generator, like the handlers that override it",
+                    "",
+                ]
+                continue
+            lines += [
+                f"    async def {m.name}(self, input_message: Any) -> Any:",
+                f'        raise _unimplemented("{m.name}")',
+                "",
+            ]
+        lines += [
+            "    @property",
+            "    def service(self) -> Any:",
+            '        """The ``purerpc.Service`` of this servicer (for ``purerpc.Server``)."""',
+            "        import purerpc",
+            "",
+            "        service_obj = purerpc.Service(self.SERVICE_NAME)",
+            "        for spec in self.METHODS:",
+            "            cardinality = purerpc.Cardinality[spec.cardinality]",
+            "            signature = purerpc.RPCSignature(",
+            "                cardinality, spec.request_type, spec.response_type",
+            "            )",
+            "            service_obj.add_method(spec.name, getattr(self, spec.name), signature)",
+            "        return service_obj",
+            "",
+        ]
     return "\n".join(lines)
 
 

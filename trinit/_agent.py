@@ -1,9 +1,14 @@
 """The agent: trinit's main job, serving SandboxContext to the host.
 
-The root nursery owns, in order: the reaper (the only waitpid caller), the container
-registry's containers, and the gRPC server on the transport's listener. SIGTERM/SIGINT
-from a trusted sender (``trinit._stopsignals``: not a container sharing our PID namespace)
-delete every container (killing and reaping their processes), sync, and exit 0.
+Start-up order: listen; import the servicer and the HTTP/2 server (protobuf's runtime and
+the generated messages, ``trinit.rpc``) while a host that is already dialling connects and
+sends its first request into the listen backlog; serve the gRPC API in the root nursery;
+then (``trinit._owners``) the reaper (the only waitpid caller), the container registry and
+the proxy table are built in the root nursery when the first RPC needs them or shortly
+after serving began, and the exec fork server is started. The host's first calls are
+answered before any of the supervision tree is imported. SIGTERM/SIGINT from a trusted
+sender (``trinit._stopsignals``: not a container sharing our PID namespace) delete every
+container (killing and reaping their processes), sync, and exit 0.
 """
 
 from __future__ import annotations
@@ -15,17 +20,16 @@ import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import trio
 
 from trinit import _memtrace as memtrace
 from trinit._linux import set_child_subreaper
-from trinit._server import Servicer
+from trinit._owners import DeferredOwners, OwnersConfig, build_owners
 from trinit._stopsignals import StopSignals, block_stop_signals
 from trinit.errors import TrinitError, describe
 from trinit.io import Transport, UnixTransport, parse_transport
-from trinit.nursery import ContainerCgroups, ContainerRegistry, HelperBackend, ProxyTable, Reaper
-from trinit.rpc import serve
 
 log = logging.getLogger("trinit.agent")
 
@@ -153,6 +157,7 @@ async def run_agent(
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     block_stop_signals()  # before any worker thread starts: threads inherit the mask
     listener = await _listen(transport, config.port)
+    log.debug(f"listening on {transport.describe()} port {config.port}")
     socket_file = _SocketFile(transport, config.port)
     try:
         await _serve(config, transport, listener, on_serving)
@@ -167,36 +172,31 @@ async def _serve(
     listener: trio.abc.Listener[trio.SocketStream],
     on_serving: Callable[[trio.Nursery], None] | None,
 ) -> None:
-    reaper = Reaper()
+    # Imported once the listener exists (see the module doc): the host's connection and
+    # first request wait in the backlog meanwhile instead of after these imports.
+    from trinit._server import Servicer
+    from trinit.rpc import serve
+
+    owners = DeferredOwners(
+        partial(
+            build_owners,
+            OwnersConfig(transport, config.cgroup_root, config.drain_grace, config.entry_point),
+        )
+    )
     with StopSignals() as stop_signals:  # only trusted senders (see trinit._stopsignals)
         async with trio.open_nursery() as root:
-            await root.start(reaper.run)
-            # is the root cgroup2? reads /proc/self/mountinfo: not on the loop
-            cgroups = await trio.to_thread.run_sync(ContainerCgroups.for_root, config.cgroup_root)
-            registry = ContainerRegistry(
-                root,
-                reaper=reaper,
-                backend=(
-                    backend := HelperBackend(entry_point=config.entry_point)
-                ),  # zygote pool: closed below
-                dial=transport.dial,
-                drain_grace=config.drain_grace,
-                cgroups=cgroups,
-            )
-            proxies = ProxyTable(root, transport)
-            servicer = Servicer(registry, transport.dial, proxies, mount_binfmt_misc=config.vm_init)
+            servicer = Servicer(owners.get, transport.dial, mount_binfmt_misc=config.vm_init)
             await root.start(serve, listener, servicer)
             log.info(f"serving on {transport.describe()} port {config.port}")
             if on_serving is not None:
                 on_serving(root)
-            root.start_soon(backend.prewarm)  # after serving: never delays the first RPC
+            # the reaper, registry, proxies and the fork server: after serving, never
+            # delaying the first RPC (trinit._owners)
+            root.start_soon(owners.run, root)
             if frames := memtrace.frames_wanted():  # developer switch, off by default
                 root.start_soon(memtrace.run, frames)
             stop = await stop_signals.wait()
             log.info(f"received {stop.name}, shutting down")
-            with trio.move_on_after(15):
-                await proxies.stop_all()
-                await registry.shutdown(config.stop_grace)
-            await backend.aclose()  # kill the waiting exec zygote (shielded, bounded)
+            await owners.shutdown(config.stop_grace)
             await trio.to_thread.run_sync(os.sync)
             root.cancel_scope.cancel()

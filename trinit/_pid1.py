@@ -14,11 +14,12 @@ as the VM's init.
    0755, other already-mounted targets left alone; an existing cgroup2 is remounted with
    ``nsdelegate``); load the kernel modules the API needs (vsock) from the initfs' list;
    create trinit's own cgroup (memory.high 80 MiB, memory.low 50 MiB) and move in.
-2. The agent (``trinit._agent.run_agent``) starts its reaper (trinit is the reaper of every
-   orphan in the VM simply by being PID 1) and listens on vsock port 1024. As soon as it
-   listens it calls :meth:`Boot.on_serving`, which starts the late stage in the agent's root
-   nursery: the remaining kernel modules, binfmt_misc if one of them provided it, the memory
-   monitor of the own cgroup.
+2. The agent (``trinit._agent.run_agent``) listens on vsock port 1024 and serves. As soon as
+   it serves it calls :meth:`Boot.on_serving`, which starts the late stage in the agent's
+   root nursery: the remaining kernel modules, binfmt_misc if one of them provided it, the
+   memory monitor of the own cgroup. Then it builds its reaper (trinit is the reaper of
+   every orphan in the VM simply by being PID 1) and container registry (``trinit._owners``:
+   when an RPC first needs them, or shortly after serving).
    Slow or optional work therefore never delays the first RPC.
 3. When the agent returns (SIGTERM or SIGINT, e.g. ctrl-alt-del: containers are deleted and
    the disks synced by the agent), sync once more and ``reboot(RB_POWER_OFF)``. PID 1 never
@@ -36,8 +37,8 @@ started), e.g. ``boot: stage=serving uptime=1.234``; the launcher's first instru
 passed in ``TRINIT_LAUNCHED_AT`` so the interpreter start-up is on the timeline too.
 
 This module imports only the standard library and ``trinit._linux`` (itself stdlib-only) at
-import time, so the launcher can reach the mounts before the heavier imports (trio, purerpc,
-protobuf) happen.
+import time, so the launcher can reach the mounts before the heavier imports (trio,
+protobuf, the HTTP/2 server) happen.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ class Boot:
         log.info(f"trinit booting (python {sys.version.split()[0]}, pid {os.getpid()})")
         if launched is not None:
             self.timeline.mark("launcher", float(launched))
-        self.timeline.mark("imports done")  # interpreter start-up and trio, purerpc, protobuf
+        self.timeline.mark("imports done")  # interpreter start-up and trio, protobuf, trinit.rpc
         if not os.path.exists("/proc/self/stat"):
             mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         if root_is_initramfs():

@@ -12,14 +12,17 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from trinit import errors, system
 from trinit._proto import sandbox_pb2 as pb
 from trinit._proto.sandbox_grpc import SandboxContextServicer
-from trinit.nursery import ContainerRegistry, Dial, ProxyTable, StdioPorts
+
+if TYPE_CHECKING:
+    from trinit._owners import GetOwners
+    from trinit.nursery import ContainerRegistry, Dial, ProxyTable
 
 log = logging.getLogger("trinit.server")
 
@@ -47,26 +50,35 @@ def _opt(message: Any, name: str) -> Any:
 class Servicer(SandboxContextServicer):
     def __init__(
         self,
-        registry: ContainerRegistry,
+        owners: GetOwners,
         dial: Dial,
-        proxies: ProxyTable,
         *,
         mount_binfmt_misc: bool = False,
     ) -> None:
-        """``mount_binfmt_misc``: SetupEmulator may mount binfmt_misc on demand (only the
+        """``owners`` gives the registry and the proxy table, waiting for them if the agent
+        has not built them yet (``trinit._owners``: the API serves before they exist).
+        ``mount_binfmt_misc``: SetupEmulator may mount binfmt_misc on demand (only the
         VM's init: elsewhere binfmt_misc is the machine's single instance)."""
-        self._registry = registry
+        self._owners = owners
         self._dial = dial
-        self._proxies = proxies
         self._emulator_mount = system.mount_binfmt_misc if mount_binfmt_misc else None
+
+    async def _registry(self) -> ContainerRegistry:
+        return (await self._owners()).registry
+
+    async def _proxies(self) -> ProxyTable:
+        return (await self._owners()).proxies
 
     # ------------------------------------------------------------- processes
     async def CreateProcess(self, request: Any) -> Any:
         with operation("createProcess: failed to create process", "createProcess"):
+            registry = await self._registry()
+            from trinit.nursery import StdioPorts  # imported by the registry's build
+
             ports = StdioPorts(
                 _opt(request, "stdin"), _opt(request, "stdout"), _opt(request, "stderr")
             )
-            await self._registry.create_process(
+            await registry.create_process(
                 request.id,
                 _opt(request, "containerID"),
                 request.configuration,
@@ -77,12 +89,14 @@ class Servicer(SandboxContextServicer):
 
     async def StartProcess(self, request: Any) -> Any:
         with operation("startProcess: failed to start process"):
-            pid = await self._registry.start_process(request.id, _opt(request, "containerID"))
+            registry = await self._registry()
+            pid = await registry.start_process(request.id, _opt(request, "containerID"))
         return pb.StartProcessResponse(pid=pid)
 
     async def WaitProcess(self, request: Any) -> Any:
         with operation("waitProcess: failed to wait on process"):
-            _, proc = self._registry.lookup(request.id, _opt(request, "containerID"))
+            registry = await self._registry()
+            _, proc = registry.lookup(request.id, _opt(request, "containerID"))
             code, exited_at = await proc.wait()
         stamp = Timestamp()
         stamp.FromNanoseconds(int(exited_at * 1e9))
@@ -90,24 +104,28 @@ class Servicer(SandboxContextServicer):
 
     async def KillProcess(self, request: Any) -> Any:
         with operation("killProcess: failed to kill process"):
-            _, proc = self._registry.lookup(request.id, _opt(request, "containerID"))
+            registry = await self._registry()
+            _, proc = registry.lookup(request.id, _opt(request, "containerID"))
             proc.kill(request.signal)
         return pb.KillProcessResponse()
 
     async def DeleteProcess(self, request: Any) -> Any:
         with operation("deleteProcess: failed to delete process", "deleteProcess"):
-            await self._registry.delete_process(request.id, _opt(request, "containerID"))
+            registry = await self._registry()
+            await registry.delete_process(request.id, _opt(request, "containerID"))
         return pb.DeleteProcessResponse()
 
     async def ResizeProcess(self, request: Any) -> Any:
         with operation("resizeProcess: failed to resize process"):
-            _, proc = self._registry.lookup(request.id, _opt(request, "containerID"))
+            registry = await self._registry()
+            _, proc = registry.lookup(request.id, _opt(request, "containerID"))
             proc.resize(request.rows, request.columns)
         return pb.ResizeProcessResponse()
 
     async def CloseProcessStdin(self, request: Any) -> Any:
         with operation("closeProcessStdin: failed to close process stdin"):
-            _, proc = self._registry.lookup(request.id, _opt(request, "containerID"))
+            registry = await self._registry()
+            _, proc = registry.lookup(request.id, _opt(request, "containerID"))
             await proc.close_stdin()
         return pb.CloseProcessStdinResponse()
 
@@ -117,7 +135,8 @@ class Servicer(SandboxContextServicer):
         # empty means all; vminitd's quirk kept: [UNSPECIFIED] alone selects nothing
         categories = set(request.categories) if request.categories else set(ALL_STAT_CATEGORIES)
         with operation("containerStatistics"):
-            stats = await self._registry.statistics(list(request.container_ids), categories)
+            registry = await self._registry()
+            stats = await registry.statistics(list(request.container_ids), categories)
         return pb.ContainerStatisticsResponse(containers=stats)
 
     # ------------------------------------------------------------ the system
@@ -180,7 +199,8 @@ class Servicer(SandboxContextServicer):
 
     async def ProxyVsock(self, request: Any) -> Any:
         with operation("proxyVsock: failed to setup vsock proxy"):
-            await self._proxies.start(
+            proxies = await self._proxies()
+            await proxies.start(
                 request.id,
                 request.action,
                 request.vsock_port,
@@ -191,7 +211,8 @@ class Servicer(SandboxContextServicer):
 
     async def StopVsockProxy(self, request: Any) -> Any:
         with operation("stopVsockProxy: failed to stop vsock proxy"):
-            await self._proxies.stop(request.id)
+            proxies = await self._proxies()
+            await proxies.stop(request.id)
         return pb.StopVsockProxyResponse()
 
     async def Copy(self, request: Any) -> AsyncIterator[Any]:

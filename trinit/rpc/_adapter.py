@@ -1,10 +1,12 @@
-"""Serve a purerpc ``Servicer`` over any trio listener: our own HTTP/2 server loop.
+"""Serve a purerpc-generated servicer over any trio listener: our own HTTP/2 server loop.
 
 Who calls it: the agent's root nursery runs :func:`serve` with the transport's listener
-(AF_VSOCK in a guest, AF_UNIX in development and tests). Only the servicer's
-``.service`` description (method functions and protobuf types) comes from purerpc; the
-connection handling below replaces ``purerpc.Server``, which cannot be used. Its defects,
-and how this module fixes each one:
+(AF_VSOCK in a guest, AF_UNIX in development and tests). Only the servicer's method table
+(``METHODS``: names, cardinalities, protobuf types, as ``scripts/gen_proto.py`` renders it
+next to the purerpc ``service`` description) is read; the connection handling below
+replaces ``purerpc.Server``, which cannot be used. purerpc itself is not imported here: its
+package imports its client and anyio (~15 ms of the agent's start), and nothing of it is
+needed to serve. Its defects, and how this module fixes each one:
 
 - ``Server`` binds a TCP port on all interfaces (SO_REUSEPORT) and sets TCP options on
   every socket, which fails on AF_UNIX and AF_VSOCK. -> :func:`serve` takes any
@@ -112,12 +114,10 @@ import collections
 import inspect
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
-from typing import Any, Final, NoReturn
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, Final, NoReturn, Protocol
 
-import purerpc
 import trio
-from purerpc.rpc import Cardinality
 
 from trinit._connlimit import ConnectionLimit
 from trinit._ratelimit import RateLimitedLog
@@ -179,32 +179,54 @@ _CLOSE_FLUSH_SECONDS: Final = 1.0
 _OK_TRAILERS: Final = _wire.trailers(Code.OK, "")
 
 
+class MethodSpec(Protocol):
+    """One RPC of a generated servicer's ``METHODS`` (``trinit._proto.sandbox_grpc``).
+
+    ``cardinality`` is the name of a ``purerpc.Cardinality`` member."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def cardinality(self) -> str: ...
+    @property
+    def request_type(self) -> Any: ...
+    @property
+    def response_type(self) -> Any: ...
+
+
+class GeneratedServicer(Protocol):
+    """What :func:`serve` needs of a servicer: the service's name and method table; the
+    handlers are the methods named there."""
+
+    SERVICE_NAME: str
+    METHODS: Sequence[MethodSpec]
+
+
 class _Method:
     """One servicer method, resolved once per :func:`serve` call."""
 
     __slots__ = ("call", "name", "request_type", "response_type", "streaming")
 
-    def __init__(self, name: str, call: Callable[..., Any], signature: Any) -> None:
+    def __init__(self, name: str, call: Callable[..., Any], spec: MethodSpec) -> None:
         self.name = name
         self.call = call
-        self.request_type: Any = signature.request_type
-        self.response_type: Any = signature.response_type
-        self.streaming = signature.cardinality == Cardinality.UNARY_STREAM
+        self.request_type: Any = spec.request_type
+        self.response_type: Any = spec.response_type
+        self.streaming = spec.cardinality == "UNARY_STREAM"
 
 
-def _method_table(servicer: purerpc.Servicer) -> dict[bytes, _Method]:
+def _method_table(servicer: GeneratedServicer) -> dict[bytes, _Method]:
     """``:path`` -> method, for every unary-request method of the servicer's service."""
-    service = servicer.service
+    service = servicer.SERVICE_NAME
     table: dict[bytes, _Method] = {}
-    for name, bound in service.methods.items():
-        cardinality = bound.signature.cardinality
-        if cardinality not in (Cardinality.UNARY_UNARY, Cardinality.UNARY_STREAM):
+    for spec in servicer.METHODS:
+        if spec.cardinality not in ("UNARY_UNARY", "UNARY_STREAM"):
             # The SandboxContext API has no client-streaming RPC; such a method is
             # answered UNIMPLEMENTED like an unknown one.
-            _log.warning("%s/%s: client-streaming RPCs are not supported", service.name, name)
+            _log.warning("%s/%s: client-streaming RPCs are not supported", service, spec.name)
             continue
-        path = f"/{service.name}/{name}"
-        table[path.encode()] = _Method(path, bound.method_fn, bound.signature)
+        path = f"/{service}/{spec.name}"
+        table[path.encode()] = _Method(path, getattr(servicer, spec.name), spec)
     return table
 
 
@@ -580,7 +602,7 @@ class _Connection:
                     request = method.request_type.FromString(payload)
                 except Exception as exc:  # protobuf's DecodeError, whatever its module
                     raise InvalidArgument(f"malformed request: {describe(exc)}") from None
-                result = method.call(request, None)
+                result = method.call(request)
                 if method.streaming:
                     await self._stream_responses(call, result)
                 else:
@@ -794,7 +816,7 @@ async def _serve_connection(
 
 async def serve(
     listener: trio.abc.Listener[trio.abc.Stream],
-    servicer: purerpc.Servicer,
+    servicer: GeneratedServicer,
     *,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,

@@ -14,9 +14,8 @@ Invariants:
 
 from __future__ import annotations
 
-from typing import Final
-
-from purerpc.grpclib.exceptions import RpcFailedError
+import sys
+from typing import Any, Final
 
 from trinit.errors import Code, TrinitError, to_status
 
@@ -126,6 +125,19 @@ def _single_leaf(exc: BaseException) -> BaseException:
     return exc
 
 
+def _purerpc_status(exc: BaseException) -> Any:
+    """The status of a purerpc ``RpcFailedError``, else None.
+
+    purerpc is not imported for this: its package import costs the agent's start ~15 ms
+    (its client and anyio), and an exception of purerpc's can only exist once purerpc's
+    exceptions module has been imported by whoever raised it.
+    """
+    exceptions = sys.modules.get("purerpc.grpclib.exceptions")
+    if exceptions is not None and isinstance(exc, exceptions.RpcFailedError):
+        return exc.status
+    return None
+
+
 def status_of(exc: BaseException) -> tuple[Code, str]:
     """The (code, message) a handler's exception becomes.
 
@@ -133,8 +145,8 @@ def status_of(exc: BaseException) -> tuple[Code, str]:
     keep their status; everything else goes through :func:`trinit.errors.to_status`.
     """
     exc = _single_leaf(exc)
-    if isinstance(exc, RpcFailedError):
-        status = exc.status
+    status = _purerpc_status(exc)
+    if status is not None:
         try:
             code = Code(status.int_value)
         except ValueError:
@@ -145,7 +157,8 @@ def status_of(exc: BaseException) -> tuple[Code, str]:
 
 def is_expected(exc: BaseException) -> bool:
     """True for errors that carry their own status (not a bug in a handler)."""
-    return isinstance(_single_leaf(exc), TrinitError | RpcFailedError)
+    leaf = _single_leaf(exc)
+    return isinstance(leaf, TrinitError) or _purerpc_status(leaf) is not None
 
 
 class UnaryRequestReader:
