@@ -113,6 +113,7 @@ LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 # reboot(2) (linux/reboot.h)
 RB_POWER_OFF = 0x4321FEDC
+RB_DISABLE_CAD = 0  # ctrl-alt-del sends SIGINT to PID 1 instead of restarting at once
 
 # inotify(7) (linux/inotify.h; the flags are O_NONBLOCK and O_CLOEXEC)
 IN_MODIFY = 0x00000002

@@ -9,6 +9,7 @@ as the VM's init.
    on /dev if the kernel did not (Debian's kernel is built without DEVTMPFS_MOUNT) and make
    sure fds 0-2 are the console; RLIMIT_NOFILE soft and
    hard to ``fs.nr_open``; ignore SIGPIPE (and SIGINT until the agent listens for it);
+   ctrl-alt-del becomes a SIGINT to PID 1 (``reboot(RB_DISABLE_CAD)``);
    oom_score_adj -1000 (the OOM killer takes PID 1 last: its death is the VM's);
    tmpfs /run, sysfs /sys, cgroup2 /sys/fs/cgroup with ``nsdelegate`` (targets created
    0755, other already-mounted targets left alone; an existing cgroup2 is remounted with
@@ -138,6 +139,7 @@ class Boot:
         # Until the agent listens for SIGINT (ctrl-alt-del), a KeyboardInterrupt would kill
         # PID 1; the kernel does not deliver it to init while it is ignored.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        disable_ctrl_alt_del()
         mounted = mount_points()
         for source, target, fstype, flags, data in (
             ("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, None),
@@ -339,6 +341,16 @@ def mount_points() -> dict[str, str]:
             return {f[1]: f[2] for f in (line.split() for line in file) if len(f) > 2}
     except FileNotFoundError:
         return {}
+
+
+def disable_ctrl_alt_del() -> None:
+    """Have the kernel send SIGINT to PID 1 on ctrl-alt-del (``reboot(RB_DISABLE_CAD)``):
+    the agent then deletes the containers and syncs before powering off. Left enabled,
+    the kernel restarts the VM at once, without a sync. Best effort: logged if refused."""
+    try:
+        linux.reboot(linux.RB_DISABLE_CAD)
+    except OSError as exc:
+        log.warning(f"cannot hand ctrl-alt-del to PID 1: {exc.strerror}")
 
 
 def set_oom_score_adj(value: int, path: str = "/proc/self/oom_score_adj") -> None:

@@ -216,9 +216,12 @@ class Driver:
         leave_trinit_cgroup()
         with open("/proc/1/oom_score_adj") as file:
             pid1_oom_score_adj = int(file.read())
+        with open("/proc/sys/kernel/ctrl-alt-del") as file:
+            ctrl_alt_del = int(file.read())
         return {"listening_uptime": listening, "first_rpc_uptime": answered,
                 "pid1_start": pid1_start_time(),
                 "pid1_oom_score_adj": pid1_oom_score_adj,
+                "ctrl_alt_del": ctrl_alt_del,
                 "emulator_registered_first": emulator}  # fmt: skip
 
     def setup_rootfs(self) -> dict[str, Any]:

@@ -87,6 +87,11 @@ def test_pid1_is_the_oom_killers_last_choice(vm: harness.VmRun) -> None:
     assert ok(vm, "boot")["pid1_oom_score_adj"] == -1000
 
 
+def test_ctrl_alt_del_is_handed_to_pid1(vm: harness.VmRun) -> None:
+    """0: the kernel sends SIGINT to PID 1 (a clean stop); 1 would restart the VM at once."""
+    assert ok(vm, "boot")["ctrl_alt_del"] == 0
+
+
 def test_containers_cannot_reach_a_default_vsock_listener(vm: harness.VmRun) -> None:
     data = ok(vm, "vsock_guard")
     probes = data["probes"]
