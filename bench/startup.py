@@ -49,30 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from trinit._proto import sandbox_pb2 as pb  # noqa: E402
-
-
-def _in_namespaces(python: str, args: list[str]) -> list[str]:
-    """``python ARGS`` as LocalAgent starts the agent: fresh namespaces, a tmpfs on /run."""
-    script = 'mount -t tmpfs -o mode=755 tmpfs /run && exec "$0" "$@"'
-    return [
-        "unshare",
-        "--pid",
-        "--fork",
-        "--mount",
-        "--uts",
-        "--ipc",
-        "--net",
-        "--mount-proc",
-        "--propagation",
-        "private",
-        "--kill-child=SIGKILL",
-        "sh",
-        "-c",
-        script,
-        python,
-        *args,
-    ]
-
+from trinit.host import in_fresh_namespaces  # noqa: E402
 
 #: what the agent's idle RSS is compared with: trio alone, and the libraries any agent on
 #: this stack must load (trio, protobuf's runtime, hpack for the HTTP/2 header blocks)
@@ -115,7 +92,7 @@ def first_answer(directory: str, python: str) -> Start:
         wall = time.time()
         start = time.perf_counter()
         agent = subprocess.Popen(
-            _in_namespaces(
+            in_fresh_namespaces(
                 python,
                 [
                     "-m",
@@ -248,8 +225,10 @@ def main() -> None:
             "-c",
             f"import sys; sys.path.append({_purelib(args.python)!r}); import trio",
         ],
-        "unshare ... python -c 'import trio'": _in_namespaces(args.python, ["-c", "import trio"]),
-        "unshare ... python -c 'import trio, protobuf, hpack'": _in_namespaces(
+        "unshare ... python -c 'import trio'": in_fresh_namespaces(
+            args.python, ["-c", "import trio"]
+        ),
+        "unshare ... python -c 'import trio, protobuf, hpack'": in_fresh_namespaces(
             args.python, ["-c", _RSS_FLOORS["trio+protobuf+hpack"]]
         ),
     }

@@ -2,7 +2,7 @@
 
 from ._attach import FORWARDED_SIGNALS, attach, fd_sink
 from ._client import Host, Process, Result, oci_spec
-from ._local import LocalAgent
+from ._local import LocalAgent, in_fresh_namespaces
 from ._ports import HostPort, PortAllocator
 from ._rootfs import build_busybox_rootfs, busybox_spec
 from ._seccomp import default_seccomp
@@ -22,5 +22,6 @@ __all__ = [
     "busybox_spec",
     "default_seccomp",
     "fd_sink",
+    "in_fresh_namespaces",
     "oci_spec",
 ]

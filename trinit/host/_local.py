@@ -44,6 +44,18 @@ def _remove_cgroup_tree(path: str) -> None:
         pass
 
 
+def in_fresh_namespaces(python: str, args: list[str]) -> list[str]:
+    """The command line that runs ``python ARGS`` the way :class:`LocalAgent` runs the
+    agent: as PID 1 of fresh PID, mount, UTS, IPC and network namespaces (``unshare``;
+    killed with its parent), with its own /proc and a tmpfs on /run."""
+    script = 'mount -t tmpfs -o mode=755 tmpfs /run && exec "$0" "$@"'
+    return [
+        "unshare", "--pid", "--fork", "--mount", "--uts", "--ipc", "--net", "--mount-proc",
+        "--propagation", "private", "--kill-child=SIGKILL",
+        "sh", "-c", script, python, *args,
+    ]  # fmt: skip
+
+
 class LocalAgent:
     cgroup_root: str | None = None
 
@@ -83,29 +95,11 @@ class LocalAgent:
             cgroup_root = os.path.join(mount, f"trinit-local-{directory.name}")
             os.makedirs(cgroup_root, exist_ok=True)
             extra_args = ("--cgroup-root", cgroup_root, *extra_args)
-        script = 'mount -t tmpfs -o mode=755 tmpfs /run && exec "$0" -m trinit agent "$@"'
-        cmd = [
-            "unshare",
-            "--pid",
-            "--fork",
-            "--mount",
-            "--uts",
-            "--ipc",
-            "--net",
-            "--mount-proc",
-            "--propagation",
-            "private",
-            "--kill-child=SIGKILL",
-            "sh",
-            "-c",
-            script,
+        cmd = in_fresh_namespaces(
             sys.executable,
-            "--transport",
-            f"unix:{directory}",
-            "--log-level",
-            log_level,
-            *extra_args,
-        ]
+            ["-m", "trinit", "agent", "--transport", f"unix:{directory}",
+             "--log-level", log_level, *extra_args],
+        )  # fmt: skip
         package_root = Path(__file__).resolve().parent.parent.parent
         with open(log_path, "wb") as log_file:
             proc = subprocess.Popen(
