@@ -135,3 +135,44 @@ async def test_real_remove_with_child_cgroups_and_missing_dir(test_root: str) ->
         for sleeper in sleepers:
             sleeper.kill()
             sleeper.wait()
+
+
+def test_an_exec_born_in_its_cgroup_is_not_moved() -> None:
+    """``ContainerCgroups.place_exec`` moves an exec into its init's cgroup unless it is
+    there already (born there through the helper's ``--cgroup-path``): a write would only
+    wait for the cgroup core's lock."""
+    import trio
+
+    from trinit.nursery import ContainerCgroups
+
+    mount = cgroup2_mount()
+    assert mount is not None
+    top = os.path.join(mount, f"trinit-test-{secrets.token_hex(4)}")
+    os.mkdir(top)
+    sleepers = start_sleepers(3)
+    try:
+        hooks = ContainerCgroups(CgroupManager(top))
+        directory = hooks.manager.create("c1")
+        moves: list[int] = []
+        add_process = hooks.manager.add_process
+
+        def counting(cgroup_dir: str, pid: int) -> None:
+            moves.append(pid)
+            add_process(cgroup_dir, pid)
+
+        hooks.manager.add_process = counting  # type: ignore[method-assign]
+        init, born, outside = (proc.pid for proc in sleepers)
+        add_process(directory, init)
+        add_process(directory, born)  # as if born there
+        assert trio.run(hooks.exec_directory, init) == directory
+        trio.run(hooks.place_exec, init, born)
+        trio.run(hooks.place_exec, init, outside)
+        assert moves == [outside]
+        assert sorted(int(p) for p in read(os.path.join(directory, "cgroup.procs")).split()) == (
+            sorted([init, born, outside])
+        )
+    finally:
+        for proc in sleepers:
+            proc.kill()
+            proc.wait()
+        remove_leftovers(top)

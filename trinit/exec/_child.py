@@ -3,7 +3,7 @@
 Usage (spawned by :func:`trinit.exec.launch`, never imported by the daemon's event loop)::
 
     python -I -S <bootstrap> run --bundle-path DIR [--cgroup-root /sys/fs/cgroup]
-    python -I -S <bootstrap> exec --process-path FILE --parent-pid PID
+    python -I -S <bootstrap> exec --process-path FILE --parent-pid PID [--cgroup-path DIR]
 
 Protocol (docs/protocol.md §5.5 and §6): fd 3 is the sync pipe (we write the container pid as a
 native int32, then in terminal mode the PTY master fd number), fd 4 is the ack pipe (we read
@@ -310,7 +310,11 @@ def _open_cgroup(spec: dict[str, Any], cgroup_root: str) -> CgroupTarget | None:
     relative = (linux.get("cgroupsPath") or "").strip("/")
     if not relative:
         return None
-    directory = os.path.join(cgroup_root, relative)
+    return _open_cgroup_directory(os.path.join(cgroup_root, relative))
+
+
+def _open_cgroup_directory(directory: str) -> CgroupTarget | None:
+    """:class:`CgroupTarget` for ``directory``, or None if it is not a directory."""
     if not os.path.isdir(directory):
         return None
     with _Stage("cgroup cgroup.procs"):
@@ -917,7 +921,10 @@ def command_run(bundle: str, cgroup_root: str) -> int:
     return 0
 
 
-def _exec_process(process: dict[str, Any], seccomp: Any) -> NoReturn:
+def _exec_process(process: dict[str, Any], seccomp: Any, cgroup_ns_of: int | None) -> NoReturn:
+    if cgroup_ns_of is not None:  # left out of the parent's setns: see command_exec
+        with _Stage("join the cgroup namespace"):
+            sc.setns(cgroup_ns_of, sc.CLONE_NEWCGROUP)
     _wait_ack(ACK_PID)
     with _Stage("setsid"):
         os.setsid()
@@ -927,23 +934,44 @@ def _exec_process(process: dict[str, Any], seccomp: Any) -> NoReturn:
     _common_tail(process, seccomp)
 
 
-def command_exec(process_path: str, parent_pid: int, bundle: str | None = None) -> int:
+def command_exec(
+    process_path: str, parent_pid: int, bundle: str | None = None, cgroup_path: str | None = None
+) -> int:
+    """Start an exec in the namespaces of ``parent_pid`` (the container's init).
+
+    ``cgroup_path``: the init's cgroup directory (the agent's ``--cgroup-path``). When it is
+    a cgroup2 one and no user namespace is joined, the exec is born there
+    (:func:`fork_into`), and the agent, which checks where the exec is before moving it,
+    has nothing to move: that spares the ~10 ms wait of a ``cgroup.procs`` write. The
+    helper then joins the init's cgroup namespace only in the child, after the fork:
+    inside that namespace (with ``nsdelegate``) the kernel would refuse a child born
+    outside the helper's own cgroup.
+    """
     process = _load_json(process_path, "process")
     # an exec gets its container's filter (config.json), as in runc
     config = _load_json(os.path.join(bundle, "config.json"), "OCI bundle") if bundle else {}
     seccomp = _load_seccomp(config)
     _set_oom_score_adj(process)
+    cgroup = _open_cgroup_directory(cgroup_path) if cgroup_path else None
     with _Stage(f"pidfd_open {parent_pid}"):
         pidfd = sc.pidfd_open(parent_pid)
     try:
+        user = _userns.exec_flag(parent_pid)
+        born_in_cgroup = cgroup is not None and cgroup.cgroup2 and not user
+        flags = EXEC_NAMESPACES | user
+        if born_in_cgroup:
+            flags &= ~sc.CLONE_NEWCGROUP
         with _Stage(f"join the namespaces of {parent_pid}"):
-            sc.setns(pidfd, EXEC_NAMESPACES | _userns.exec_flag(parent_pid))
+            sc.setns(pidfd, flags)
+        with _Stage("fork"):
+            pid, _ = fork_into(cgroup if born_in_cgroup else None)
+        if pid == 0:
+            ns_of = pidfd if born_in_cgroup else None
+            _guarded(lambda: _exec_process(process, seccomp, ns_of))
     finally:
         os.close(pidfd)
-    with _Stage("fork"):
-        pid = os.fork()
-    if pid == 0:
-        _guarded(lambda: _exec_process(process, seccomp))
+        if cgroup is not None:
+            cgroup.close()
     try:
         _write_int(pid)
     except BaseException:
@@ -1005,7 +1033,12 @@ def main(argv: list[str]) -> int:
             parent_pid = int(options["parent-pid"])
         except ValueError:
             raise ChildError("exec: --parent-pid must be an integer") from None
-        return command_exec(options["process-path"], parent_pid, options.get("bundle-path"))
+        return command_exec(
+            options["process-path"],
+            parent_pid,
+            options.get("bundle-path"),
+            options.get("cgroup-path"),
+        )
     except BaseException as exc:
         _report(_describe(exc))
         return 1

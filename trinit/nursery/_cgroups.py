@@ -79,17 +79,33 @@ class ContainerCgroups(CgroupHooks):
                 os.rmdir(directory)  # nothing has joined it yet
             raise
 
+    async def exec_directory(self, init_pid: int) -> str | None:
+        """The init's current cgroup, in a worker thread (it reads /proc and mountinfo);
+        None once the init is gone (the exec then fails to join its namespaces anyway)."""
+        return await trio.to_thread.run_sync(self._init_directory, init_pid)
+
+    def _init_directory(self, init_pid: int) -> str | None:
+        try:
+            return self.manager.cgroup_of(init_pid)
+        except errors.NotFound:
+            return None
+
     async def place_exec(self, init_pid: int, pid: int) -> None:
-        """Move the exec into its init's cgroup, in a worker thread (it reads /proc and
-        mountinfo and writes ``cgroup.procs``). Cancelled meanwhile, the move completes
-        first: the exec is then in the right cgroup or was never moved, never half."""
+        """Move the exec into its init's cgroup unless it was born there (the exec helper's
+        ``--cgroup-path``), in a worker thread (it reads /proc and mountinfo and may write
+        ``cgroup.procs``). Cancelled meanwhile, the move completes first: the exec is then
+        in the right cgroup or was never moved, never half."""
         await trio.to_thread.run_sync(self._place_exec, init_pid, pid)
 
     def _place_exec(self, init_pid: int, pid: int) -> None:
-        try:
-            directory = self.manager.cgroup_of(init_pid)
-        except errors.NotFound:
+        directory = self._init_directory(init_pid)
+        if directory is None:
             return  # init already gone: the exec fails to join its namespaces anyway
+        try:
+            if self.manager.cgroup_of(pid) == directory:
+                return  # born there: a write would only wait for the cgroup core's lock
+        except errors.NotFound:
+            pass  # let the write report it
         self.manager.add_process(directory, pid)
 
     def directory(self, spec: dict[str, Any]) -> str | None:

@@ -81,6 +81,11 @@ class CgroupHooks:
     def prepare(self, container_id: str, spec: dict[str, Any]) -> None:
         return None
 
+    async def exec_directory(self, init_pid: int) -> str | None:
+        """The cgroup directory an exec of this init is to be born in (the exec helper's
+        ``--cgroup-path``), or None when there is none to give."""
+        return None
+
     async def place_exec(self, init_pid: int, pid: int) -> None:
         return None
 
@@ -250,7 +255,9 @@ class Container:
         async def place(pid: int) -> None:
             await self._cgroups.place_exec(init_pid, pid)
 
-        pid = await proc.start(before_ack=place)
+        directory = await self._cgroups.exec_directory(init_pid)
+        extra_args = ["--cgroup-path", directory] if directory else []
+        pid = await proc.start(before_ack=place, extra_args=extra_args)
         if not self._init_alive():  # the init died while this exec started
             proc.kill(signal.SIGKILL)
         return pid

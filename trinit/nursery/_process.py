@@ -252,8 +252,13 @@ class ManagedProcess:
             log.error("process did not exit after SIGKILL", extra=self._fields())
 
     # ----------------------------------------------------------------- start
-    async def start(self, before_ack: Callable[[int], Awaitable[None]] | None = None) -> int:
-        """Launch the process; returns its pid (as seen by trinit).
+    async def start(
+        self,
+        before_ack: Callable[[int], Awaitable[None]] | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> int:
+        """Launch the process; returns its pid (as seen by trinit). ``extra_args`` follow
+        the helper arguments given at creation (what only the start knows).
 
         Raises FailedPrecondition when not startable, Internal with the helper's text when
         the launch fails (the process is then ABANDONED). The child's ends of the stdio pipes
@@ -286,7 +291,7 @@ class ManagedProcess:
 
         try:
             launched = await self._backend.launch(
-                self._helper_args,
+                [*self._helper_args, *extra_args],
                 stdio=self._child_stdio,
                 terminal=self.terminal,
                 on_pid=on_pid,
