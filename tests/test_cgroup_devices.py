@@ -25,6 +25,7 @@ from trinit._mountinfo import read_mounts
 from trinit.cgroup import (
     DEFAULT_DEVICE_RULES,
     DeviceRule,
+    LoadedFilters,
     attach_device_filter,
     attached_device_filters,
     device_filter,
@@ -256,6 +257,71 @@ def test_grant_and_replace(cgroup_dir: str, tmp_path) -> None:
     seen = probe_in_cgroup(cgroup_dir, str(tmp_path))
     assert seen["open loop0"] != "EPERM"  # ENXIO without a loop driver, else ok
     assert seen["open loopctl"] == "EPERM"
+
+
+@pytest.fixture
+def two_cgroups(cgroup_dir: str) -> Iterator[tuple[str, str]]:
+    pair = (os.path.join(cgroup_dir, "a"), os.path.join(cgroup_dir, "b"))
+    for path in pair:
+        os.mkdir(path)
+    try:
+        yield pair
+    finally:
+        for path in pair:
+            os.rmdir(path)
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_one_loaded_program_serves_many_cgroups(two_cgroups: tuple[str, str]) -> None:
+    """The verifier runs once per distinct program (~1.4 ms of every container start)."""
+    loaded = LoadedFilters()
+    program = device_filter({"devices": []})
+    for path in two_cgroups:
+        attach_device_filter(path, program, loaded)
+    ids = [attached_device_filters(path) for path in two_cgroups]
+    assert len(ids[0]) == 1 and ids[0] == ids[1]  # the same program object
+    assert len(loaded) == 1
+    loaded.forget(program)
+    assert len(loaded) == 0
+    assert attached_device_filters(two_cgroups[0]) == ids[0]  # attachments hold it
+
+
+def test_loaded_programs_are_bounded(cgroup_dir: str) -> None:
+    before = _open_fds()
+    loaded = LoadedFilters(limit=2)
+    for minor in range(4):
+        rule = {"allow": True, "type": "c", "major": 10, "minor": 200 + minor, "access": "r"}
+        attach_device_filter(cgroup_dir, device_filter({"devices": [rule]}), loaded)
+    assert len(loaded) == 2
+    assert _open_fds() == before + 2  # the kept two, nothing else left open
+    loaded.clear()
+    assert _open_fds() == before
+
+
+def test_a_kept_program_already_among_others_is_loaded_afresh(cgroup_dir: str) -> None:
+    """A re-used cgroup holding our kept program *and* another: the kernel refuses the
+    same program twice with BPF_F_ALLOW_MULTI, so a fresh copy is attached instead."""
+    loaded = LoadedFilters()
+    program = device_filter({"devices": []})
+    attach_device_filter(cgroup_dir, program, loaded)
+    other = sc.bpf_prog_load(  # a second, different filter, attached beside it
+        sc.BPF_PROG_TYPE_CGROUP_DEVICE,
+        device_filter({"devices": [{"allow": False, "type": "a", "access": "rwm"}]}),
+        "Apache",
+        expected_attach_type=sc.BPF_CGROUP_DEVICE,
+    )[0]
+    directory = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        sc.bpf_prog_attach(directory, other, sc.BPF_CGROUP_DEVICE, sc.BPF_F_ALLOW_MULTI, 0)
+    finally:
+        os.close(directory)
+        os.close(other)
+    assert len(attached_device_filters(cgroup_dir)) == 2
+    attach_device_filter(cgroup_dir, program, loaded)
+    assert len(attached_device_filters(cgroup_dir)) == 3
 
 
 def test_attach_refused_names_the_errno(tmp_path) -> None:

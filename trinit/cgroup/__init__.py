@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from ._devices import (
         DEFAULT_DEVICE_RULES,
         DeviceRule,
+        LoadedFilters,
         attach_device_filter,
         attached_device_filters,
         device_filter,
@@ -49,6 +50,7 @@ __getattr__ = lazy_exports(
         "DeviceRule": "._devices",
         "attached_device_filters": "._devices",
         "attach_device_filter": "._devices",
+        "LoadedFilters": "._devices",
         "device_filter": "._devices",
         "UINT64_MAX": "._format",
         "parse_flat_keyed": "._format",
@@ -77,6 +79,7 @@ __all__ = [
     "UINT64_MAX",
     "CgroupManager",
     "DeviceRule",
+    "LoadedFilters",
     "MemoryMonitor",
     "attach_device_filter",
     "attached_device_filters",

@@ -30,8 +30,11 @@ program: it goes away with the cgroup, so removal needs no extra step.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import struct
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -316,23 +319,90 @@ def load_program(insns: bytes) -> int:
     return fd
 
 
-def attach_device_filter(cgroup_dir: str, insns: bytes) -> None:
-    """Load the filter ``insns`` (from :func:`device_filter`) and attach it to ``cgroup_dir``.
+class LoadedFilters:
+    """Device filters loaded once and attached to every cgroup that asks for the same one.
+
+    Loading runs the kernel's verifier, ~1.4 ms per container start here; almost every
+    container asks for the same program (runc's default list, or the same spec). A loaded
+    program can be attached to any number of cgroups, and each attachment holds it, so
+    closing an fd here never detaches anything. At most ``limit`` programs are kept (the
+    least recently used is closed), so a host sending ever new rules cannot make trinit
+    hold more. Thread-safe: cgroups are prepared in worker threads.
+    """
+
+    def __init__(self, limit: int = 16) -> None:
+        self._limit = limit
+        self._fds: OrderedDict[bytes, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def open(self, insns: bytes) -> int:
+        """An fd of the loaded program ``insns``; the caller closes it."""
+        with self._lock:
+            cached = self._fds.get(insns)
+            if cached is not None:
+                self._fds.move_to_end(insns)
+                return fcntl.fcntl(cached, fcntl.F_DUPFD_CLOEXEC, 0)
+        loaded = load_program(insns)  # outside the lock: the verifier takes a while
+        with self._lock:
+            if insns not in self._fds:
+                self._fds[insns] = fcntl.fcntl(loaded, fcntl.F_DUPFD_CLOEXEC, 0)
+                while len(self._fds) > self._limit:
+                    os.close(self._fds.popitem(last=False)[1])
+        return loaded
+
+    def forget(self, insns: bytes) -> None:
+        """Drop (and close) the kept program for ``insns``, if any."""
+        with self._lock:
+            fd = self._fds.pop(insns, None)
+        if fd is not None:
+            os.close(fd)
+
+    def clear(self) -> None:
+        """Close every kept program (attachments keep theirs)."""
+        with self._lock:
+            fds, self._fds = list(self._fds.values()), OrderedDict()
+        for fd in fds:
+            os.close(fd)
+
+    def __len__(self) -> int:
+        return len(self._fds)
+
+
+LOADED = LoadedFilters()
+"""The agent's loaded device filters (:func:`attach_device_filter` uses it)."""
+
+
+def attach_device_filter(
+    cgroup_dir: str, insns: bytes, loaded: LoadedFilters | None = None
+) -> None:
+    """Attach the filter ``insns`` (from :func:`device_filter`) to ``cgroup_dir``, loading it
+    unless ``loaded`` (default :data:`LOADED`) has it already.
 
     Fails closed: Internal (naming the call and the errno) if the kernel refuses, so a
     container never runs with device access it was not given. Blocking; run it in a thread.
     """
-    prog_fd = load_program(insns)
+    loaded = LOADED if loaded is None else loaded
+    prog_fd = loaded.open(insns)
     try:
         dir_fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
         os.close(prog_fd)
         raise Internal(f"devices: open {cgroup_dir}: {_describe(exc)}") from exc
     try:
-        _attach(dir_fd, prog_fd, cgroup_dir)
+        try:
+            _attach(dir_fd, prog_fd, cgroup_dir)
+        except Internal:
+            # The shared program may be attached there already among others (a re-used
+            # cgroupsPath): the kernel refuses the same program twice. A fresh one is not.
+            loaded.forget(insns)
+            os.close(prog_fd)
+            prog_fd = -1
+            prog_fd = load_program(insns)
+            _attach(dir_fd, prog_fd, cgroup_dir)
     finally:
         os.close(dir_fd)
-        os.close(prog_fd)
+        if prog_fd >= 0:
+            os.close(prog_fd)
 
 
 def _attach(dir_fd: int, prog_fd: int, cgroup_dir: str) -> None:
