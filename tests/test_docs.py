@@ -26,6 +26,7 @@ _SPEC = "spec" + r"(?:ification)?"
 FOREIGN = {
     "the external vminitd spec": re.compile(r"vminitd-" + "api"),
     "a design document outside docs/": re.compile(r"(?<![\w/-])" + "design" + r"\.md"),
+    "a section of the design document": re.compile(r"\b" + "design" + r' "[A-Z]'),
     "a style guide outside docs/": re.compile(r"(?<![\w/-])" + "style" + r"\.md"),
     "a bare spec section number": re.compile(rf"\b{_SPEC}\s+(?:sections?\s+)?\d", re.I),
     "a bare section number": re.compile(r"\((?:sections?)\s+\d", re.I),

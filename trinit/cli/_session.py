@@ -2,7 +2,7 @@
 
 The embedded agent is :class:`trinit.host.LocalAgent`: PID 1 of fresh PID, mount, UTS, IPC
 and network namespaces with a private /run and its own cgroup directory, so nothing a
-container does reaches this machine (design "Hazards"). It lives exactly as long as the
+container does reaches this machine (README "Hazards"). It lives exactly as long as the
 ``with`` block: stopping it deletes every container, its namespaces take every mount with
 them, and its directory and cgroup are removed.
 """

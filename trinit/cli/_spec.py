@@ -2,7 +2,7 @@
 command line, on top of an image's defaults.
 
 The skeleton is the one the tests use on a development machine (tmpfs /dev with single
-bound device nodes, a new devpts, no sysfs or devtmpfs: design "Hazards"), so a CLI run is
+bound device nodes, a new devpts, no sysfs or devtmpfs: README "Hazards"), so a CLI run is
 as safe on this machine as in a VM. Precedence, as docker's: command line over image
 config over built-in default.
 """

@@ -3,7 +3,7 @@
 The agent runs as PID 1 of fresh PID, mount, UTS, IPC and network namespaces (``unshare``)
 with a private tmpfs on /run, over the unix transport in a short directory of its own. This
 keeps what containers do (mounts, hostnames, sysctls, ``Kill(-1)``) off the machine itself
-(design "Hazards"). :meth:`LocalAgent.stop` sends SIGTERM (orderly shutdown: containers are
+(README "Hazards"). :meth:`LocalAgent.stop` sends SIGTERM (orderly shutdown: containers are
 deleted), then SIGKILL; the namespaces die with their PID 1, taking every mount with them.
 """
 

@@ -7,7 +7,7 @@ bin(1) and nobody(65534) and a matching ``/etc/group``. Examples, tests and benc
 :func:`busybox_spec` returns a host-like spec (what CreateProcess receives, before the
 guest's alterations) whose mounts never touch the machine: a tmpfs ``/dev`` with single
 device nodes bind-mounted from the machine's ``/dev``, a new devpts instance, no devtmpfs
-and no sysfs (design "Hazards"). Run it only under an agent in its own namespaces
+and no sysfs (README "Hazards"). Run it only under an agent in its own namespaces
 (:class:`trinit.host.LocalAgent`) or in a real guest.
 """
 
