@@ -535,17 +535,26 @@ class GatedBackend(FakeBackend):
         return await super().launch(helper_args, **kwargs)
 
 
+async def _gated_container(
+    nursery: trio.Nursery, tmp_path: Path, rootfs: Path
+) -> tuple[ContainerRegistry, GatedBackend, HostSide]:
+    """A started container c1 with two created execs, e1 and e2, on a GatedBackend."""
+    registry, backend, hostside = await _registry(nursery, tmp_path, GatedBackend)
+    await registry.create_process("c1", "c1", spec(rootfs), StdioPorts())
+    await registry.start_process("c1", "c1")
+    for exec_id in ("e1", "e2"):
+        await registry.create_process(exec_id, "c1", spec(rootfs), StdioPorts())
+    assert isinstance(backend, GatedBackend)
+    return registry, backend, hostside
+
+
 async def test_exec_delete_waits_only_for_its_own_start(tmp_path: Path, rootfs: Path) -> None:
     """DeleteProcess of an exec waits for that exec's start only, not for every exec start
     of its container: with execs starting all the time (32 clients), waiting for a moment
     with no start under way stalled every delete and, holding the lock, every new start.
     Deleting the container still waits for them all."""
     async with trio.open_nursery() as nursery:
-        registry, backend, hostside = await _registry(nursery, tmp_path, GatedBackend)
-        await registry.create_process("c1", "c1", spec(rootfs), StdioPorts())
-        await registry.start_process("c1", "c1")
-        for exec_id in ("e1", "e2"):
-            await registry.create_process(exec_id, "c1", spec(rootfs), StdioPorts())
+        registry, backend, hostside = await _gated_container(nursery, tmp_path, rootfs)
         e1_deleted = trio.Event()
         container_deleted = trio.Event()
 
@@ -577,11 +586,7 @@ async def test_execs_of_one_container_start_concurrently(tmp_path: Path, rootfs:
     start does not wait for the first one's launch (that capped one container at ~20
     execs/s). DeleteProcess still waits for the starts under way."""
     async with trio.open_nursery() as nursery:
-        registry, backend, hostside = await _registry(nursery, tmp_path, GatedBackend)
-        await registry.create_process("c1", "c1", spec(rootfs), StdioPorts())
-        await registry.start_process("c1", "c1")
-        for exec_id in ("e1", "e2"):
-            await registry.create_process(exec_id, "c1", spec(rootfs), StdioPorts())
+        registry, backend, hostside = await _gated_container(nursery, tmp_path, rootfs)
         pids: list[int] = []
         deleted = trio.Event()
 
