@@ -215,6 +215,25 @@ def test_cgroup_of_reads_proc(root: Path) -> None:
         manager.cgroup_of(2**22 + 1)  # above pid_max's ceiling: never exists
 
 
+def test_cgroup_of_reads_mountinfo_once(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """mountinfo grows with every container's mounts; cgroup_of (two calls per exec) reads
+    it once per manager."""
+    from trinit.cgroup import _manager
+
+    calls: list[str] = []
+    real = _manager.mount_containing
+
+    def counting(path: str) -> object:
+        calls.append(path)
+        return real(path)
+
+    monkeypatch.setattr(_manager, "mount_containing", counting)
+    manager = CgroupManager(str(root))
+    first = manager.cgroup_of(os.getpid())
+    assert manager.cgroup_of(os.getpid()) == first
+    assert calls == [str(root)]
+
+
 def test_read_memory_events(root: Path) -> None:
     leaf = make_cgroup_dir(root / "c1")
     manager = CgroupManager(str(root))

@@ -72,6 +72,9 @@ class CgroupManager:
         self.root = os.path.normpath(root)
         self._rmdir: Callable[[str], None] = rmdir if rmdir is not None else os.rmdir
         self._warned: set[str] = set()
+        # (mount point, root within the hierarchy) of root: read from mountinfo once, as it
+        # does not change while the agent runs, and mountinfo grows with every container
+        self._hierarchy: tuple[str, str] | None = None
 
     # -- paths -----------------------------------------------------------------------
 
@@ -238,7 +241,9 @@ class CgroupManager:
             raise NotFound(f"cgroups: cgroup of process {pid} is outside our namespace")
         # /proc/<pid>/cgroup is relative to the hierarchy (as our cgroup namespace sees it),
         # not to self.root, which may be a subdirectory of the hierarchy.
-        mount_point, mount_root = _hierarchy_mount(self.root)
+        if self._hierarchy is None:
+            self._hierarchy = _hierarchy_mount(self.root)
+        mount_point, mount_root = self._hierarchy
         root_parts = [part for part in mount_root.split("/") if part]
         if parts[: len(root_parts)] == root_parts:
             parts = parts[len(root_parts) :]
