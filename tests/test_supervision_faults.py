@@ -174,7 +174,7 @@ class _FailingCgroups(CgroupHooks):
         if self.failing:
             raise OSError(28, "No space left on device", "cgroup.subtree_control")
 
-    async def place_exec(self, init_pid: int, pid: int) -> None:
+    async def place_exec(self, init_pid: int, pid: int, directory: str | None = None) -> None:
         if self.failing:
             raise OSError(16, "Device or resource busy", "cgroup.procs")
 

@@ -90,15 +90,16 @@ class ContainerCgroups(CgroupHooks):
         except errors.NotFound:
             return None
 
-    async def place_exec(self, init_pid: int, pid: int) -> None:
+    async def place_exec(self, init_pid: int, pid: int, directory: str | None = None) -> None:
         """Move the exec into its init's cgroup unless it was born there (the exec helper's
         ``--cgroup-path``), in a worker thread (it reads /proc and mountinfo and may write
         ``cgroup.procs``). Cancelled meanwhile, the move completes first: the exec is then
         in the right cgroup or was never moved, never half."""
-        await trio.to_thread.run_sync(self._place_exec, init_pid, pid)
+        await trio.to_thread.run_sync(self._place_exec, init_pid, pid, directory)
 
-    def _place_exec(self, init_pid: int, pid: int) -> None:
-        directory = self._init_directory(init_pid)
+    def _place_exec(self, init_pid: int, pid: int, directory: str | None) -> None:
+        if directory is None:
+            directory = self._init_directory(init_pid)
         if directory is None:
             return  # init already gone: the exec fails to join its namespaces anyway
         try:

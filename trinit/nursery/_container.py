@@ -86,7 +86,9 @@ class CgroupHooks:
         ``--cgroup-path``), or None when there is none to give."""
         return None
 
-    async def place_exec(self, init_pid: int, pid: int) -> None:
+    async def place_exec(self, init_pid: int, pid: int, directory: str | None = None) -> None:
+        """Put exec ``pid`` in its init's cgroup (``directory``, from :meth:`exec_directory`
+        just before the launch, or found again when None)."""
         return None
 
     async def remove(self, container_id: str, spec: dict[str, Any]) -> None:
@@ -252,10 +254,11 @@ class Container:
         init_pid = self.init.pid
         assert init_pid is not None
 
-        async def place(pid: int) -> None:
-            await self._cgroups.place_exec(init_pid, pid)
-
         directory = await self._cgroups.exec_directory(init_pid)
+
+        async def place(pid: int) -> None:
+            await self._cgroups.place_exec(init_pid, pid, directory)
+
         extra_args = ["--cgroup-path", directory] if directory else []
         pid = await proc.start(before_ack=place, extra_args=extra_args)
         if not self._init_alive():  # the init died while this exec started
