@@ -7,7 +7,10 @@ owner asked it to :meth:`Copier.drain` and the source has nothing more right now
 How bytes move, in order of preference:
 
 * ``splice(2)`` straight between a pipe and a socket (``SRC_IS_PIPE``, ``DST_IS_PIPE``): the
-  kernel moves page references, no copy through Python.
+  kernel moves page references, no copy through Python. A stream that keeps moving data
+  (:data:`trinit.io._bulk.BULK_AFTER` bytes without a pause) continues in a bounded worker
+  thread until it pauses (:mod:`trinit.io._bulk`): the same splices, fewer trips through
+  the event loop.
 * ``splice(2)`` through a private intermediate pipe (``THROUGH_PIPE``) for socket to socket.
 * A 1 MiB buffer with ``readv``/``write`` wherever splice says ``EINVAL`` (a file, a tty, a
   socket family without splice support). The buffer is the only place bytes sit in Python,
@@ -34,6 +37,7 @@ from typing import Protocol
 
 import trio
 
+from ._bulk import BULK_AFTER, QUIET, BulkMove, Return
 from ._fd import make_pipe
 
 __all__ = ["CHUNK", "Copier", "Ending", "Outcome", "SpliceMode"]
@@ -96,9 +100,15 @@ class Copier:
         self._mode = mode
         self._draining = False
         self._idle_scope: trio.CancelScope | None = None
+        self._bulk = BulkMove()
         self.bytes_moved = 0
         #: "splice" or "buffered": how the bytes actually moved (after any EINVAL fallback).
         self.method = "buffered" if mode is SpliceMode.NONE else "splice"
+
+    @property
+    def bulk_stretches(self) -> int:
+        """Stretches of this copy moved in a bulk thread (:mod:`trinit.io._bulk`)."""
+        return self._bulk.stretches
 
     @property
     def draining(self) -> bool:
@@ -113,6 +123,7 @@ class Copier:
         self._draining = True
         if self._idle_scope is not None:
             self._idle_scope.cancel()
+        self._bulk.wake()
 
     async def run(self) -> Outcome:
         """Copy until EOF, drain or error; never raises for I/O errors (they end the copy).
@@ -144,8 +155,12 @@ class Copier:
                 self._idle_scope = None
         return True
 
+    def _add_moved(self, count: int) -> None:
+        self.bytes_moved += count
+
     async def _splice_direct(self) -> Outcome:
         src_is_pipe = self._mode is SpliceMode.SRC_IS_PIPE
+        unpaused = 0  # bytes moved on the loop since the source last paused (QUIET)
         while True:
             src, dst = _fd(self._src), _fd(self._dst)
             try:
@@ -160,8 +175,12 @@ class Copier:
                     source_has_data = not ready & (select.POLLOUT | select.POLLERR)
                 if source_has_data:
                     await trio.lowlevel.wait_writable(dst)
-                elif not await self._wait_source(src):
+                    continue
+                waited_from = trio.current_time()
+                if not await self._wait_source(src):
                     return Outcome(Ending.DRAINED)
+                if trio.current_time() - waited_from >= QUIET:
+                    unpaused = 0  # the stream paused: not a bulk transfer (yet)
                 continue
             except OSError as exc:
                 if exc.errno == errno.EINVAL:
@@ -170,6 +189,13 @@ class Copier:
             if moved == 0:
                 return Outcome(Ending.EOF)
             self.bytes_moved += moved
+            unpaused += moved
+            if unpaused >= BULK_AFTER and not self._draining:
+                unpaused = 0
+                # None: every bulk thread is taken, so the stream stays on the loop
+                returned = await self._bulk.run(src, dst, self._add_moved)
+                if returned is Return.EOF:
+                    return Outcome(Ending.EOF)
             await trio.lowlevel.checkpoint()
 
     async def _splice_through_pipe(self) -> Outcome:

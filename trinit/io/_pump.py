@@ -60,6 +60,11 @@ class OutputPump:
     def bytes_moved(self) -> int:
         return self._copier.bytes_moved
 
+    @property
+    def bulk_stretches(self) -> int:
+        """Stretches of this stream moved in a bulk thread (``trinit.io._bulk``)."""
+        return self._copier.bulk_stretches
+
     def process_exited(self, grace: float) -> None:
         """The process exited: keep moving until pipe EOF, but for at most ``grace`` seconds.
 
@@ -120,6 +125,11 @@ class InputPump:
     @property
     def bytes_moved(self) -> int:
         return self._copier.bytes_moved
+
+    @property
+    def bulk_stretches(self) -> int:
+        """Stretches of this stream moved in a bulk thread (``trinit.io._bulk``)."""
+        return self._copier.bulk_stretches
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Move bytes until the host closes (or breaks) the connection or stdin is closed.
