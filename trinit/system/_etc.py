@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 
 __all__ = ["install_etc_file"]
 
@@ -35,7 +34,7 @@ def install_etc_file(root: str, name: str, data: bytes, mode: int = 0o644) -> No
             raise OSError(errno.ELOOP, "is a symlink, not followed", etc) from exc
         raise
     try:
-        temp = f".{name}.trinit-{secrets.token_hex(6)}"
+        temp = f".{name}.trinit-{os.urandom(6).hex()}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(temp, flags, mode, dir_fd=dir_fd)
         try:
