@@ -205,10 +205,12 @@ def bench_phases(rootfs: str, runs: int) -> None:
         t["umount_last"] = _last(events, m["delete"], m["end"], r"^umount2\(")
         t["end"] = m["end"]
         steps = (
-            ("StartProcess RPC to hand-off to the helper", "start", "handoff"),
-            ("helper: request to unshare (spec, cgroup)", "handoff", "unshare"),
-            ("namespaces (unshare) to fork", "unshare", "fork"),
-            ("fork to first mount", "fork", "mounts"),
+            # the fork server forks the init itself (exec._child.DirectInit): its
+            # unshare(CLONE_NEWPID) and clone3, then the init's own namespaces and set-up
+            ("StartProcess RPC to hand-off to the fork server", "start", "handoff"),
+            ("server: request to unshare (spec, cgroup)", "handoff", "unshare"),
+            ("PID namespace (unshare) to fork", "unshare", "fork"),
+            ("fork to first mount (ack, namespaces)", "fork", "mounts"),
             ("mounts (first mount to pivot_root)", "mounts", "pivot"),
             ("pivot_root to exec (caps, setsid, AckPid)", "pivot", "exec"),
             ("exec to StartProcess reply at client", "exec", "reply"),

@@ -67,8 +67,11 @@ class Driver:
         args: list[str],
         env: dict[str, str] | None = None,
         process_env: list[str] | None = None,
+        linux: dict[str, Any] | None = None,
+        mounts: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        """Run ``args`` as a container init to completion; its pids, output and status."""
+        """Run ``args`` as a container init to completion; its pids, output and status.
+        ``linux`` replaces keys of the spec's ``linux``; ``mounts`` are added."""
         from trinit.errors import TrinitError
         from trinit.exec import alter_spec
 
@@ -76,6 +79,8 @@ class Driver:
         spec = alter_spec(rootfs_helper.test_spec(self.rootfs, args), f"z{self._count}")
         if process_env is not None:  # after alter_spec, which would add a PATH
             spec["process"]["env"] = process_env
+        spec["linux"].update(linux or {})
+        spec["mounts"] += mounts or []
         bundle = os.path.join(self.work, f"bundle{self._count}")
         os.makedirs(bundle)
         with open(os.path.join(bundle, "config.json"), "w") as file:  # noqa: ASYNC230
@@ -191,6 +196,26 @@ async def _scenario(name: str, driver: Driver) -> dict[str, Any]:
         result["cancelled"] = scope.cancelled_caught
         result["zygote_status"] = (await watch.wait()).exit_code
         result["runs"] = [await driver.launch(pool.launch, ["echo", "after"])]
+    elif name == "direct":
+        await pool.prewarm(ready=True)
+        server = pool.server_pid
+        assert server is not None
+        own = [f"/proc/{server}/ns/pid", f"/proc/{server}/ns/pid_for_children"]
+        direct = await driver.launch(pool.launch, ["sh", "-c", "echo $$"])
+        result["restored"] = len({os.readlink(path) for path in own}) == 1
+        # a spec joining a PID namespace by path goes to a helper, as before
+        joined = [
+            {"type": kind, "path": "/proc/1/ns/pid" if kind == "pid" else ""}
+            for kind in ("ipc", "mount", "pid", "uts")
+        ]
+        shared = await driver.launch(pool.launch, ["true"], linux={"namespaces": joined})
+        # a direct init that fails after its pid is known: the helper's error text
+        broken = {"destination": "/mnt", "type": "none", "source": "/no/such", "options": ["bind"]}
+        failed = await driver.launch(pool.launch, ["true"], mounts=[broken])
+        after = await driver.launch(pool.launch, ["echo", "after"])
+        result["runs"] = [direct, shared, failed, after]
+        result["served"] = pool.served
+        result["fresh_spawns"] = pool.fresh_spawns
     elif name == "close-in-flight":
         await driver.launch(pool.launch, ["true"])  # its successor is being spawned now
     await pool.aclose()
@@ -391,3 +416,21 @@ def _fds_of_pipe(fd: int) -> list[int]:
         except OSError:
             pass
     return found
+
+
+def test_an_init_is_forked_straight_into_its_pid_namespace(
+    busybox_root: str, tmp_path: Any
+) -> None:
+    """A ``run`` whose spec makes its own PID namespace: the fork server forks the init
+    itself (one pid, no helper), as pid 1 of the new namespace, and its own children are
+    born in its own PID namespace again afterwards."""
+    result = drive("direct", tmp_path, busybox_root)
+    direct, shared, failed, after = result["runs"]
+    assert direct["stdout"] == "1\n" and direct["status"] == 0
+    assert direct["pids"][0] == direct["pids"][1]
+    assert result["restored"]
+    assert shared["status"] == 0 and shared["pids"][0] != shared["pids"][1]
+    assert failed["pids"][0] == failed["pids"][1]
+    assert failed["error"].startswith("vmexec error: mount /mnt: ")
+    assert after["stdout"] == "after\n" and after["pids"][0] == after["pids"][1]
+    assert result["served"] == 4 and result["fresh_spawns"] == 0

@@ -252,18 +252,23 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
     return _clone3_fork(CLONE_INTO_CGROUP, _SIGCHLD, cgroup_fd)
 
 
-def fork_sibling() -> int:
+def fork_sibling(cgroup_fd: int | None = None) -> int:
     """``fork()`` whose child is the caller's *sibling*: ``clone3`` with ``CLONE_PARENT``,
     so the child's parent (who reaps it and gets its SIGCHLD) is the caller's parent.
-    Returns 0 in the child and its pid in the parent.
+    With ``cgroup_fd`` (a cgroup2 directory) the child is also born in that cgroup
+    (``CLONE_INTO_CGROUP``, see :func:`fork_into_cgroup`). Returns 0 in the child and its
+    pid in the parent.
 
     Why: the exec fork server's helpers must be trinit's children, like a helper trinit
     spawns itself; a double fork gets there too, at the cost of a second copy of the
     server's page tables and an exit per helper. The caller's constraints are
-    :func:`_clone3_fork`'s. Raises OSError (ENOSYS before Linux 5.3; EINVAL when the
-    caller is the init of a PID namespace) without a child running.
+    :func:`_clone3_fork`'s. Raises OSError (ENOSYS before Linux 5.3, or 5.7 with a cgroup;
+    EINVAL when the caller is the init of a PID namespace; a cgroup's refusal as for
+    :func:`fork_into_cgroup`) without a child running.
     """
-    return _clone3_fork(CLONE_PARENT, 0)  # the kernel requires exit_signal 0 here
+    if cgroup_fd is None:
+        return _clone3_fork(CLONE_PARENT, 0)  # the kernel requires exit_signal 0 here
+    return _clone3_fork(CLONE_PARENT | CLONE_INTO_CGROUP, 0, cgroup_fd)
 
 
 # ------------------------------------------------------------------------ namespaces

@@ -35,7 +35,9 @@ message of NUL-separated fields ``argc, argv_tail..., KEY=VALUE...`` carrying th
 without ``clone3`` an intermediate child forks it and exits), answers the helper's pid (4
 bytes) and goes on; the helper puts the fds on 0..5, closes every other fd, replaces
 ``os.environ`` and runs :func:`main` exactly as a freshly spawned helper would. EOF makes
-the server exit 0; a malformed request is answered ``ZYGOTE_REFUSED`` and skipped.
+the server exit 0; a malformed request is answered ``ZYGOTE_REFUSED`` and skipped. Most
+``run`` requests skip the helper: the server forks the container's init itself
+(:class:`DirectInit`).
 
 Imports are the stdlib and the tiny sibling modules only: Python start-up is most of the
 cost of starting a container process. Every import happens at module load: after pivot_root
@@ -231,11 +233,12 @@ def _load_json(path: str, what: str) -> dict[str, Any]:
 # --- namespaces and cgroup (parent side) ----------------------------------------------------
 
 
-def _enter_namespaces(spec: dict[str, Any]) -> tuple[bool, int]:
-    """Join namespaces by path, unshare the rest.
+def _enter_namespaces(spec: dict[str, Any], made: int = 0) -> tuple[bool, int]:
+    """Join namespaces by path, unshare the rest, except those in ``made`` (CLONE_NEW*
+    flags of namespaces the caller was born in: the direct init's PID namespace).
 
     Returns (whether a cgroup namespace is still to be made, the CLONE_NEW* flags of every
-    namespace entered: unshared or joined)."""
+    namespace entered: unshared, joined or made)."""
     linux = spec.get("linux")
     joined = 0
     if linux is None:
@@ -269,12 +272,12 @@ def _enter_namespaces(spec: dict[str, Any]) -> tuple[bool, int]:
                 with _Stage("user namespace"):
                     _userns.become_root()
     new_cgroup = bool(flags & sc.CLONE_NEWCGROUP)
-    flags &= ~sc.CLONE_NEWCGROUP
+    flags &= ~(sc.CLONE_NEWCGROUP | made)
     if not (flags | joined) & sc.CLONE_NEWNS:
         raise ChildError("namespaces: the spec must create or join a mount namespace")
     with _Stage("unshare namespaces"):
         sc.unshare(flags)
-    return new_cgroup, flags | joined
+    return new_cgroup, flags | joined | made
 
 
 class CgroupTarget:
@@ -858,9 +861,14 @@ def _common_tail(process: dict[str, Any], seccomp: Any = None) -> NoReturn:
 
 
 def _run_container_init(
-    spec: dict[str, Any], bundle: str, new_cgroup_ns: bool, trees: dict[int, int]
+    spec: dict[str, Any],
+    bundle: str,
+    new_cgroup_ns: bool,
+    trees: dict[int, int],
+    acked: bool = False,
 ) -> NoReturn:
-    _wait_ack(ACK_PID)
+    if not acked:
+        _wait_ack(ACK_PID)
     if new_cgroup_ns:
         with _Stage("unshare cgroup namespace"):
             sc.unshare(sc.CLONE_NEWCGROUP)
@@ -895,10 +903,15 @@ def _kill_quietly(pid: int) -> None:
         pass
 
 
-def command_run(bundle: str, cgroup_root: str) -> int:
+def _load_bundle(bundle: str) -> dict[str, Any]:
     spec = _load_json(os.path.join(bundle, "config.json"), "OCI bundle")
     if not isinstance(spec.get("root"), dict) or not isinstance(spec.get("process"), dict):
         raise ChildError(f"failed to load OCI bundle at {bundle}: missing process or root")
+    return spec
+
+
+def command_run(bundle: str, cgroup_root: str) -> int:
+    spec = _load_bundle(bundle)
     _set_oom_score_adj(spec["process"])
     with _Stage("idmapped mounts"):
         trees = _idmap.detach_all(spec.get("mounts") or [])
@@ -1047,6 +1060,168 @@ def main(argv: list[str]) -> int:
 def entry() -> NoReturn:
     """Process entry point: exit with :func:`main`'s status without interpreter teardown."""
     os._exit(main(sys.argv[1:]))
+
+
+# --- the fork server's direct init ---------------------------------------------------------
+
+
+class DirectInit:
+    """A ``run`` the fork server serves by forking the container's init itself: straight
+    into a new PID namespace (of which it is pid 1) and into its cgroup, as trinit's child.
+
+    Why: a helper forked for ``run`` would only make the namespaces and fork the init, then
+    exit; the init would fault in again every page the helper had copied, and trinit would
+    reap two processes. Born directly, the init does what the helper did in between (the
+    other namespaces, its oom_score_adj) itself, and the server reports its pid.
+
+    Only where that changes nothing the container can see: the spec makes a new PID
+    namespace (not one joined by path) and no user namespace (a PID namespace must be made
+    after the user namespace that is to own it), has no idmapped mount (that set-up forks
+    a process and names it by a pid of trinit's PID namespace), and its cgroup, if any, is
+    cgroup2. Any
+    other spec, or one that fails to load, goes to a helper as before, which reports the
+    failure. The new PID namespace is empty until the init runs: nothing else can see the
+    init while it still holds the server's fds, which it closes first.
+    """
+
+    __slots__ = ("bundle", "cgroup", "entry_point", "spec")
+
+    def __init__(
+        self, spec: dict[str, Any], bundle: str, cgroup: CgroupTarget | None, entry_point: str
+    ) -> None:
+        self.spec = spec
+        self.bundle = bundle
+        self.cgroup = cgroup
+        self.entry_point = entry_point
+
+    @classmethod
+    def plan(cls, argv_tail: list[str]) -> DirectInit | None:
+        """The plan for this request, or None when a helper must serve it."""
+        try:
+            command, options = _parse_args(argv_tail)
+            if command != "run":
+                return None
+            bundle = options["bundle-path"]
+            spec = _load_bundle(bundle)
+        except ChildError:
+            return None
+        linux = spec.get("linux")
+        if not isinstance(linux, dict):
+            return None
+        paths: dict[str, str] = {}
+        for entry in linux.get("namespaces") or []:
+            if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
+                return None
+            paths[entry["type"]] = entry.get("path") or ""
+        if paths.get("pid", "path") or "user" in paths:
+            return None
+        mounts = spec.get("mounts") or []
+        if not isinstance(mounts, list) or any(
+            not isinstance(entry, dict) or _idmap.is_idmapped(entry) for entry in mounts
+        ):
+            return None  # idmapping forks a process and finds it in /proc by its pid
+        try:
+            cgroup = _open_cgroup(spec, options.get("cgroup-root", "/sys/fs/cgroup"))
+        except ChildError:
+            return None
+        if cgroup is not None and not cgroup.cgroup2:
+            cgroup.close()
+            return None
+        return cls(spec, bundle, cgroup, options.get("entry-point", ""))
+
+    def fork(self, own_pid_ns: int) -> tuple[int, bool]:
+        """Fork the init: ``(pid, 0 in the init or -1 if not forked; whether this process's
+        children are in its own PID namespace again)``. The caller must stop forking if the
+        second is False."""
+        try:
+            sc.unshare(sc.CLONE_NEWPID)  # for our next child only
+        except OSError:
+            return -1, True
+        try:
+            pid = sc.fork_sibling(None if self.cgroup is None else self.cgroup.directory_fd)
+        except OSError:
+            pid = -1  # that namespace is spoilt (its pid 1 failed): it is dropped below
+        if pid == 0:
+            return 0, True  # the init: never touch the namespace of its own children
+        try:
+            sc.setns(own_pid_ns, sc.CLONE_NEWPID)
+        except OSError:
+            return pid, False
+        return pid, True
+
+    def close(self) -> None:
+        if self.cgroup is not None:
+            self.cgroup.close()
+
+    def run(self) -> NoReturn:
+        """In the init: what the helper would have done after forking it, then the rest."""
+        _wait_ack(ACK_PID)  # first: trinit knows the pid, so failures from here are reported
+        spec = self.spec
+        _set_oom_score_adj(spec["process"])
+        with _Stage("idmapped mounts"):
+            trees = _idmap.detach_all(spec.get("mounts") or [])
+        new_cgroup_ns, _ = _enter_namespaces(spec, made=sc.CLONE_NEWPID)
+        _run_container_init(spec, self.bundle, new_cgroup_ns, trees, acked=True)
+
+
+def _become_direct_init(
+    control: Any, plan: DirectInit, environment: dict[str, str], fds: list[int]
+) -> NoReturn:
+    """In the init the fork server forked: take the launch's fds and start the container."""
+    control.detach()  # fd 3 is about to become the sync pipe
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _adopt_fds(fds)  # also closes the server's other fds (its PID namespace, the cgroup)
+    except OSError:
+        os._exit(1)
+    os.environ.clear()
+    os.environ.update(environment)
+    try:
+        ENTRY_POINT[0] = selfexec.identity(plan.entry_point)
+        plan.run()
+    except BaseException as exc:
+        _report(_describe(exc))
+    os._exit(1)
+
+
+def _serve_direct_init(
+    control: Any,
+    plan: DirectInit,
+    own_pid_ns: int,
+    environment: dict[str, str],
+    fds: list[int],
+) -> bool:
+    """Serve a request with :class:`DirectInit` (in the fork server). False if it could not
+    fork (the caller forks a helper instead). Exits the server once this request is
+    answered if its own PID namespace could not be restored."""
+    try:
+        pid, restored = plan.fork(own_pid_ns)
+        if pid == 0:
+            _become_direct_init(control, plan, environment, fds)
+    finally:
+        plan.close()  # (the init never gets here: it execs or exits)
+    if pid < 0:
+        if restored:
+            return False
+        _close_all(fds)
+        _answer(control, ZYGOTE_REFUSED)
+        os._exit(0)
+    try:  # as a helper would report it; the server knows it, the init does not
+        os.write(fds[SYNC_FD], pid.to_bytes(4, sys.byteorder, signed=True))
+    except OSError:
+        pass  # trinit gave up on this launch: the init reads EOF for its ack and exits
+    _close_all(fds)
+    _answer(control, pid.to_bytes(4, sys.byteorder, signed=True))
+    if not restored:
+        os._exit(0)  # a later child would be born in that namespace: trinit starts another
+    return True
+
+
+def _answer(control: Any, data: bytes) -> None:
+    try:
+        control.send(data)
+    except OSError:
+        os._exit(0)
 
 
 ZYGOTE_CONTROL_FD = 3
@@ -1200,6 +1375,7 @@ def zygote_entry() -> NoReturn:
     import gc
 
     control = _socket.socket(fileno=ZYGOTE_CONTROL_FD)
+    own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     gc.collect()
     gc.freeze()
     try:
@@ -1211,6 +1387,9 @@ def zygote_entry() -> NoReturn:
         if request is None:
             os._exit(0)
         argv_tail, environment, fds = request
+        plan = DirectInit.plan(argv_tail)
+        if plan is not None and _serve_direct_init(control, plan, own_pid_ns, environment, fds):
+            continue
         try:
             helper = sc.fork_sibling()
         except OSError:

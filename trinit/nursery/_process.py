@@ -310,7 +310,9 @@ class ManagedProcess:
                 raise errors.Internal(errors.describe(exc)) from exc
             raise
         finally:
-            if pids:
+            # the helper's status is of no interest, unless the helper was the process
+            # itself (the fork server forks a container's init directly: the same pid twice)
+            if pids and pids[0] not in pids[1:]:
                 self._reaper.forget(pids[0])
         self._close_child_fds()
         self.pid = launched.pid
