@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
@@ -273,6 +274,43 @@ def test_no_fd_leaks_into_containers(agent) -> None:
     init.kill(9)
     init.wait(timeout=30)
     init.delete()
+
+
+def test_a_refused_create_undoes_what_ran_alongside(agent, tmp_path) -> None:
+    """CreateProcess makes the bundle, the cgroup and the stdio connections at once: when
+    one fails (here the missing rootfs) the others are undone (the cgroup made meanwhile
+    removed, the stdout connection closed) and the status is that failure's."""
+    from trinit.host._ports import HostPort
+
+    assert agent.cgroup_root is not None, "no cgroup2 hierarchy on this machine"
+    ctr = Container(agent.host)
+    spec = ctr.spec(["true"], linux={"cgroupsPath": f"/refused/{ctr.id}"})
+    spec["root"] = {"path": str(tmp_path / "no-such-rootfs")}
+    port = agent.host.ports.next()
+    listener = HostPort.listen(agent.host.transport, port)
+    try:
+        request = pb.CreateProcessRequest(
+            id=ctr.id, containerID=ctr.id, configuration=json.dumps(spec).encode(), stdout=port
+        )
+        with pytest.raises(grpc.RpcError) as info:
+            agent.host.stub.CreateProcess(request, timeout=30)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "is not a directory" in info.value.details()
+        listener.sock.settimeout(0.5)
+        try:
+            conn = listener.accept(0.5)
+        except TimeoutError:
+            pass  # refused before the agent dialled
+        else:
+            with conn:
+                conn.settimeout(10)
+                assert conn.recv(10) == b""  # the agent closed its end
+    finally:
+        listener.close()
+    assert not os.path.exists(os.path.join(agent.cgroup_root, "refused", ctr.id))
+    result = ctr.run(["echo", "after"])  # the id is free again
+    assert result.stdout == b"after\n"
+    _alive(agent)
 
 
 def test_a_missing_rootfs_is_refused_without_touching_the_vm(agent, tmp_path) -> None:
