@@ -323,3 +323,24 @@ def test_a_missing_rootfs_is_refused_without_touching_the_vm(agent, tmp_path) ->
     )
     assert _code(agent.host.stub.CreateProcess, request) == grpc.StatusCode.INVALID_ARGUMENT
     assert not missing.exists()
+
+
+def test_processes_start_with_default_signals_and_an_empty_mask(agent) -> None:
+    """Through the agent's fork server (a threaded parent's spawn may leave glibc's 32 and
+    33 ignored; Python ignores SIGPIPE and SIGXFSZ): the workload sees no signal ignored,
+    caught or blocked, as an init and as an exec."""
+    ctr = Container(agent.host)
+    init = ctr.start_init()
+    try:
+        for status in (
+            ctr.exec("sig", ["cat", "/proc/self/status"]).stdout.decode(),
+            Container(agent.host).run(["cat", "/proc/self/status"]).stdout.decode(),
+        ):
+            fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+            for name in ("SigIgn", "SigCgt", "SigBlk"):
+                assert int(fields[name], 16) == 0, (name, fields[name])
+    finally:
+        init.kill(9)
+        init.wait(timeout=30)
+        init.close()
+        init.delete()
