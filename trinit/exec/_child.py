@@ -1104,10 +1104,9 @@ class DirectInit:
     namespace (not one joined by path) and no user namespace (a PID namespace must be made
     after the user namespace that is to own it), has no idmapped mount (that set-up forks
     a process and names it by a pid of trinit's PID namespace), and its cgroup, if any, is
-    cgroup2. Any
-    other spec, or one that fails to load, goes to a helper as before, which reports the
-    failure. The new PID namespace is empty until the init runs: nothing else can see the
-    init while it still holds the server's fds, which it closes first.
+    cgroup2. Any other spec, or one that fails to load, goes to a helper as before, which
+    reports the failure. The new PID namespace is empty until the init runs: nothing else
+    can see the init while it still holds the server's fds, which it closes first.
     """
 
     __slots__ = ("bundle", "cgroup", "entry_point", "spec")
@@ -1424,10 +1423,7 @@ def zygote_entry() -> NoReturn:
             _become_helper(control, argv_tail, environment, fds)
         if helper > 0:
             _close_all(fds)
-            try:
-                control.send(helper.to_bytes(4, sys.byteorder, signed=True))
-            except OSError:
-                os._exit(0)
+            _answer(control, helper.to_bytes(4, sys.byteorder, signed=True))
             continue
         try:
             middle = os.fork()
@@ -1437,10 +1433,7 @@ def zygote_entry() -> NoReturn:
             _serve_in_fork(control, argv_tail, environment, fds)
         _close_all(fds)
         if middle < 0:
-            try:
-                control.send(ZYGOTE_REFUSED)
-            except OSError:
-                os._exit(0)
+            _answer(control, ZYGOTE_REFUSED)
             continue
         # Our own child, gone as soon as it has answered: the only waitpid in this process.
         while True:
