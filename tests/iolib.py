@@ -42,3 +42,16 @@ def write_blocking(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def random_bytes(size: int) -> bytes:
+    """Binary content where a lost, duplicated or reordered chunk shows."""
+    return os.urandom(size)
+
+
+def read_blocking(fd: int) -> bytes:
+    """Everything ``fd`` gives until EOF."""
+    chunks = []
+    while chunk := os.read(fd, MiB):
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import pytest
 import trio
 import trio.testing
-from iolib import receive_all, stream_pair, write_blocking
+from iolib import random_bytes, read_blocking, receive_all, stream_pair, write_blocking
 
 import trinit.io._bulk as bulk
 from trinit.io import InputPump, OutputPump, make_pipe
@@ -25,17 +25,6 @@ from trinit.io import InputPump, OutputPump, make_pipe
 MiB = 1 << 20
 
 pytestmark = pytest.mark.usefixtures("no_fd_leak")
-
-
-def _pattern(size: int) -> bytes:
-    return os.urandom(size)
-
-
-def _read_blocking(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, MiB):
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _produce_until(stop: threading.Event, fd: int, chunk: bytes) -> None:
@@ -64,26 +53,18 @@ async def _until(predicate: Callable[[], bool], within: float = 10.0) -> None:
 
 
 async def test_output_stretch_moves_exact_bytes() -> None:
-    data = _pattern(24 * MiB)
-    read_end, write_end = make_pipe()
-    host, guest = stream_pair()
-    pump = OutputPump("stdout", read_end, guest)
-    async with host, trio.open_nursery() as nursery:
-        nursery.start_soon(pump.run)
-
-        async def writer() -> None:
-            with write_end:
-                await trio.to_thread.run_sync(write_blocking, write_end.fileno(), data)
-
-        nursery.start_soon(writer)
-        assert await receive_all(host) == data
-    assert pump.bulk_stretches >= 1
-    assert pump.bytes_moved == len(data)
+    data = random_bytes(24 * MiB)
+    results: dict[int, bytes] = {}
+    pumps: list[OutputPump] = []
+    await _transfer(0, data, results, pumps)
+    assert results == {0: data}
+    assert pumps[0].bulk_stretches >= 1
+    assert pumps[0].bytes_moved == len(data)
     assert bulk.bulk_limiter().borrowed_tokens == 0
 
 
 async def test_input_stretch_then_close_stdin_delivers_everything() -> None:
-    data = _pattern(24 * MiB)
+    data = random_bytes(24 * MiB)
     read_end, write_end = make_pipe()
     host, guest = stream_pair()
     pump = InputPump("stdin", guest, write_end)
@@ -93,7 +74,7 @@ async def test_input_stretch_then_close_stdin_delivers_everything() -> None:
 
         async def reader() -> None:
             with read_end:
-                received.append(await trio.to_thread.run_sync(_read_blocking, read_end.fileno()))
+                received.append(await trio.to_thread.run_sync(read_blocking, read_end.fileno()))
 
         nursery.start_soon(reader)
         await host.send_all(data)
@@ -152,7 +133,7 @@ async def test_grace_deadline_ends_a_stretch_waiting_for_the_source(
     """The process exited but a descendant holds the pipe and is silent: the thread waits
     for the pipe; the drain deadline must stop it at the grace, not after QUIET."""
     monkeypatch.setattr(bulk, "QUIET", 60.0)
-    data = _pattern(12 * MiB)
+    data = random_bytes(12 * MiB)
     read_end, write_end = make_pipe()  # write_end: the descendant's copy, held open
     host, guest = stream_pair()
     pump = OutputPump("stdout", read_end, guest)
@@ -177,7 +158,7 @@ async def test_grace_deadline_ends_a_stretch_waiting_for_the_source(
 
 async def test_a_paused_stream_gives_its_thread_back() -> None:
     """A stream that pauses longer than QUIET returns to the loop, still open."""
-    first, second = _pattern(8 * MiB), _pattern(6 * MiB)
+    first, second = random_bytes(8 * MiB), random_bytes(6 * MiB)
     read_end, write_end = make_pipe()
     host, guest = stream_pair()
     pump = OutputPump("stdout", read_end, guest)
@@ -201,7 +182,7 @@ async def test_stretches_at_once_are_bounded() -> None:
     """More busy streams than bulk threads: every byte arrives, and never more than
     BULK_THREADS stretches run at once (the others stay on the event loop)."""
     streams = bulk.BULK_THREADS + 2
-    payloads = [_pattern(16 * MiB) for _ in range(streams)]
+    payloads = [random_bytes(16 * MiB) for _ in range(streams)]
     most = 0
     results: dict[int, bytes] = {}
     async with trio.open_nursery() as nursery:
@@ -221,10 +202,15 @@ async def test_stretches_at_once_are_bounded() -> None:
     assert 1 <= most <= bulk.BULK_THREADS
 
 
-async def _transfer(index: int, payload: bytes, results: dict[int, bytes]) -> None:
+async def _transfer(
+    index: int, payload: bytes, results: dict[int, bytes], pumps: list[OutputPump] | None = None
+) -> None:
+    """``payload`` through an OutputPump from a writer thread; what the host read."""
     read_end, write_end = make_pipe()
     host, guest = stream_pair()
     pump = OutputPump(f"stdout {index}", read_end, guest)
+    if pumps is not None:
+        pumps.append(pump)
     async with host, trio.open_nursery() as nursery:
         nursery.start_soon(pump.run)
 

@@ -10,7 +10,14 @@ import socket
 import pytest
 import trio
 import trio.testing
-from iolib import receive_all, spawn_python, stream_pair, write_blocking
+from iolib import (
+    random_bytes,
+    read_blocking,
+    receive_all,
+    spawn_python,
+    stream_pair,
+    write_blocking,
+)
 
 from trinit.io import InputPump, OutputPump, OwnedFd, make_pipe
 from trinit.io._copy import Copier, Ending, SpliceMode
@@ -21,24 +28,12 @@ MiB = 1024 * KiB
 pytestmark = pytest.mark.usefixtures("no_fd_leak")
 
 
-def _pattern(size: int) -> bytes:
-    """Binary content where a lost, duplicated or reordered chunk shows."""
-    return os.urandom(size)
-
-
-def _read_blocking(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, MiB):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 # -- OutputPump -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("size", [0, 1, 128 * KiB, 10 * MiB])
 async def test_output_exact_bytes(size: int) -> None:
-    data = _pattern(size)
+    data = random_bytes(size)
     read_end, write_end = make_pipe()
     host, guest = stream_pair()
     pump = OutputPump("stdout", read_end, guest)
@@ -83,7 +78,7 @@ async def test_output_backpressure_bounds_what_is_accepted() -> None:
     host, guest = stream_pair()
     pump = OutputPump("stdout", read_end, guest)
     os.set_blocking(write_end.fileno(), False)
-    chunk = _pattern(64 * KiB)
+    chunk = random_bytes(64 * KiB)
     written: list[bytes] = []
     async with host, trio.open_nursery() as nursery:
         nursery.start_soon(pump.run)
@@ -186,7 +181,7 @@ async def test_output_grace_not_used_when_pipe_closes(
 
 async def test_output_falls_back_when_splice_refuses() -> None:
     """Not a pipe (a socket as the 'pipe'): splice says EINVAL, the buffered path moves it."""
-    data = _pattern(3 * MiB)
+    data = random_bytes(3 * MiB)
     source_writer, source_reader = socket.socketpair()
     host, guest = stream_pair()
     pump = OutputPump("stdout", OwnedFd(source_reader.detach()), guest)
@@ -203,7 +198,7 @@ async def test_output_falls_back_when_splice_refuses() -> None:
 
 
 async def test_copier_buffered_mode_exact() -> None:
-    data = _pattern(10 * MiB)
+    data = random_bytes(10 * MiB)
     read_end, write_end = make_pipe()
     host, guest = stream_pair()
     os.set_blocking(read_end.fileno(), False)
@@ -231,7 +226,7 @@ async def test_copier_buffered_mode_exact() -> None:
 
 @pytest.mark.parametrize("size", [0, 1, 128 * KiB, 10 * MiB])
 async def test_input_exact_bytes(size: int) -> None:
-    data = _pattern(size)
+    data = random_bytes(size)
     read_end, write_end = make_pipe()
     host, guest = stream_pair()
     pump = InputPump("stdin", guest, write_end)
@@ -241,7 +236,7 @@ async def test_input_exact_bytes(size: int) -> None:
 
         async def reader() -> None:
             with read_end:
-                received.append(await trio.to_thread.run_sync(_read_blocking, read_end.fileno()))
+                received.append(await trio.to_thread.run_sync(read_blocking, read_end.fileno()))
 
         nursery.start_soon(reader)
         async with host:
@@ -257,7 +252,7 @@ async def test_input_exact_bytes(size: int) -> None:
 
 async def test_close_stdin_delivers_everything_already_sent_then_eof() -> None:
     """The host writes, never closes its side, and calls CloseProcessStdin at once."""
-    data = _pattern(3 * MiB)  # more than the pipe holds: delivery must wait for the reader
+    data = random_bytes(3 * MiB)  # more than the pipe holds: delivery must wait for the reader
     read_end, write_end = make_pipe()
     host, guest = stream_pair()
     pump = InputPump("stdin", guest, write_end)
@@ -273,7 +268,7 @@ async def test_close_stdin_delivers_everything_already_sent_then_eof() -> None:
 
         async def reader() -> None:
             with read_end:
-                received.append(await trio.to_thread.run_sync(_read_blocking, read_end.fileno()))
+                received.append(await trio.to_thread.run_sync(read_blocking, read_end.fileno()))
 
         nursery.start_soon(reader)
         await host.send_all(data)
@@ -293,7 +288,7 @@ async def test_close_stdin_before_run_and_after_end() -> None:
         await host.send_all(b"early bytes")
         await pump.close_stdin()  # run() never started: close_stdin does the delivery
         with read_end:
-            assert _read_blocking(read_end.fileno()) == b"early bytes"
+            assert read_blocking(read_end.fileno()) == b"early bytes"
         await pump.run()  # returns at once
         await pump.close_stdin()
 
@@ -315,7 +310,7 @@ async def test_input_backpressure_when_child_does_not_read() -> None:
     host, guest = stream_pair()
     pump = InputPump("stdin", guest, write_end)
     raw_host = host.socket
-    chunk = _pattern(64 * KiB)
+    chunk = random_bytes(64 * KiB)
     sent = 0
     async with trio.open_nursery() as nursery:
         nursery.start_soon(pump.run)
@@ -336,7 +331,7 @@ async def test_input_backpressure_when_child_does_not_read() -> None:
         with read_end:
             # The child starts reading: everything arrives, in order.
             await host.send_eof()
-            got = await trio.to_thread.run_sync(_read_blocking, read_end.fileno())
+            got = await trio.to_thread.run_sync(read_blocking, read_end.fileno())
         assert len(got) == sent
         await host.aclose()
 
