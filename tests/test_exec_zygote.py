@@ -386,7 +386,9 @@ def test_server_skips_a_malformed_request() -> None:
             ours.sendmsg([b"9\0too short"], rights)
             good = encode_request(["exec"], {"A": "1"})
             ours.sendmsg([good], rights)
-            argv, env, fds = _receive_request(theirs)
+            request = _receive_request(theirs)
+            assert request is not None
+            argv, env, fds = request
             assert (argv, env) == (["exec"], {"A": "1"}) and len(fds) == 6
             assert ours.recv(8) == ZYGOTE_REFUSED
             for fd in fds:

@@ -125,12 +125,11 @@ class ContainerRegistry:
                 )
             path = container.bundle / "execs" / exec_id / "process.json"
             await trio.to_thread.run_sync(write_json, path, process)
-            proc = self._new_process(
-                exec_id,
-                container.container_id,
-                ["exec", "--process-path", str(path), "--bundle-path", str(container.bundle)],
-                terminal,
-            )
+            helper_args = ["exec", "--process-path", str(path)]
+            if (container.spec.get("linux") or {}).get("seccomp") is not None:
+                # the helper reads the container's config.json only for its profile
+                helper_args += ["--bundle-path", str(container.bundle)]
+            proc = self._new_process(exec_id, container.container_id, helper_args, terminal)
             await proc.open_stdio(self._dial, ports)
             try:
                 await container.adopt(proc)
