@@ -10,7 +10,7 @@ import logging
 import os
 import socket
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 
 import pytest
@@ -76,6 +76,23 @@ async def first_bytes(stream: trio.SocketStream) -> bytes:
             return b""
 
 
+async def served_again(path: str, request: bytes, served: Callable[[bytes], bool]) -> None:
+    """Reconnect until a connection is served again (``served`` of its first bytes): a freed
+    slot shows only once the server has seen the EOF, and nothing announces that."""
+    with trio.fail_after(10):
+        while True:
+            again = await connect(path)
+            try:
+                await again.send_all(request)
+            except trio.BrokenResourceError:
+                pass
+            answer = await first_bytes(again)
+            await again.aclose()
+            if served(answer):
+                return
+            await trio.sleep(0.01)
+
+
 async def test_serve_refuses_connections_beyond_its_cap(
     nursery: trio.Nursery, socket_dir: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -92,18 +109,7 @@ async def test_serve_refuses_connections_beyond_its_cap(
     await refused.aclose()
     assert "refused an API connection: 2 connections open" in caplog.text
     await held.pop().aclose()
-    with trio.fail_after(10):  # the slot frees once the server has seen the EOF
-        while True:
-            again = await connect(path)
-            try:
-                await again.send_all(PREFACE + EMPTY_SETTINGS)
-            except trio.BrokenResourceError:
-                pass
-            if await first_bytes(again) != b"":
-                break
-            await again.aclose()
-            await trio.sleep(0.01)
-    await again.aclose()
+    await served_again(path, PREFACE + EMPTY_SETTINGS, lambda answer: answer != b"")
     for stream in held:
         await stream.aclose()
     nursery.cancel_scope.cancel()
@@ -142,18 +148,7 @@ async def test_a_proxy_refuses_connections_beyond_its_cap(
     assert dialed == 2
     assert "refused a connection to proxy p1: 2 connections open" in caplog.text
     await held.pop().aclose()
-    with trio.fail_after(10):
-        while True:
-            again = await connect(path)
-            try:
-                await again.send_all(b"again")
-            except trio.BrokenResourceError:
-                pass
-            if await first_bytes(again) == b"again":
-                break
-            await again.aclose()
-            await trio.sleep(0.01)
-    await again.aclose()
+    await served_again(path, b"again", lambda answer: answer == b"again")
     for stream in held:
         await stream.aclose()
     await proxy.stop()
