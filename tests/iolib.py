@@ -7,8 +7,11 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import trio
+
+from trinit.io import OutputPump, OwnedFd, make_pipe
 
 MiB = 1 << 20
 
@@ -55,3 +58,31 @@ def read_blocking(fd: int) -> bytes:
     while chunk := os.read(fd, MiB):
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+@dataclass
+class Pumped:
+    """What :func:`through_output_pump` moved, and the pump with the two ends it owned."""
+
+    received: bytes
+    pump: OutputPump
+    read_end: OwnedFd
+    socket: trio.SocketStream
+
+
+async def through_output_pump(payload: bytes, name: str = "stdout") -> Pumped:
+    """``payload`` written by a thread into a fresh pipe and moved by an ``OutputPump`` to a
+    socket, whose other side is read to EOF."""
+    read_end, write_end = make_pipe()
+    host, guest = stream_pair()
+    pump = OutputPump(name, read_end, guest)
+    async with host, trio.open_nursery() as nursery:
+        nursery.start_soon(pump.run)
+
+        async def writer() -> None:
+            with write_end:
+                await trio.to_thread.run_sync(write_blocking, write_end.fileno(), payload)
+
+        nursery.start_soon(writer)
+        received = await receive_all(host)
+    return Pumped(received, pump, read_end, guest)

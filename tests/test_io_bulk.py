@@ -17,7 +17,14 @@ from collections.abc import Callable
 import pytest
 import trio
 import trio.testing
-from iolib import random_bytes, read_blocking, receive_all, stream_pair, write_blocking
+from iolib import (
+    random_bytes,
+    read_blocking,
+    receive_all,
+    stream_pair,
+    through_output_pump,
+    write_blocking,
+)
 
 import trinit.io._bulk as bulk
 from trinit.io import InputPump, OutputPump, make_pipe
@@ -54,12 +61,10 @@ async def _until(predicate: Callable[[], bool], within: float = 10.0) -> None:
 
 async def test_output_stretch_moves_exact_bytes() -> None:
     data = random_bytes(24 * MiB)
-    results: dict[int, bytes] = {}
-    pumps: list[OutputPump] = []
-    await _transfer(0, data, results, pumps)
-    assert results == {0: data}
-    assert pumps[0].bulk_stretches >= 1
-    assert pumps[0].bytes_moved == len(data)
+    pumped = await through_output_pump(data)
+    assert pumped.received == data
+    assert pumped.pump.bulk_stretches >= 1
+    assert pumped.pump.bytes_moved == len(data)
     assert bulk.bulk_limiter().borrowed_tokens == 0
 
 
@@ -202,24 +207,8 @@ async def test_stretches_at_once_are_bounded() -> None:
     assert 1 <= most <= bulk.BULK_THREADS
 
 
-async def _transfer(
-    index: int, payload: bytes, results: dict[int, bytes], pumps: list[OutputPump] | None = None
-) -> None:
-    """``payload`` through an OutputPump from a writer thread; what the host read."""
-    read_end, write_end = make_pipe()
-    host, guest = stream_pair()
-    pump = OutputPump(f"stdout {index}", read_end, guest)
-    if pumps is not None:
-        pumps.append(pump)
-    async with host, trio.open_nursery() as nursery:
-        nursery.start_soon(pump.run)
-
-        async def writer() -> None:
-            with write_end:
-                await trio.to_thread.run_sync(write_blocking, write_end.fileno(), payload)
-
-        nursery.start_soon(writer)
-        results[index] = await receive_all(host)
+async def _transfer(index: int, payload: bytes, results: dict[int, bytes]) -> None:
+    results[index] = (await through_output_pump(payload, f"stdout {index}")).received
 
 
 async def test_host_gone_mid_stretch_ends_the_pump() -> None:

@@ -16,6 +16,7 @@ from iolib import (
     receive_all,
     spawn_python,
     stream_pair,
+    through_output_pump,
     write_blocking,
 )
 
@@ -34,22 +35,12 @@ pytestmark = pytest.mark.usefixtures("no_fd_leak")
 @pytest.mark.parametrize("size", [0, 1, 128 * KiB, 10 * MiB])
 async def test_output_exact_bytes(size: int) -> None:
     data = random_bytes(size)
-    read_end, write_end = make_pipe()
-    host, guest = stream_pair()
-    pump = OutputPump("stdout", read_end, guest)
-    async with host, trio.open_nursery() as nursery:
-        nursery.start_soon(pump.run)
-
-        async def writer() -> None:
-            with write_end:
-                await trio.to_thread.run_sync(write_blocking, write_end.fileno(), data)
-
-        nursery.start_soon(writer)
-        assert await receive_all(host) == data
-    assert pump.bytes_moved == size
-    assert pump._copier.method == "splice"
-    assert read_end.closed
-    assert guest.socket.fileno() == -1
+    pumped = await through_output_pump(data)
+    assert pumped.received == data
+    assert pumped.pump.bytes_moved == size
+    assert pumped.pump._copier.method == "splice"
+    assert pumped.read_end.closed
+    assert pumped.socket.socket.fileno() == -1
 
 
 async def test_writer_that_exits_at_once_loses_nothing() -> None:
