@@ -20,11 +20,12 @@ package of the interpreter given.
 Baselines, measured in the same run and interleaved with the agent (one of each per round):
 the bare interpreter (``python -c pass``); ``python -c 'import trio'``, also with ``-I -S``
 (without the site module, the venv's site-packages appended by hand); and ``python -c
-'import trio'`` in the agent's own namespaces and tmpfs, the floor no change to trinit can go
-below since the agent runs on trio (ratios are against it), and the same with protobuf's
-runtime and hpack added (what any agent on this stack imports before it can answer). The
-idle RSS is compared with the RSS after ``import trio`` and after trio + protobuf's runtime
-+ hpack, the libraries any agent on this stack loads. ``--compare OTHER_PYTHON`` also starts the
+'import trio'`` in the agent's own namespaces and tmpfs (ratios are against it), the same
+with protobuf's runtime and hpack added (what an agent on this stack imports before it can
+answer), and that again with what the agent defers deferred (:mod:`trinit._deferred`: ssl,
+hmac, protobuf's pure-Python messages, trio's ldconfig call), the floor no change to
+trinit's own code can go below. The idle RSS is compared with the RSS after the same three
+imports. ``--compare OTHER_PYTHON`` also starts the
 agent of another installation in every round (e.g. the main branch's), for a before/after in
 one run.
 """
@@ -56,6 +57,11 @@ from trinit.host import in_fresh_namespaces  # noqa: E402
 _RSS_FLOORS = {
     "trio": "import trio",
     "trio+protobuf+hpack": "import trio, google.protobuf.timestamp_pb2, hpack",
+    # the same, with what the agent defers deferred (trinit._deferred): the agent's floor
+    "the same, deferred": "from trinit._deferred import defer, libpthread_known\n"
+    "defer()\n"
+    "with libpthread_known(): import trio\n"
+    "import google.protobuf.timestamp_pb2, hpack",
 }
 
 
@@ -230,6 +236,9 @@ def main() -> None:
         ),
         "unshare ... python -c 'import trio, protobuf, hpack'": in_fresh_namespaces(
             args.python, ["-c", _RSS_FLOORS["trio+protobuf+hpack"]]
+        ),
+        "the same, deferred as the agent does": in_fresh_namespaces(
+            args.python, ["-c", _RSS_FLOORS["the same, deferred"]]
         ),
     }
     starts: dict[str, list[Start]] = {python: [] for python in agents}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -44,9 +45,20 @@ def _is_in(module: str, packages: tuple[str, ...]) -> bool:
     return any(module == p or module.startswith(p + ".") for p in packages)
 
 
+#: what the agent's libraries import but the agent never runs (trinit._deferred): trio's
+#: TLS and DTLS support (libssl, libcrypto), protobuf's pure-Python messages
+DEFERRED = ("ssl", "_ssl", "hmac", "_hashlib", "google.protobuf.text_format", "pickle")
+
+
+class IdleAgent:
+    def __init__(self, log: list[str], maps: str) -> None:
+        self.log = log
+        self.maps = maps  # /proc/PID/maps of the idle agent
+
+
 @pytest.fixture(scope="module")
-def agent_log() -> Iterator[list[str]]:
-    """The log of an agent that answered a Getenv and then built its registry (idle)."""
+def idle_agent() -> Iterator[IdleAgent]:
+    """An agent that answered a Getenv and then built its registry (idle)."""
     mp = pytest.MonkeyPatch()
     mp.setenv("PYTHONPROFILEIMPORTTIME", "1")
     try:
@@ -60,10 +72,15 @@ def agent_log() -> Iterator[list[str]]:
         while "trinit.nursery._registry" not in _modules(agent.log().splitlines()):
             assert time.monotonic() < deadline, agent.log()[-3000:]
             time.sleep(0.05)
-        yield agent.log().splitlines()
+        yield IdleAgent(agent.log().splitlines(), Path(f"/proc/{agent.pid}/maps").read_text())
     finally:
         agent.stop()
         agent.remove()
+
+
+@pytest.fixture(scope="module")
+def agent_log(idle_agent: IdleAgent) -> list[str]:
+    return idle_agent.log
 
 
 def _modules(lines: list[str]) -> list[str]:
@@ -109,3 +126,15 @@ def test_the_servicer_and_http2_load_while_the_listener_already_accepts(
     for module in ("trinit._proto.sandbox_pb2", "google.protobuf.descriptor", "trinit.rpc._http2"):
         assert module not in before
         assert module in between
+
+
+def test_what_the_libraries_import_but_the_agent_never_runs_stays_unloaded(
+    idle_agent: IdleAgent,
+) -> None:
+    """ssl, hmac and protobuf's pure-Python messages are deferred (trinit._deferred): the
+    idle agent has neither run them nor mapped libssl and libcrypto (3.5 MiB resident)."""
+    modules = _modules(idle_agent.log)
+    assert "trio" in modules and "trinit.nursery._registry" in modules
+    assert [m for m in modules if m in DEFERRED] == []
+    mapped = {line.split()[-1] for line in idle_agent.maps.splitlines() if "/" in line}
+    assert [p for p in mapped if "libcrypto" in p or "libssl" in p] == []

@@ -225,7 +225,11 @@ def main(argv: list[str] | None = None) -> None:
             die("bad agent arguments on the kernel command line")
         raise
     if ns.command == "agent":
-        from trinit._agent import AgentConfig, StartupError
+        from trinit._deferred import defer, libpthread_known
+
+        defer()  # what the agent's libraries import but it never uses (trinit._deferred)
+        with libpthread_known():  # trio's import would spawn ldconfig otherwise
+            from trinit._agent import AgentConfig, StartupError
         from trinit._log import setup
 
         setup(ns.log_level)
