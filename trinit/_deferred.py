@@ -26,6 +26,7 @@ from __future__ import annotations
 import ctypes.util
 import importlib
 import importlib.util
+import logging
 import os
 import sys
 import threading
@@ -38,7 +39,7 @@ AGENT_DEFERRED = ("ssl", "hmac", "google.protobuf.internal.python_message")
 """What the agent defers: none of it is on a path the agent runs (it serves plaintext
 gRPC over vsock or a unix socket, and its messages are upb's)."""
 
-_LOCK = threading.RLock()
+_LOCK = threading.Lock()
 
 
 class DeferredModule(types.ModuleType):
@@ -56,15 +57,24 @@ class DeferredModule(types.ModuleType):
 
 
 def _load(stand_in: DeferredModule) -> types.ModuleType:
+    """The real module, imported on the first call.
+
+    No lock of ours is held while importing: two threads that both find the stand-in gone
+    meet in the import system's own per-module lock, and one of them imports. (A lock held
+    across the import could deadlock with a thread that holds another module's import lock
+    and needs this stand-in.)
+    """
+    real: types.ModuleType | None = stand_in.__dict__.get("_deferred_real")
+    if real is not None:
+        return real
     name = stand_in.__name__
     with _LOCK:
-        real = stand_in.__dict__.get("_deferred_real")
-        if real is None:
-            if sys.modules.get(name) is stand_in:
-                del sys.modules[name]
-            real = importlib.import_module(name)
-            stand_in.__dict__["_deferred_real"] = real
-        return real
+        if sys.modules.get(name) is stand_in:
+            del sys.modules[name]
+    real = importlib.import_module(name)
+    stand_in.__dict__["_deferred_real"] = real
+    logging.getLogger("trinit.agent").debug(f"deferred module {name} loaded on first use")
+    return real
 
 
 def defer(names: tuple[str, ...] = AGENT_DEFERRED) -> list[str]:
