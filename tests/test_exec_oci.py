@@ -52,6 +52,15 @@ def test_defaults(root: str) -> None:
     assert altered["ociVersion"] == ""
 
 
+def test_an_owned_spec_is_altered_in_place_with_the_same_result(root: str) -> None:
+    """CreateProcess gives away the spec it just decoded: no copy, the same alterations."""
+    copied = alter_spec(base(root), "c1")
+    spec = base(root)
+    owned = alter_spec(spec, "c1", owned=True)
+    assert owned is spec
+    assert owned == copied
+
+
 def test_existing_values_win(root: str) -> None:
     spec = base(root, cwd="/srv", env=["PATH=/x", "HOME=/h", "TERM=vt100"], terminal=True)
     spec["linux"]["cgroupsPath"] = "/container/pod/p/c1"

@@ -276,7 +276,7 @@ class ContainerRegistry:
 
 
 def _altered_spec(configuration: bytes, process_id: str) -> dict[str, Any]:
-    return alter_spec(decode_spec(configuration), process_id)
+    return alter_spec(decode_spec(configuration), process_id, owned=True)
 
 
 def _is_executable(path: str) -> bool:
