@@ -63,6 +63,33 @@ def test_kill_before_start_and_kill_9(agent) -> None:
     proc.delete()
 
 
+def test_a_refused_new_container_reports_its_first_problem_and_frees_the_id(agent) -> None:
+    """A new container's spec, OCI runtime check, bundle and cgroup are one step in a worker
+    thread (trinit.nursery._registry): its errors keep their order, and a refusal leaves
+    the id free."""
+    stub = agent.host.stub
+    ctr = Container(agent.host)
+
+    def create(spec: dict, runtime: str | None = None) -> grpc.StatusCode:
+        request = pb.CreateProcessRequest(
+            id=ctr.id, containerID=ctr.id, configuration=json.dumps(spec).encode()
+        )
+        if runtime is not None:
+            request.ociRuntimePath = runtime
+        return _code(stub.CreateProcess, request, timeout=30)
+
+    no_process = {k: v for k, v in ctr.spec(["true"]).items() if k != "process"}
+    assert create(no_process, runtime="/no/such/runc") == grpc.StatusCode.INVALID_ARGUMENT
+    assert create(ctr.spec(["true"]), runtime="/no/such/runc") == (
+        grpc.StatusCode.FAILED_PRECONDITION
+    )
+    missing_root = ctr.spec(["true"])
+    missing_root["root"] = {"path": ctr.root + "/not-there"}
+    assert create(missing_root) == grpc.StatusCode.INVALID_ARGUMENT
+    assert ctr.run(["sh", "-c", "echo ok"]).stdout == b"ok\n"  # the id was left free
+    _alive(agent)
+
+
 def test_lookup_error_codes(agent) -> None:
     stub = agent.host.stub
     assert (

@@ -354,6 +354,37 @@ async def test_remove_gives_up_after_five_attempts(
     assert leaf.exists()
 
 
+async def test_a_first_attempt_made_in_a_thread_counts_towards_the_five(
+    root: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Container.delete makes the first attempt in the thread that removed the bundle
+    (``try_remove``), then ``remove(tried=True)`` goes on with the same schedule."""
+    leaf = make_cgroup_dir(root / "c1", "cgroup.kill")
+    times: list[float] = []
+    manager = CgroupManager(str(root), rmdir=failing_rmdir(times, 99))
+    start = trio.current_time()
+    assert await trio.to_thread.run_sync(manager.try_remove, str(leaf)) is False
+    with pytest.raises(Internal, match="after 5 retries"):
+        await manager.remove(str(leaf), tried=True)
+    assert [round(t - start, 6) for t in times] == [0.0, 0.01, 0.03, 0.07, 0.15]
+
+
+async def test_try_remove_removes_or_reports_a_retry_or_fails(root: Path) -> None:
+    leaf = make_cgroup_dir(root / "c1", "cgroup.kill")
+    times: list[float] = []
+    busy_once = CgroupManager(str(root), rmdir=failing_rmdir(times, 1))
+    assert await trio.to_thread.run_sync(busy_once.try_remove, str(leaf)) is False
+    assert await trio.to_thread.run_sync(busy_once.try_remove, str(leaf)) is True
+    assert not leaf.exists()
+    assert await trio.to_thread.run_sync(busy_once.try_remove, str(leaf)) is True  # gone: done
+    other = make_cgroup_dir(root / "c2", "cgroup.kill")
+    denied = CgroupManager(str(root), rmdir=failing_rmdir([], 99, errno.EACCES))
+    with pytest.raises(Internal, match="Permission denied"):
+        await trio.to_thread.run_sync(denied.try_remove, str(other))
+    with pytest.raises(InvalidArgument):
+        denied.try_remove(str(root))
+
+
 async def test_remove_other_errors_fail_at_once(
     root: Path, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -251,7 +251,7 @@ class CgroupManager:
 
     # -- removal ---------------------------------------------------------------------
 
-    async def remove(self, cgroup_dir: str) -> None:
+    async def remove(self, cgroup_dir: str, *, tried: bool = False) -> None:
         """Kill everything in ``cgroup_dir``, remove its child cgroups, then the leaf.
 
         Each attempt writes ``1`` to ``cgroup.kill`` (or, without it, SIGKILLs every pid
@@ -267,20 +267,33 @@ class CgroupManager:
         not); the cancellation takes effect after it, or in a sleep between attempts. Then
         the processes are already killed and part of the subtree may be gone. Nothing to
         close.
+
+        ``tried``: the first attempt was made already (:meth:`try_remove`, by a caller that
+        had a worker thread anyway) and was retryable; this goes on with the second.
         """
         self._relative_parts(cgroup_dir)
         attempts = len(REMOVE_RETRY_DELAYS) + 1
         for attempt in range(attempts):
-            try:
-                await trio.to_thread.run_sync(self._remove_once, cgroup_dir)
-                return
-            except OSError as exc:
-                if exc.errno not in _RETRYABLE_REMOVE_ERRNOS:
-                    raise Internal(f"cgroups: remove {cgroup_dir}: {_strerror(exc)}") from exc
-                log.debug("cgroups: remove %s attempt %d: %s", cgroup_dir, attempt + 1, exc)
+            if attempt > 0 or not tried:
+                if await trio.to_thread.run_sync(self.try_remove, cgroup_dir):
+                    return
             if attempt < len(REMOVE_RETRY_DELAYS):
                 await trio.sleep(REMOVE_RETRY_DELAYS[attempt])
         raise Internal(f"cgroups: unable to remove cgroup after {attempts} retries")
+
+    def try_remove(self, cgroup_dir: str) -> bool:
+        """One attempt of :meth:`remove`, blocking (call it from a worker thread): True when
+        the cgroup is gone; False when processes were still exiting (EBUSY, EAGAIN) and a
+        retry is due. Other errors raise Internal."""
+        self._relative_parts(cgroup_dir)
+        try:
+            self._remove_once(cgroup_dir)
+        except OSError as exc:
+            if exc.errno not in _RETRYABLE_REMOVE_ERRNOS:
+                raise Internal(f"cgroups: remove {cgroup_dir}: {_strerror(exc)}") from exc
+            log.debug("cgroups: remove %s: %s", cgroup_dir, exc)
+            return False
+        return True
 
     def _remove_once(self, cgroup_dir: str) -> None:
         if not os.path.isdir(cgroup_dir):

@@ -122,13 +122,24 @@ class ContainerCgroups(CgroupHooks):
             self._last_events[container_id] = events
         return self._last_events.get(container_id, {})
 
-    async def remove(self, container_id: str, spec: dict[str, Any]) -> None:
+    async def remove(self, container_id: str, spec: dict[str, Any], *, tried: bool = False) -> None:
         directory = self.directory(spec)
         if directory is None:
             return
-        await trio.to_thread.run_sync(self.remember_events, container_id, spec)
-        await self.manager.remove(directory)
+        if not tried:
+            await trio.to_thread.run_sync(self.remember_events, container_id, spec)
+        await self.manager.remove(directory, tried=tried)
         self._last_events.pop(container_id, None)
+
+    def try_remove(self, container_id: str, spec: dict[str, Any]) -> bool:
+        directory = self.directory(spec)
+        if directory is None:
+            return True
+        self.remember_events(container_id, spec)
+        if not self.manager.try_remove(directory):
+            return False
+        self._last_events.pop(container_id, None)
+        return True
 
 
 def container_statistics(
