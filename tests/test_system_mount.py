@@ -117,6 +117,21 @@ async def test_no_retry_for_other_sources(tmp_path: Path, autojump_clock: object
     assert not (tmp_path / "rescan").exists()
 
 
+async def test_a_destination_that_cannot_be_made_is_not_mounted_on(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    fake = FakeMount(failures=0)
+    (tmp_path / "file").write_text("x")
+    request = pb.MountRequest(type="ext4", source="/dev/vdb", destination=str(tmp_path / "file/m"))
+    with pytest.raises(Internal) as info:
+        await mount(request, syscalls=_syscalls(fake, tmp_path))
+    assert info.value.message.startswith("mount: ext4 /dev/vdb on ")
+    assert ": preparing destination: " in info.value.message
+    assert "File exists (EEXIST)" in info.value.message  # makedirs of the path's file
+    assert fake.calls == []  # no mount, and no hot-plug retry for a block device
+    assert not (tmp_path / "rescan").exists()
+
+
 async def test_bind_of_file_creates_file_and_remounts(tmp_path: Path) -> None:
     fake = FakeMount(failures=0)
     source = tmp_path / "src.txt"

@@ -147,10 +147,6 @@ async def mount(
     except ValueError:
         raise Internal(f"mount: {what}: data string longer than a page") from None
     is_bind = bool(opts.flags & linux.MS_BIND)
-    try:
-        await run_blocking(lambda: _prepare_destination(source, destination, is_bind))
-    except OSError as exc:
-        raise Internal(f"mount: {what}: preparing destination: {os_reason(exc)}") from None
 
     def call(src: str | None, fst: str | None, flags: int, data: str | None) -> Callable[[], None]:
         def attempt() -> None:
@@ -160,15 +156,27 @@ async def mount(
         return attempt
 
     main = call(source or None, fstype or None, opts.flags, opts.data or None)
-    # A bind remount without data is done by the MS_REMOUNT|MS_BIND call below (vminitd skips
-    # every data-less remount, which makes `remount,ro` a silent no-op; see docs/compat.md).
-    if not opts.skip_main_call:
+
+    def prepare_then_mount() -> None:
+        # one trip to a worker thread for both (each trip costs ~0.25 ms of the RPC)
         try:
-            await run_blocking(main)
-        except OSError as first:
-            if not _is_hotplug(fstype, source):
-                raise Internal(f"mount: {what}: {_errtext(first)}") from None
-            await _retry_after_rescan(main, syscalls.pci_rescan_path, what, first)
+            _prepare_destination(source, destination, is_bind)
+        except OSError as exc:
+            raise _PreparingFailed(exc) from None
+        # A bind remount without data is done by the MS_REMOUNT|MS_BIND call below (vminitd
+        # skips every data-less remount, which makes `remount,ro` a silent no-op; see
+        # docs/compat.md).
+        if not opts.skip_main_call:
+            main()
+
+    try:
+        await run_blocking(prepare_then_mount)
+    except _PreparingFailed as failed:
+        raise Internal(f"mount: {what}: preparing destination: {os_reason(failed.error)}") from None
+    except OSError as first:
+        if not _is_hotplug(fstype, source):
+            raise Internal(f"mount: {what}: {_errtext(first)}") from None
+        await _retry_after_rescan(main, syscalls.pci_rescan_path, what, first)
     try:
         if opts.bind_remount_flags:
             await run_blocking(call(None, None, opts.bind_remount_flags, None))
@@ -177,6 +185,14 @@ async def mount(
     except OSError as exc:
         raise Internal(f"mount: {what}: {_errtext(exc)}") from None
     return pb.MountResponse()
+
+
+class _PreparingFailed(Exception):
+    """The destination could not be prepared (its OSError in ``error``): no mount was tried."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 def _errtext(exc: OSError) -> str:
