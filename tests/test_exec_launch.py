@@ -32,6 +32,9 @@ mode = sys.argv[1]
 if mode == "exit-early":
     sys.exit(0)
 os.write(3, os.getpid().to_bytes(4, sys.byteorder, signed=True))
+if mode == "fail-before-ack":  # an init whose set-up fails while trinit has not acked yet
+    os.write(5, b"mount /proc: [Errno 2] No such file or directory\\n")
+    sys.exit(1)
 ack = os.read(4, 6)
 if mode == "stall":
     import time
@@ -139,6 +142,27 @@ async def test_helper_error_text(fake: str, stdio: tuple[int, int, int]) -> None
         await launch(["fail"], stdio=stdio, on_pid=pids.append, python=fake)
     assert info.value.message == "vmexec error: mount /proc: [Errno 2] No such file or directory"
     assert reap(pids) == [1]
+
+
+async def test_a_failure_before_the_ack_reports_the_helper_text(
+    fake: str, stdio: tuple[int, int, int]
+) -> None:
+    """A container process sets itself up while trinit acknowledges its pid, and waits for
+    AckPid only before its first step that needs it (trinit.exec._child); if the set-up
+    fails first, the process is gone by the time AckPid is written (EPIPE), and what the
+    host gets is the process's own error text."""
+    before = open_fds()
+    pids: list[int] = []
+
+    async def before_ack(pid: int) -> None:
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # it has exited: its pipes closed
+
+    with pytest.raises(Internal) as info:
+        await launch(["fail-before-ack"], stdio=stdio, on_pid=pids.append, python=fake,
+                     before_ack=before_ack)  # fmt: skip
+    assert info.value.message == "vmexec error: mount /proc: [Errno 2] No such file or directory"
+    assert reap(pids) == [1]
+    assert open_fds() == before
 
 
 async def test_helper_exits_without_pid(fake: str, stdio: tuple[int, int, int]) -> None:

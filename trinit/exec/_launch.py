@@ -323,7 +323,7 @@ async def _handshake(
     on_pid(pid)
     if before_ack is not None:
         await before_ack(pid)
-    await _write_all(ack_w, b"AckPid")
+    await _write_ack(ack_w, b"AckPid")
     if terminal:
         raw = await _read_exact(sync_r, 4)
         if len(raw) != 4:
@@ -339,9 +339,19 @@ async def _handshake(
             raise Internal(f"failed to take the PTY master of {pid}: {exc}") from None
         if on_console is not None:
             on_console(pty[0])
-        await _write_all(ack_w, b"AckConsole")
+        await _write_ack(ack_w, b"AckConsole")
     return pid
 
 
 class _HelperFailed(Exception):
     """The protocol broke off without error text (yet)."""
+
+
+async def _write_ack(ack_w: int, ack: bytes) -> None:
+    """Write an ack. A container process sets itself up while trinit acknowledges its pid
+    (trinit.exec._child): if that failed first, the process is gone and the write finds no
+    reader; its error text is then what the caller reports."""
+    try:
+        await _write_all(ack_w, ack)
+    except BrokenPipeError:
+        raise _HelperFailed(f"the helper exited before {ack.decode()}") from None
