@@ -57,45 +57,12 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def _set_up_before_ack(pid: int, probe: dict[str, Any]) -> bool:
-    """Whether the process, not yet acknowledged, has got to the step ``probe`` names:
-    ``root`` (it pivoted into its rootfs, ``path``) or ``uid`` (it took the workload's
-    user)."""
-    try:
-        if probe["kind"] == "root":
-            root, rootfs = os.stat(f"/proc/{pid}/root/"), os.stat(probe["path"])
-            return (root.st_dev, root.st_ino) == (rootfs.st_dev, rootfs.st_ino)
-        with open(f"/proc/{pid}/status") as status:
-            uid = next(line for line in status if line.startswith("Uid:")).split()[1]
-        return bool(int(uid) == probe["uid"])
-    except (OSError, StopIteration):
-        return False
-
-
 async def _launch_one(
-    argv_tail: list[str],
-    terminal: bool,
-    stdio_out: bool,
-    result: dict[str, Any],
-    probe: dict[str, Any] | None = None,
+    argv_tail: list[str], terminal: bool, stdio_out: bool, result: dict[str, Any]
 ) -> tuple[int | None, int | None, int | None]:
-    """Launch; fill result['error'|'pid'|'elapsed']; return (pid, out_r, err_r/pty).
-
-    ``probe``: hold AckPid back (up to 10 s) until the process has got that far in its
-    set-up (:func:`_set_up_before_ack`); result['set_up_before_ack'] says whether it did."""
-    import trio
-
+    """Launch; fill result['error'|'pid'|'elapsed']; return (pid, out_r, err_r/pty)."""
     from trinit.errors import TrinitError
     from trinit.exec import launch
-
-    async def before_ack(pid: int) -> None:
-        if probe is None:
-            return
-        with trio.move_on_after(10):
-            # /proc offers no event for a process's progress: poll it
-            while not _set_up_before_ack(pid, probe):  # noqa: ASYNC110
-                await trio.sleep(0.005)
-        result["set_up_before_ack"] = _set_up_before_ack(pid, probe)
 
     null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
     out_r = out_w = err_r = err_w = None
@@ -106,9 +73,7 @@ async def _launch_one(
     pids: list[int] = []
     start = time.monotonic()
     try:
-        launched = await launch(
-            argv_tail, stdio=stdio, on_pid=pids.append, terminal=terminal, before_ack=before_ack
-        )
+        launched = await launch(argv_tail, stdio=stdio, on_pid=pids.append, terminal=terminal)
     except TrinitError as exc:
         result["error"] = exc.message
         result["code"] = int(exc.code)
@@ -142,14 +107,7 @@ async def _drive(scenario: dict[str, Any]) -> dict[str, Any]:
     exec_process = scenario.get("exec")
 
     fds_before = _fds()
-    probes = scenario.get("probes") or {}
-    if probes:  # this PID namespace's own /proc, to look at its processes by their pids
-        from trinit._linux import mount
-
-        mount("proc", "/proc", "proc", 0, None)
-    pid, out, err = await _launch_one(
-        run_tail, terminal, exec_process is None, result, probes.get("run")
-    )
+    pid, out, err = await _launch_one(run_tail, terminal, exec_process is None, result)
     if exec_process is not None and pid is not None:
         exec_spec = alter_spec(dict(spec, process=exec_process), "e1")
         path = os.path.join(work, "process.json")
@@ -157,9 +115,7 @@ async def _drive(scenario: dict[str, Any]) -> dict[str, Any]:
         exec_tail = ["exec", "--process-path", path, "--parent-pid", str(pid)]
         exec_terminal = bool(exec_process.get("terminal"))
         exec_result: dict[str, Any] = {}
-        epid, eout, eerr = await _launch_one(
-            exec_tail, exec_terminal, True, exec_result, probes.get("exec")
-        )
+        epid, eout, eerr = await _launch_one(exec_tail, exec_terminal, True, exec_result)
         exec_result["stdout"] = _read_all(eout).decode() if eout is not None else ""
         exec_result["stderr"] = _read_all(eerr).decode() if eerr is not None else ""
         for fd in (eout, eerr):
@@ -210,14 +166,10 @@ def busybox_root(tmp_path_factory: pytest.TempPathFactory) -> str:
     return path
 
 
-def drive(
-    tmp_path: Any, spec: dict[str, Any], exec_process: Any = None, probes: Any = None
-) -> dict[str, Any]:
+def drive(tmp_path: Any, spec: dict[str, Any], exec_process: Any = None) -> dict[str, Any]:
     scenario = {"work": str(tmp_path), "spec": spec}
     if exec_process is not None:
         scenario["exec"] = exec_process
-    if probes is not None:
-        scenario["probes"] = probes
     proc = subprocess.run(
         [*UNSHARE, sys.executable, __file__, json.dumps(scenario)],
         capture_output=True,
@@ -240,24 +192,6 @@ def test_echo_exact_bytes(busybox_root: str, tmp_path: Any) -> None:
     assert result["status"] == 0
     assert len(result["pids"][0]) == 2  # helper, then container
     assert result["fds_after"] == result["fds_before"]
-
-
-def test_container_processes_set_up_while_trinit_acknowledges_their_pid(
-    busybox_root: str, tmp_path: Any
-) -> None:
-    """The init pivots into its rootfs, and an exec takes its user, before AckPid: they
-    wait for it only before execve (trinit.exec._child._Ack). The agent holds AckPid back
-    here until it sees that."""
-    spec = spec_for(busybox_root, ["sleep", "30"])
-    exec_process = dict(spec["process"], args=["id", "-u"], user={"uid": 1000, "gid": 1000})
-    probes = {"run": {"kind": "root", "path": busybox_root}, "exec": {"kind": "uid", "uid": 1000}}
-    result = drive(tmp_path, spec, exec_process, probes)
-    assert result.get("error") is None
-    assert result["set_up_before_ack"] is True
-    assert result["exec"].get("error") is None
-    assert result["exec"]["set_up_before_ack"] is True
-    assert result["exec"]["stdout"] == "1000\n"
-    assert result["exec"]["status"] == 0
 
 
 def test_exit_status(busybox_root: str, tmp_path: Any) -> None:

@@ -12,11 +12,10 @@ line of UTF-8 naming the stage that failed, e.g. ``mount /proc: [Errno 2] ...``,
 Every fd is CLOEXEC before execve, so the error pipe reads EOF exactly when the workload runs.
 
 ``run`` enters the namespaces of ``linux.namespaces``, forks, and the parent reports the
-child's pid and exits. The child (the container init) builds the root filesystem, pivots
-into it, and runs the common tail: rlimits, capabilities, user, no_new_privs, PATH lookup,
-cwd, execve; it waits for ``AckPid`` (trinit has registered the pid) only before the steps
-that need it, the execve above all (:class:`_Ack`). ``exec`` joins the init's namespaces
-through a pidfd instead.
+child's pid and exits. The child (the container init) waits for ``AckPid`` (so trinit has
+registered the pid before the workload can exit), builds the root filesystem, pivots into
+it, and runs the common tail: rlimits, capabilities, user, no_new_privs, PATH lookup, cwd,
+execve. ``exec`` joins the init's namespaces through a pidfd instead.
 
 Deviations from vminitd's vmexec, on purpose:
 * ``/dev/ptmx`` is bind-mounted from ``/dev/pts/ptmx`` instead of being replaced by a symlink,
@@ -167,32 +166,6 @@ def _wait_ack(expected: bytes) -> None:
         data = os.read(ACK_FD, len(expected))
     if data != expected:
         raise ChildError(f"read {expected.decode()}: got {data!r} from the ack pipe")
-
-
-class _Ack:
-    """``AckPid``, read once, as late as the container process can: trinit reads its pid
-    and acknowledges it while the process sets itself up, and the process waits only before
-    the first step that must come after the acknowledgement:
-
-    * ``execve`` (and trinit's own init or pause): the workload may exit at once, and its
-      exit must find the pid registered (docs/protocol.md §5.5);
-    * a seccomp filter: the read of the ack must not depend on what the profile allows;
-    * the terminal: the PTY master's fd number follows the pid on the sync pipe;
-    * a new cgroup namespace of a process the helper still has to move into its cgroup
-      (``placed`` False): the namespace's root is the cgroup the process is in.
-
-    If the set-up fails first, the process reports its error and exits; trinit's ack then
-    finds no reader, and the host gets the error text (``trinit.exec._launch``)."""
-
-    __slots__ = ("done",)
-
-    def __init__(self) -> None:
-        self.done = False
-
-    def wait(self) -> None:
-        if not self.done:
-            _wait_ack(ACK_PID)
-            self.done = True
 
 
 def _report(text: str) -> None:
@@ -845,11 +818,10 @@ def _install_seccomp(seccomp: Any) -> None:
         sc.seccomp_set_mode_filter(seccomp.program, seccomp.flags)
 
 
-def _common_tail(process: dict[str, Any], ack: _Ack, seccomp: Any = None) -> NoReturn:
+def _common_tail(process: dict[str, Any], seccomp: Any = None) -> NoReturn:
     _set_umask(process.get("user") or {})
     _set_rlimits(process.get("rlimits") or [])
     if seccomp is not None and not process.get("noNewPrivileges"):
-        ack.wait()
         _install_seccomp(seccomp)  # needs CAP_SYS_ADMIN without no_new_privs, as in runc
     caps = process.get("capabilities") or {}
     with _Stage("drop bounding capabilities"):
@@ -900,7 +872,6 @@ def _common_tail(process: dict[str, Any], ack: _Ack, seccomp: Any = None) -> NoR
     with _Stage(f"chdir {cwd}"):
         os.chdir(cwd)
     _restore_signals()
-    ack.wait()
     if seccomp is not None and process.get("noNewPrivileges"):
         _install_seccomp(seccomp)  # as late as possible: fewest calls the profile must allow
     if selfexec.is_entry_point(executable, ENTRY_POINT[0]):  # trinit's own: no Python there
@@ -921,14 +892,11 @@ def _run_container_init(
     bundle: str,
     new_cgroup_ns: bool,
     trees: dict[int, int],
-    placed: bool,
+    acked: bool = False,
 ) -> NoReturn:
-    """The container init's set-up. ``placed``: it is in its cgroup already (born there,
-    or there is none); otherwise the helper moves it before it reports the pid."""
-    ack = _Ack()
+    if not acked:
+        _wait_ack(ACK_PID)
     if new_cgroup_ns:
-        if not placed:
-            ack.wait()
         with _Stage("unshare cgroup namespace"):
             sc.unshare(sc.CLONE_NEWCGROUP)
     with _Stage("setsid"):
@@ -938,7 +906,6 @@ def _run_container_init(
     _setup_root(spec, os.path.abspath(rootfs), trees)
     process = spec.get("process") or {}
     if process.get("terminal"):
-        ack.wait()
         _setup_terminal(console=True, size=console_size(process))
     hostname = spec.get("hostname")
     if hostname:
@@ -953,7 +920,7 @@ def _run_container_init(
     _mask_paths(linux.get("maskedPaths") or [])
     _readonly_paths(linux.get("readonlyPaths") or [])
     _cloexec_above_stdio()
-    _common_tail(process, ack, seccomp)
+    _common_tail(process, seccomp)
 
 
 def _kill_quietly(pid: int) -> None:
@@ -980,8 +947,7 @@ def command_run(bundle: str, cgroup_root: str) -> int:
     with _Stage("fork"):
         pid, placed = fork_into(cgroup, entered)
     if pid == 0:
-        in_place = placed or cgroup is None
-        _guarded(lambda: _run_container_init(spec, bundle, new_cgroup_ns, trees, in_place))
+        _guarded(lambda: _run_container_init(spec, bundle, new_cgroup_ns, trees))
     try:
         if not placed:
             _apply_cgroup(pid, cgroup)
@@ -999,14 +965,13 @@ def _exec_process(process: dict[str, Any], seccomp: Any, cgroup_ns_of: int | Non
     if cgroup_ns_of is not None:  # left out of the parent's setns: see command_exec
         with _Stage("join the cgroup namespace"):
             sc.setns(cgroup_ns_of, sc.CLONE_NEWCGROUP)
-    ack = _Ack()
+    _wait_ack(ACK_PID)
     with _Stage("setsid"):
         os.setsid()
     if process.get("terminal"):
-        ack.wait()
         _setup_terminal(console=False, size=console_size(process))
     _cloexec_above_stdio()
-    _common_tail(process, ack, seccomp)
+    _common_tail(process, seccomp)
 
 
 def command_exec(
@@ -1216,12 +1181,13 @@ class DirectInit:
 
     def run(self) -> NoReturn:
         """In the init: what the helper would have done after forking it, then the rest."""
+        _wait_ack(ACK_PID)  # first: trinit knows the pid, so failures from here are reported
         spec = self.spec
         _set_oom_score_adj(spec["process"])
         with _Stage("idmapped mounts"):
             trees = _idmap.detach_all(spec.get("mounts") or [])
         new_cgroup_ns, _ = _enter_namespaces(spec, made=sc.CLONE_NEWPID)
-        _run_container_init(spec, self.bundle, new_cgroup_ns, trees, placed=True)
+        _run_container_init(spec, self.bundle, new_cgroup_ns, trees, acked=True)
 
 
 def _become_direct_init(control: Any, plan: DirectInit, fds: list[int]) -> NoReturn:
