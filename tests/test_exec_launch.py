@@ -32,7 +32,7 @@ mode = sys.argv[1]
 if mode == "exit-early":
     sys.exit(0)
 os.write(3, os.getpid().to_bytes(4, sys.byteorder, signed=True))
-if mode == "fail-before-ack":  # an init whose set-up fails while trinit has not acked yet
+if mode == "fail-before-ack":  # a process that fails before it waits for the ack
     os.write(5, b"mount /proc: [Errno 2] No such file or directory\\n")
     sys.exit(1)
 ack = os.read(4, 6)
@@ -147,10 +147,8 @@ async def test_helper_error_text(fake: str, stdio: tuple[int, int, int]) -> None
 async def test_a_failure_before_the_ack_reports_the_helper_text(
     fake: str, stdio: tuple[int, int, int]
 ) -> None:
-    """A container process sets itself up while trinit acknowledges its pid, and waits for
-    AckPid only before its first step that needs it (trinit.exec._child); if the set-up
-    fails first, the process is gone by the time AckPid is written (EPIPE), and what the
-    host gets is the process's own error text."""
+    """A container process that is gone before AckPid is written (EPIPE) is a failed
+    launch, reported with the process's own error text."""
     before = open_fds()
     pids: list[int] = []
 

@@ -348,9 +348,9 @@ class _HelperFailed(Exception):
 
 
 async def _write_ack(ack_w: int, ack: bytes) -> None:
-    """Write an ack. A container process sets itself up while trinit acknowledges its pid
-    (trinit.exec._child): if that failed first, the process is gone and the write finds no
-    reader; its error text is then what the caller reports."""
+    """Write an ack. If the container process is gone already (killed while it waited, by
+    the OOM killer say, or failed before it got to wait), the write finds no reader: that
+    is a failed launch, and the process's error text, if any, is what the caller reports."""
     try:
         await _write_all(ack_w, ack)
     except BrokenPipeError:
