@@ -153,7 +153,8 @@ async def test_a_failure_before_the_ack_reports_the_helper_text(
     pids: list[int] = []
 
     async def before_ack(pid: int) -> None:
-        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # it has exited: its pipes closed
+        # it has exited (its pipes closed), not reaped yet
+        await trio.to_thread.run_sync(os.waitid, os.P_PID, pid, os.WEXITED | os.WNOWAIT)
 
     with pytest.raises(Internal) as info:
         await launch(["fail-before-ack"], stdio=stdio, on_pid=pids.append, python=fake,
