@@ -308,6 +308,17 @@ def test_request_round_trip() -> None:
         decode_request(b"3\0run")
 
 
+def test_the_agent_environment_goes_as_its_own_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """os.environ itself is encoded from os.environb (no decode and re-encode per
+    variable): the same request as from an equal plain mapping, undecodable bytes too."""
+    monkeypatch.setenv("TRINIT_TEST_PLAIN", "a=b")
+    monkeypatch.setitem(os.environb, b"TRINIT_TEST_RAW", b"\xff\xfe")
+    fast = encode_request(["exec"], os.environ)
+    assert fast == encode_request(["exec"], dict(os.environ))
+    assert b"\0TRINIT_TEST_RAW=\xff\xfe" in fast and b"\0TRINIT_TEST_PLAIN=a=b" in fast
+    assert decode_request(fast) == (["exec"], dict(os.environ))
+
+
 def test_launches_are_forked_by_one_server(busybox_root: str, tmp_path: Any) -> None:
     result = drive("reuse", tmp_path, busybox_root)
     first, second, third = result["runs"]

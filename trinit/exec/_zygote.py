@@ -52,7 +52,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import outcome
 import trio
@@ -82,11 +82,17 @@ def encode_request(argv_tail: list[str], env: Mapping[str, str]) -> bytes:
     key); the caller then spawns a fresh helper, which reports it the usual way.
     """
     fields = [str(len(argv_tail)).encode(), *(os.fsencode(arg) for arg in argv_tail)]
-    for key, value in env.items():
-        raw_key = os.fsencode(key)
+    if env is os.environ:
+        # the agent's own environment (nearly every launch): its bytes as they are, where
+        # going through os.environ decodes every variable only to encode it again (~0.4 ms
+        # of CPU per launch, measured)
+        raw_items: Iterable[tuple[bytes, bytes]] = os.environb.items()
+    else:
+        raw_items = ((os.fsencode(key), os.fsencode(value)) for key, value in env.items())
+    for raw_key, raw_value in raw_items:
         if not raw_key or b"=" in raw_key:
-            raise ValueError(f"illegal environment variable name {key!r}")
-        fields.append(raw_key + b"=" + os.fsencode(value))
+            raise ValueError(f"illegal environment variable name {os.fsdecode(raw_key)!r}")
+        fields.append(raw_key + b"=" + raw_value)
     if any(b"\0" in field for field in fields):
         raise ValueError("embedded null byte")
     return b"\0".join(fields)

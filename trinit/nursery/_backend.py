@@ -78,7 +78,7 @@ class HelperBackend:
             stdio=stdio,
             on_pid=on_pid,
             python=self._python,
-            env=dict(os.environ) if self._env is None else self._env,
+            env=self._env,  # None: the agent's own, as of the hand-off (Setenv changes it)
             terminal=terminal,
             before_ack=before_ack,
             on_console=on_console,
