@@ -145,4 +145,4 @@ def test_trio_imports_without_spawning_a_process() -> None:
     assert str(known["comm"]).startswith("name")  # trio named its worker after the function
     # the check can fail: without the context the same import spawns ldconfig
     plain = _run(code.format(context="open(os.devnull)"))
-    assert plain["spawned"] == ["subprocess.Popen"]
+    assert "subprocess.Popen" in plain["spawned"]  # ldconfig (and gcc, ld if it finds none)
