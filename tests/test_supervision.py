@@ -14,6 +14,7 @@ import signal
 import socket
 import struct
 import termios
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -320,6 +321,49 @@ async def test_delete_kills_reaps_and_leaves_nothing(tmp_path: Path, rootfs: Pat
         hostside.close()
     # every pipe and host connection trinit held is closed
     assert set(os.listdir("/proc/self/fd")) <= fds_before
+
+
+class _SlowCgroups(CgroupHooks):
+    """Makes a container's cgroup slowly (blocks in the worker thread until released)."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.made: list[str] = []
+        self.removed: list[str] = []
+
+    def prepare(self, container_id: str, spec: dict[str, Any]) -> None:
+        self.made.append(container_id)
+        self.entered.set()
+        self.release.wait(10)
+
+    async def remove(self, container_id: str, spec: dict[str, Any], *, tried: bool = False) -> None:
+        self.removed.append(container_id)
+
+
+async def test_a_create_cancelled_while_its_cgroup_is_made_removes_it(
+    tmp_path: Path, rootfs: Path
+) -> None:
+    """The worker thread making the bundle and the cgroup is never abandoned: a cancellation
+    meanwhile takes effect at the create's next checkpoint, where the create's clean-up
+    removes the cgroup the thread made, and the id is free again."""
+    cgroups = _SlowCgroups()
+    async with trio.open_nursery() as nursery:
+        registry, _, _ = await _registry(nursery, tmp_path, cgroups=cgroups)
+        with trio.CancelScope() as scope:
+
+            async def cancel_while_making() -> None:
+                await trio.to_thread.run_sync(cgroups.entered.wait, 10)
+                scope.cancel()
+                cgroups.release.set()
+
+            nursery.start_soon(cancel_while_making)
+            await registry.create_process("c1", "c1", spec(rootfs), StdioPorts())
+        assert scope.cancelled_caught
+        assert cgroups.made == ["c1"]
+        assert cgroups.removed == ["c1"]
+        await registry.create_process("c1", "c1", spec(rootfs), StdioPorts())  # the id is free
+        await registry.delete_process("c1", "c1")
 
 
 async def test_failed_start_reports_helper_text(tmp_path: Path, rootfs: Path) -> None:
