@@ -21,6 +21,7 @@ from iolib import (
 )
 
 from trinit.io import InputPump, OutputPump, OwnedFd, make_pipe
+from trinit.io import _copy as copy_module
 from trinit.io._copy import Copier, Ending, SpliceMode
 
 KiB = 1024
@@ -269,6 +270,43 @@ async def test_close_stdin_delivers_everything_already_sent_then_eof() -> None:
         await run_returned.wait()
         await pump.close_stdin()  # idempotent
     assert received == [data + b"sent just before"]
+
+
+async def test_close_stdin_delivers_what_waits_behind_a_full_pipe_the_child_drains(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A splice that finds the pipe full, with the child reading before the pump looks
+    again, is not an empty socket: CloseProcessStdin still delivers every byte the host
+    sent. (The child's read is made to fall exactly in that gap.)"""
+    read_end, write_end = make_pipe()
+    os.set_blocking(write_end.fileno(), False)
+    filler = bytearray()
+    while True:  # the child has not read yet: the pipe is full
+        try:
+            filler += b"f" * os.write(write_end.fileno(), b"f" * 65536)
+        except BlockingIOError:
+            break
+    data = random_bytes(64 * KiB)
+    host, guest = stream_pair()
+    pump = InputPump("stdin", guest, write_end)
+    child_read = bytearray()
+    real_poll_now = copy_module._poll_now
+
+    def child_reads_first(fd: int, events: int) -> int:
+        # the pump's first look after a splice that found no room: the child reads now
+        if not child_read:
+            child_read.extend(os.read(read_end.fileno(), 64 * KiB))
+        return real_poll_now(fd, events)
+
+    monkeypatch.setattr(copy_module, "_poll_now", child_reads_first)
+    async with host:
+        await host.send_all(data)
+        with read_end:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pump.close_stdin)
+                rest = await trio.to_thread.run_sync(read_blocking, read_end.fileno())
+    assert child_read  # the gap was hit
+    assert bytes(child_read) + rest == bytes(filler) + data
 
 
 async def test_close_stdin_before_run_and_after_end() -> None:

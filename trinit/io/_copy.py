@@ -159,20 +159,18 @@ class Copier:
         self.bytes_moved += count
 
     async def _splice_direct(self) -> Outcome:
-        src_is_pipe = self._mode is SpliceMode.SRC_IS_PIPE
         unpaused = 0  # bytes moved on the loop since the source last paused (QUIET)
         while True:
             src, dst = _fd(self._src), _fd(self._dst)
             try:
                 moved = os.splice(src, dst, CHUNK, flags=_SPLICE_FLAGS)
             except BlockingIOError:
-                if src_is_pipe:
-                    source_has_data = bool(_poll_now(src, select.POLLIN) & select.POLLIN)
-                else:
-                    # dst is the pipe: if it has room (or no reader: the next splice says
-                    # EPIPE), the socket was the one with nothing to give.
-                    ready = _poll_now(dst, select.POLLOUT)
-                    source_has_data = not ready & (select.POLLOUT | select.POLLERR)
+                # Which side was it? Ask the source: its data can only go by our own reads.
+                # (Asking the pipe whether it has room would race with its reader: a pipe
+                # that was full at the splice may have room a moment later, and a drain
+                # would then end the copy with the socket's bytes undelivered.)
+                readable = select.POLLIN | select.POLLHUP | select.POLLERR
+                source_has_data = bool(_poll_now(src, select.POLLIN) & readable)
                 if source_has_data:
                     await trio.lowlevel.wait_writable(dst)
                     continue
