@@ -8,6 +8,13 @@ into the VM's own files), the temporary file is created ``O_EXCL | O_NOFOLLOW`` 
 random name, and the final rename replaces a symlink *at* the target instead of writing
 through it. A reader of the file sees either the old or the new contents, never a part.
 
+A file that already holds exactly the bytes, mode and owner to be written is left as it
+is: replacing an existing file by rename makes ext4 flush it at once (``auto_da_alloc``),
+0.4 ms of every CreateProcess that names the hostname the rootfs already has. Finding that
+out opens the target ``O_PATH | O_NOFOLLOW`` (which never opens a device, waits on a
+FIFO or follows a link) and reads it only once ``fstat`` shows a regular file of the
+expected size.
+
 Blocking (filesystem syscalls): call it from a worker thread.
 """
 
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 
 __all__ = ["install_etc_file"]
 
@@ -34,6 +42,8 @@ def install_etc_file(root: str, name: str, data: bytes, mode: int = 0o644) -> No
             raise OSError(errno.ELOOP, "is a symlink, not followed", etc) from exc
         raise
     try:
+        if _holds(dir_fd, name, data, mode):
+            return
         temp = f".{name}.trinit-{os.urandom(6).hex()}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(temp, flags, mode, dir_fd=dir_fd)
@@ -54,3 +64,34 @@ def install_etc_file(root: str, name: str, data: bytes, mode: int = 0o644) -> No
             raise
     finally:
         os.close(dir_fd)
+
+
+def _holds(dir_fd: int, name: str, data: bytes, mode: int) -> bool:
+    """Whether ``name`` in ``dir_fd`` is a regular file of ours with ``mode`` and exactly
+    ``data``. Never follows a link at ``name``, opens a device or blocks on a FIFO: the
+    file is read through its ``O_PATH`` fd only after that fd shows a regular file."""
+    try:
+        path_fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(path_fd)
+        if (
+            not stat.S_ISREG(st.st_mode)
+            or stat.S_IMODE(st.st_mode) != mode
+            or st.st_size != len(data)
+            or (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid())
+        ):
+            return False
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+        fd = os.open(f"/proc/self/fd/{path_fd}", flags)  # the same inode, reopened
+    except OSError:
+        return False
+    finally:
+        os.close(path_fd)
+    try:
+        return os.read(fd, len(data) + 1) == data
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
