@@ -24,6 +24,8 @@ class Mount:
 
 
 def _decode(field: str) -> str:
+    if "\\" not in field:
+        return field  # the common case: nothing escaped
     return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field)
 
 
