@@ -390,7 +390,10 @@ def _set_oom_score_adj(process: dict[str, Any]) -> None:
 
 
 def _resolve_create(root_fd: int, destination: str, want_file: bool) -> int:
-    """An O_PATH fd for ``destination`` inside the root, creating it (dir or file) if missing."""
+    """An fd naming ``destination`` inside the root (a mount target through
+    ``/proc/self/fd``), creating it (dir or file) if missing: an O_PATH fd, or the fd of
+    the empty file this call made (made ``O_EXCL | O_NOFOLLOW`` in its parent's fd, so it
+    is that file; a second lookup would cost two syscalls per bind-mounted device)."""
     relpath = destination.strip("/")
     try:
         return open_in_root(root_fd, relpath)
@@ -401,9 +404,8 @@ def _resolve_create(root_fd: int, destination: str, want_file: bool) -> int:
     try:
         if want_file:
             flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-            os.close(os.open(name, flags, 0o644, dir_fd=parent_fd))
-        else:
-            os.mkdir(name, 0o755, dir_fd=parent_fd)
+            return os.open(name, flags, 0o644, dir_fd=parent_fd)
+        os.mkdir(name, 0o755, dir_fd=parent_fd)
     except FileExistsError:
         pass
     finally:

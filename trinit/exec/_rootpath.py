@@ -21,6 +21,10 @@ def mkdir_all(root_fd: int, relpath: str) -> int:
     Each missing directory is made with ``mkdirat`` in its parent's fd, which never follows
     a link at the new name."""
     parts = [part for part in relpath.split("/") if part and part != "."]
+    try:  # mostly there already (the rootfs's dev, a mount's parent): one lookup
+        return open_in_root(root_fd, "/".join(parts), os.O_DIRECTORY)
+    except FileNotFoundError:
+        pass
     for index in range(len(parts)):
         prefix = "/".join(parts[: index + 1])
         try:
