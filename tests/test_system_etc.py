@@ -8,10 +8,9 @@ import stat
 import threading
 from pathlib import Path
 
-from trinit import _linux as linux
-from trinit.system import install_etc_file
+from notifylib import OpenWatch
 
-IN_OPEN = 0x00000020  # linux/inotify.h
+from trinit.system import install_etc_file
 
 
 def _install_in_thread(root: Path, name: str, data: bytes) -> None:
@@ -89,20 +88,6 @@ def test_fifo_is_neither_opened_nor_waited_on(tmp_path: Path) -> None:
     assert (etc / "hostname").read_bytes() == b"box\n"
 
 
-def _open_events(watch: int) -> int:
-    """How many IN_OPEN events wait on inotify fd ``watch`` (non-blocking)."""
-    try:
-        data = os.read(watch, 65536)
-    except BlockingIOError:
-        return 0
-    count, offset = 0, 0
-    while offset + 16 <= len(data):  # struct inotify_event: wd, mask, cookie, len, name
-        mask = int.from_bytes(data[offset + 4 : offset + 8], "little")
-        count += bool(mask & IN_OPEN)
-        offset += 16 + int.from_bytes(data[offset + 12 : offset + 16], "little")
-    return count
-
-
 def test_device_node_is_never_opened(tmp_path: Path) -> None:
     """A planted device node is the VM's device: opening one can act (a watchdog arms, a
     ptmx makes a terminal). inotify reports every real open of the node (not an O_PATH
@@ -112,13 +97,9 @@ def test_device_node_is_never_opened(tmp_path: Path) -> None:
     node = etc / "hostname"
     os.mknod(node, 0o644 | stat.S_IFCHR, os.makedev(1, 3))  # the VM's /dev/null: size 0
     node.chmod(0o644)
-    watch = linux.inotify_init1(linux.IN_NONBLOCK | linux.IN_CLOEXEC)
-    try:
-        linux.inotify_add_watch(watch, str(node), IN_OPEN)
+    with OpenWatch(node) as watch:
         os.close(os.open(node, os.O_RDONLY))  # the control: a real open is reported
-        assert _open_events(watch) == 1
+        assert watch.opens() == 1
         _install_in_thread(tmp_path, "hostname", b"")  # b"": the node's size matches
-        assert _open_events(watch) == 0
-    finally:
-        os.close(watch)
+        assert watch.opens() == 0
     assert stat.S_ISREG(node.lstat().st_mode)
