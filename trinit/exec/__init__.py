@@ -10,9 +10,10 @@ Public names:
 * :func:`parse_mount_options` / :class:`MountOptions`: mount(8)-style option parsing
   (shared with the Mount RPC).
 * :class:`HelperPool`: the exec fork server (zygote) a launch's helper is forked from.
-* :func:`locate`, :func:`open_root`, :func:`open_in_root`, :func:`makedirs_in_root`,
-  :func:`read_bounded`, :func:`require_regular`, :func:`add_root`, :func:`remove_root`:
-  paths inside a container rootfs, resolved there (``openat2(RESOLVE_IN_ROOT)``).
+* :func:`locate`, :func:`open_root`, :func:`open_in_root`, :func:`open_regular_in_root`,
+  :func:`makedirs_in_root`, :func:`read_bounded`, :func:`require_regular`,
+  :func:`add_root`, :func:`remove_root`: paths inside a container rootfs, resolved there
+  (``openat2(RESOLVE_IN_ROOT)``).
 
 The helper itself (``_child``) is started as a separate process and never imported here.
 """
@@ -23,6 +24,7 @@ from trinit.exec._inroot import (
     locate,
     makedirs_in_root,
     open_in_root,
+    open_regular_in_root,
     open_root,
     read_bounded,
     remove_root,
@@ -56,6 +58,7 @@ __all__ = [
     "locate",
     "makedirs_in_root",
     "open_in_root",
+    "open_regular_in_root",
     "open_root",
     "parse_mount_options",
     "read_bounded",

@@ -5,9 +5,12 @@ entry may be a symlink (absolute, ``..``, or ``/proc/self/root``-style), a FIFO,
 or a huge file, planted to make PID 1 act on the VM's own files, block, or run out of memory.
 Everything here therefore resolves the part of a path below a rootfs with
 ``openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`` relative to an fd of that rootfs (a
-planted ``/`` link lands on the rootfs, as ``docker cp`` does), opens with
-``O_NONBLOCK | O_NOCTTY`` (a FIFO cannot block the open, a tty cannot become ours) and
-checks what was opened with ``fstat`` on the fd, never by a second lookup of the path.
+planted ``/`` link lands on the rootfs, as ``docker cp`` does) and checks what it found with
+``fstat`` on the fd, never by a second lookup of the path. A file wanted for its data is
+found ``O_PATH`` and opened (through ``/proc/self/fd``, the same inode) only once it is
+known to be a regular file: the open of a planted device node would be an open of the VM's
+device. Opens are ``O_NONBLOCK | O_NOCTTY`` (a FIFO cannot block the open, a tty cannot
+become ours).
 
 :func:`locate` decides which paths are rootfs paths: ``/run/container/<id>/rootfs/...``
 (where the host mounts every container rootfs, docs/protocol.md §5.1) and any root registered with
@@ -158,13 +161,48 @@ def require_regular(fd: int, what: str) -> os.stat_result:
     return st
 
 
+_NOT_REOPENED = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_DIRECTORY
+
+
+def open_regular_in_root(
+    root_fd: int, rel: str, flags: int, mode: int = 0, what: str | None = None
+) -> int:
+    """:func:`open_in_root` for a file's data: refuses anything but a regular file
+    (:class:`InvalidArgument` naming ``what``, by default ``rel``) *before* opening it.
+
+    An open acts by itself on some files: a device node an image planted is the VM's
+    device (a watchdog arms, a serial line raises DTR), and a FIFO's open is seen at its
+    other end. So an existing file is looked up ``O_PATH`` (which opens nothing), checked
+    with ``fstat``, and then that same inode is opened through ``/proc/self/fd``. With
+    ``O_CREAT | O_EXCL`` the open makes a new regular file or fails, so it is done at once.
+    ``O_CREAT`` alone (through a dangling link) is done at once too, and checked after.
+    """
+    what = what or f"/{rel.lstrip('/')}"
+    if flags & os.O_CREAT:
+        fd = open_in_root(root_fd, rel, flags, mode)
+        if not flags & os.O_EXCL:
+            try:
+                require_regular(fd, what)
+            except BaseException:
+                os.close(fd)
+                raise
+        return fd
+    path_fd = open_in_root(root_fd, rel, os.O_PATH | (flags & os.O_NOFOLLOW))
+    try:
+        require_regular(path_fd, what)
+        return os.open(f"/proc/self/fd/{path_fd}", (flags & ~_NOT_REOPENED) | SAFE_OPEN)
+    finally:
+        os.close(path_fd)
+
+
 def read_bounded(root: str, rel: str, limit: int) -> bytes | None:
     """The contents of regular file ``rel`` inside ``root``, or None if it (or ``root``)
     does not exist.
 
     Raises :class:`InvalidArgument` naming the file if it is not a regular file (a FIFO, a
     device, a directory) or holds more than ``limit`` bytes; other failures raise OSError.
-    Never blocks on the file's kind and never reads more than ``limit + 1`` bytes.
+    Opens nothing but a regular file (as :func:`open_regular_in_root`) and never reads
+    more than ``limit + 1`` bytes.
     """
     what = f"/{rel.lstrip('/')} in {root}"
     try:
@@ -173,13 +211,18 @@ def read_bounded(root: str, rel: str, limit: int) -> bytes | None:
         return None
     try:
         try:
-            fd = open_in_root(root_fd, rel, os.O_RDONLY)
+            path_fd = open_in_root(root_fd, rel, os.O_PATH)
         except (FileNotFoundError, NotADirectoryError):
             return None
     finally:
         os.close(root_fd)
     try:
-        st = require_regular(fd, what)
+        st = require_regular(path_fd, what)
+        # that inode, opened for its data only now that it is known to be a regular file
+        fd = os.open(f"/proc/self/fd/{path_fd}", os.O_RDONLY | SAFE_OPEN)
+    finally:
+        os.close(path_fd)
+    try:
         if st.st_size > limit:
             raise InvalidArgument(f"{what} is larger than {limit} bytes")
         chunks: list[bytes] = []

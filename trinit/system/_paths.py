@@ -16,7 +16,15 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from trinit.exec import Located, locate, makedirs_in_root, open_in_root, open_root, require_regular
+from trinit.exec import (
+    Located,
+    locate,
+    makedirs_in_root,
+    open_in_root,
+    open_regular_in_root,
+    open_root,
+    require_regular,
+)
 
 from ._common import open_creating
 
@@ -76,14 +84,15 @@ def make_parents(path: str) -> None:
 def open_data(path: str, flags: int, mode: int, *, create: bool) -> int:
     """Open ``path`` for its data (``flags`` hold O_WRONLY/O_RDONLY and the like); with
     ``create``, as :func:`open_creating`. Inside a rootfs only a regular file is accepted
-    (InvalidArgument otherwise): a planted FIFO or device is not written or read."""
+    (InvalidArgument otherwise): a planted FIFO or device is not written, read, or even
+    opened (:func:`open_regular_in_root`)."""
     where = locate(path)
     if where.root is None:
         return open_creating(path, flags, mode) if create else os.open(path, flags)
     with root_fd(where) as root:
 
         def opener(rel: str, how: int, perms: int) -> int:
-            return open_in_root(root, rel, how, perms)
+            return open_regular_in_root(root, rel, how, perms, what=f"'{path}'")
 
         rel = where.rel
         fd = open_creating(rel, flags, mode, opener) if create else opener(rel, flags, 0)
