@@ -197,6 +197,41 @@ def test_exec_joins_the_init_user_namespace(agent: LocalAgent) -> None:
         _stop(init)
 
 
+def test_exec_of_a_user_namespace_is_moved_into_the_init_cgroup(agent: LocalAgent) -> None:
+    """Joining a user namespace, an exec cannot be born in its cgroup (the kernel checks a
+    CLONE_INTO_CGROUP against the new credentials): the helper moves it through the
+    ``cgroup.procs`` it opened as the VM's root, before it reports the pid."""
+    assert agent.cgroup_root is not None, "no cgroup2 hierarchy on this machine"
+    ctr = Container(agent.host)
+    directory = os.path.join(agent.cgroup_root, "container", ctr.id)
+    init = agent.host.process(
+        ctr.id, ctr.spec(["sleep", "100000"], linux=userns_linux()), stdout=False, stderr=False
+    )
+    init.create()
+    init.start()
+    try:
+        # shell builtins only: no child of the exec's in the cgroup when it is counted
+        script = (
+            "while read -r line; do case $line in 0::*) echo $line;; esac; done"
+            " < /proc/self/cgroup; exec sleep 99999"
+        )
+        spec = ctr.spec(["sh", "-c", script])
+        exec_proc = agent.host.process(ctr.id, spec, process_id="bg", stderr=False)
+        exec_proc.create()
+        exec_proc.start()
+        with open(os.path.join(directory, "cgroup.procs")) as file:
+            assert len(file.read().split()) == 2  # the init and the exec (pids of this test)
+        # inside, its cgroup namespace is the init's, rooted at the container's cgroup
+        exec_proc.kill(9)
+        assert exec_proc.wait(timeout=30) == 137
+        exec_proc.join_output()
+        assert exec_proc.stdout_data == b"0::/\n"
+        exec_proc.close()
+        exec_proc.delete()
+    finally:
+        _stop(init)
+
+
 def test_join_a_user_namespace_by_path(agent: LocalAgent) -> None:
     first = Container(agent.host)
     init = agent.host.process(

@@ -111,10 +111,24 @@ def test_parse_args() -> None:
     assert _parse_args(["exec", "--process-path", "/p", "--parent-pid", "7"]) == (
         "exec", {"process-path": "/p", "parent-pid": "7"}
     )  # fmt: skip
+    assert _parse_args(["exec", "--process-json", "{}", "--parent-pid", "7"]) == (
+        "exec", {"process-json": "{}", "parent-pid": "7"}
+    )  # fmt: skip
+    both = ["--process-path", "p", "--process-json", "{}"]
     for bad in ([], ["nope"], ["run"], ["run", "--bundle-path"], ["exec", "--process-path", "p"],
-                ["run", "bundle", "x"]):  # fmt: skip
+                ["run", "bundle", "x"], ["exec", "--parent-pid", "7"],
+                ["exec", *both, "--parent-pid", "7"]):  # fmt: skip
         with pytest.raises(ChildError):
             _parse_args(bad)
+
+
+def test_inline_process_json() -> None:
+    from trinit.exec._child import _inline_json
+
+    assert _inline_json('{"args": ["a\\u00e9"]}', "process") == {"args": ["a\u00e9"]}
+    for bad, reason in (("[]", "not a JSON object"), ("{", "property name"), ("{} x", "extra")):
+        with pytest.raises(ChildError, match=f"failed to decode process: .*{reason}"):
+            _inline_json(bad, "process")
 
 
 def test_apply_cgroup_seam(tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 Usage (spawned by :func:`trinit.exec.launch`, never imported by the daemon's event loop)::
 
     python -I -S <bootstrap> run --bundle-path DIR [--cgroup-root /sys/fs/cgroup]
-    python -I -S <bootstrap> exec --process-path FILE --parent-pid PID [--cgroup-path DIR]
+    python -I -S <bootstrap> exec --process-path FILE|--process-json JSON --parent-pid PID
+        [--cgroup-path DIR]
 
 Protocol (docs/protocol.md §5.5 and §6): fd 3 is the sync pipe (we write the container pid as a
 native int32, then in terminal mode the PTY master fd number), fd 4 is the ack pipe (we read
@@ -228,6 +229,17 @@ def _load_json(path: str, what: str) -> dict[str, Any]:
         raise ChildError(f"failed to load {what} at {path}: {exc}") from None
     if not isinstance(value, dict):
         raise ChildError(f"failed to load {what} at {path}: not a JSON object")
+    return value
+
+
+def _inline_json(text: str, what: str) -> dict[str, Any]:
+    """A JSON object given on the command line (``exec --process-json``)."""
+    try:
+        value = decode_json(text.encode("utf-8", "surrogateescape"))
+    except ValueError as exc:
+        raise ChildError(f"failed to decode {what}: {exc}") from None
+    if not isinstance(value, dict):
+        raise ChildError(f"failed to decode {what}: not a JSON object")
     return value
 
 
@@ -977,19 +989,23 @@ def _exec_process(process: dict[str, Any], seccomp: Any, cgroup_ns_of: int | Non
 
 
 def command_exec(
-    process_path: str, parent_pid: int, bundle: str | None = None, cgroup_path: str | None = None
+    process: dict[str, Any],
+    parent_pid: int,
+    bundle: str | None = None,
+    cgroup_path: str | None = None,
 ) -> int:
-    """Start an exec in the namespaces of ``parent_pid`` (the container's init).
+    """Start an exec (``process``, the OCI process) in the namespaces of ``parent_pid`` (the
+    container's init).
 
     ``cgroup_path``: the init's cgroup directory (the agent's ``--cgroup-path``). When it is
     a cgroup2 one and no user namespace is joined, the exec is born there
-    (:func:`fork_into`), and the agent, which checks where the exec is before moving it,
-    has nothing to move: that spares the ~10 ms wait of a ``cgroup.procs`` write. The
+    (:func:`fork_into`): that spares the ~10 ms wait of a ``cgroup.procs`` write. The
     helper then joins the init's cgroup namespace only in the child, after the fork:
     inside that namespace (with ``nsdelegate``) the kernel would refuse a child born
-    outside the helper's own cgroup.
+    outside the helper's own cgroup. Otherwise the helper moves the child there through the
+    ``cgroup.procs`` it opened as the VM's root, before it reports the pid, as ``run`` does:
+    the agent has nothing to check or move once it has the pid.
     """
-    process = _load_json(process_path, "process")
     # an exec gets its container's filter (config.json), as in runc
     config = _load_json(os.path.join(bundle, "config.json"), "OCI bundle") if bundle else {}
     seccomp = _load_seccomp(config)
@@ -1006,19 +1022,21 @@ def command_exec(
         with _Stage(f"join the namespaces of {parent_pid}"):
             sc.setns(pidfd, flags)
         with _Stage("fork"):
-            pid, _ = fork_into(cgroup if born_in_cgroup else None)
+            pid, placed = fork_into(cgroup if born_in_cgroup else None)
         if pid == 0:
             ns_of = pidfd if born_in_cgroup else None
             _guarded(lambda: _exec_process(process, seccomp, ns_of))
+        try:
+            if not placed:
+                _apply_cgroup(pid, cgroup)  # it waits for AckPid: nothing ran outside yet
+            _write_int(pid)
+        except BaseException:
+            _kill_quietly(pid)
+            raise
     finally:
         os.close(pidfd)
         if cgroup is not None:
             cgroup.close()
-    try:
-        _write_int(pid)
-    except BaseException:
-        _kill_quietly(pid)
-        raise
     return 0
 
 
@@ -1027,7 +1045,9 @@ def command_exec(
 
 def _parse_args(argv: list[str]) -> tuple[str, dict[str, str]]:
     if not argv or argv[0] not in ("run", "exec"):
-        raise ChildError("usage: run --bundle-path DIR | exec --process-path F --parent-pid P")
+        raise ChildError(
+            "usage: run --bundle-path DIR | exec --process-path F|--process-json J --parent-pid P"
+        )
     command, options = argv[0], {}
     rest = argv[1:]
     if len(rest) % 2:
@@ -1036,10 +1056,12 @@ def _parse_args(argv: list[str]) -> tuple[str, dict[str, str]]:
         if not name.startswith("--"):
             raise ChildError(f"{command}: unexpected argument {name!r}")
         options[name[2:]] = value
-    required = ("bundle-path",) if command == "run" else ("process-path", "parent-pid")
+    required = ("bundle-path",) if command == "run" else ("parent-pid",)
     for name in required:
         if name not in options:
             raise ChildError(f"{command}: --{name} is required")
+    if command == "exec" and ("process-path" in options) == ("process-json" in options):
+        raise ChildError("exec: one of --process-path and --process-json is required")
     return command, options
 
 
@@ -1075,8 +1097,12 @@ def main(argv: list[str]) -> int:
             parent_pid = int(options["parent-pid"])
         except ValueError:
             raise ChildError("exec: --parent-pid must be an integer") from None
+        if "process-path" in options:
+            process = _load_json(options["process-path"], "process")
+        else:
+            process = _inline_json(options["process-json"], "process")
         return command_exec(
-            options["process-path"],
+            process,
             parent_pid,
             options.get("bundle-path"),
             options.get("cgroup-path"),

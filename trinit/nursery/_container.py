@@ -87,8 +87,9 @@ class CgroupHooks:
         return None
 
     async def place_exec(self, init_pid: int, pid: int, directory: str | None = None) -> None:
-        """Put exec ``pid`` in its init's cgroup (``directory``, from :meth:`exec_directory`
-        just before the launch, or found again when None)."""
+        """Put exec ``pid`` in its init's cgroup, found again now. Called only when
+        :meth:`exec_directory` gave no directory before the launch: the exec helper places
+        an exec in the directory it is given (``--cgroup-path``) before it reports the pid."""
         return None
 
     async def remove(self, container_id: str, spec: dict[str, Any], *, tried: bool = False) -> None:
@@ -128,6 +129,9 @@ class Container:
         self.bundle = bundle
         self.init = init
         self.execs: dict[str, ManagedProcess] = {}
+        self.exec_files: set[str] = set()
+        """Execs whose process went to the helper as ``execs/<id>/process.json``; the others
+        (most) went inline (``--process-json``), with nothing on disk to remove."""
         self.lock = trio.Lock()
         """Held by every RPC that changes the container's set of processes; an exec's start
         holds it only to begin (see :meth:`begin_exec_start`)."""
@@ -264,10 +268,12 @@ class Container:
         directory = await self._cgroups.exec_directory(init_pid)
 
         async def place(pid: int) -> None:
-            await self._cgroups.place_exec(init_pid, pid, directory)
+            await self._cgroups.place_exec(init_pid, pid)
 
-        extra_args = ["--cgroup-path", directory] if directory else []
-        pid = await proc.start(before_ack=place, extra_args=extra_args)
+        if directory:  # the helper places the exec there before it reports the pid
+            pid = await proc.start(extra_args=["--cgroup-path", directory])
+        else:
+            pid = await proc.start(before_ack=place)
         if not self._init_alive():  # the init died while this exec started
             proc.kill(signal.SIGKILL)
         return pid
@@ -281,12 +287,14 @@ class Container:
         await proc.join()
         proc.forget()
         del self.execs[process_id]
-        await trio.to_thread.run_sync(
-            functools.partial(
-                shutil.rmtree, self.bundle / "execs" / process_id, ignore_errors=True
-            ),
-            limiter=cleanup_limiter(),
-        )
+        if process_id in self.exec_files:  # a process.json too large to pass inline
+            self.exec_files.discard(process_id)
+            await trio.to_thread.run_sync(
+                functools.partial(
+                    shutil.rmtree, self.bundle / "execs" / process_id, ignore_errors=True
+                ),
+                limiter=cleanup_limiter(),
+            )
 
     async def delete(self, stop_grace: float = 0.0) -> None:
         """Stop every process, end the container's nursery, then remove the bundle and the

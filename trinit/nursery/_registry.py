@@ -10,6 +10,7 @@ cannot both succeed; everything else is serialised per container, never globally
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -27,6 +28,12 @@ from ._container import BUNDLE_ROOT, CgroupHooks, Container, write_json
 from ._process import Dial, ManagedProcess, StdioPorts
 from ._reaper import Reaper
 from ._runc import RuncBackend
+
+INLINE_PROCESS_LIMIT = 64 << 10
+"""An exec's process (JSON) up to this size goes to the helper as an argument; a larger one
+as a file in the bundle (``execs/<id>/process.json``). The file costs a worker-thread trip
+to write it and one to remove it (~0.25 ms each); the limit keeps one argument under the
+kernel's 128 KiB cap (MAX_ARG_STRLEN) when the helper is spawned instead of forked."""
 
 log = logging.getLogger("trinit.registry")
 
@@ -137,9 +144,14 @@ class ContainerRegistry:
                 raise errors.AlreadyExists(
                     f"exec {exec_id} already exists in container {container.container_id}"
                 )
-            path = container.bundle / "execs" / exec_id / "process.json"
-            await trio.to_thread.run_sync(write_json, path, process)
-            helper_args = ["exec", "--process-path", str(path)]
+            encoded = json.dumps(process)
+            if len(encoded) <= INLINE_PROCESS_LIMIT:  # ASCII: json.dumps escapes the rest
+                helper_args = ["exec", "--process-json", encoded]
+            else:
+                path = container.bundle / "execs" / exec_id / "process.json"
+                await trio.to_thread.run_sync(write_json, path, process)
+                container.exec_files.add(exec_id)
+                helper_args = ["exec", "--process-path", str(path)]
             if (container.spec.get("linux") or {}).get("seccomp") is not None:
                 # the helper reads the container's config.json only for its profile
                 helper_args += ["--bundle-path", str(container.bundle)]
