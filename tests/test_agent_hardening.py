@@ -815,6 +815,9 @@ def test_container_owns_its_cgroup_subtree(agent: LocalAgent) -> None:
         ["sh", "-c", "while ! grep -q sleep /proc/1/cmdline; do :; done; cat /proc/1/cgroup"],
     )
     assert _v2_line(result.stdout) == "0::/sub", result
+    # an exec joins the init's current cgroup, the one the init moved itself to
+    result = ctr.exec("own", ["cat", "/proc/self/cgroup"])
+    assert _v2_line(result.stdout) == "0::/sub", result
     sub_procs = _procs(os.path.join(directory, "sub"))
     assert [_cmdline(pid) for pid in sub_procs] == [["sleep", "100000"]]
     init.close()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
+from trinit._cgrouppath import directory_of, v2_path
 from trinit.cgroup import UINT64_MAX, parse_flat_keyed, parse_nested_keyed, parse_single
 from trinit.cgroup._format import (
     parse_controllers,
     parse_device,
-    parse_own_cgroup,
     parse_procs,
     parse_value,
 )
@@ -64,5 +66,17 @@ def test_controllers_procs_and_own_cgroup() -> None:
         "misc",
     ]
     assert parse_procs("1\n22\n\nx\n") == [1, 22]
-    assert parse_own_cgroup("12:memory:/foo\n0::/container/c1\n") == "/container/c1"
-    assert parse_own_cgroup("1:name=systemd:/\n") is None
+
+
+def test_proc_cgroup_to_directory() -> None:
+    """``/proc/<pid>/cgroup`` text to a directory: the exec helper and CgroupManager."""
+    text = "12:memory:/foo\n0::/container/c1\n"
+    assert v2_path(text) == "/container/c1"
+    assert v2_path("1:name=systemd:/\n") is None
+    assert directory_of(text, "/sys/fs/cgroup", "/") == "/sys/fs/cgroup/container/c1"
+    # a mount showing a subtree: the path is relative to the hierarchy, not to the mount
+    assert directory_of("0::/sub/container/c1\n", "/mnt/cg", "/sub") == "/mnt/cg/container/c1"
+    assert directory_of("0::/\n", "/sys/fs/cgroup", "/") == "/sys/fs/cgroup"
+    for bad, reason in (("1:cpu:/x\n", "no cgroup v2"), ("0::/../other\n", "outside")):
+        with pytest.raises(ValueError, match=reason):
+            directory_of(bad, "/sys/fs/cgroup", "/")

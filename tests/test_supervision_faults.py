@@ -174,9 +174,10 @@ class _FailingCgroups(CgroupHooks):
         if self.failing:
             raise OSError(28, "No space left on device", "cgroup.subtree_control")
 
-    async def place_exec(self, init_pid: int, pid: int, directory: str | None = None) -> None:
+    async def exec_args(self) -> list[str]:
         if self.failing:
-            raise OSError(16, "Device or resource busy", "cgroup.procs")
+            raise OSError(5, "Input/output error", "/proc/self/mountinfo")
+        return []
 
 
 async def test_a_cgroup_write_failure_fails_one_rpc_and_nothing_else(
@@ -195,10 +196,10 @@ async def test_a_cgroup_write_failure_fails_one_rpc_and_nothing_else(
             registry.lookup("nocg", "nocg")
         assert [c.container_id for c in registry.containers()] == ["bad", "good"]
         await registry.create_process("e1", "bad", spec(rootfs), StdioPorts())
-        with pytest.raises(errors.Internal, match="Device or resource busy"):
+        with pytest.raises(OSError, match="Input/output error"):
             await registry.start_process("e1", "bad")
         _, failed_exec = registry.lookup("e1", "bad")
-        assert failed_exec.state is State.ABANDONED
+        assert failed_exec.state is State.CREATED  # nothing was launched: it may be retried
         _, bad = registry.lookup("bad", "bad")
         assert bad.state is State.RUNNING  # its init is untouched
         cgroups.failing = False

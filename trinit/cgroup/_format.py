@@ -99,11 +99,3 @@ def parse_procs(text: str) -> list[int]:
         except ValueError:
             continue
     return pids
-
-
-def parse_own_cgroup(text: str) -> str | None:
-    """The cgroup v2 path from ``/proc/<pid>/cgroup`` (the ``0::<path>`` line), or None."""
-    for line in text.splitlines():
-        if line.startswith("0::"):
-            return line[3:]
-    return None

@@ -21,10 +21,10 @@ Invariants:
   ``/sys/fs/cgroup``, a test tree) the manager never invents files.
 
 Who calls it: the container owner (create/apply/add at CreateProcess and StartProcess,
-remove at DeleteProcess), the exec path (``cgroup_of`` + ``add_process``), and the PID-1
+remove at DeleteProcess), :meth:`CgroupManager.hierarchy` for the exec helper, and the PID-1
 boot (:func:`setup_own_cgroup`, before the event loop starts). The synchronous methods
 make filesystem syscalls (cgroupfs mkdir/rmdir take locks the kernel shares with every
-other cgroup operation, and ``cgroup_of`` reads ``/proc/self/mountinfo``): from async code,
+other cgroup operation, and ``hierarchy`` reads ``/proc/self/mountinfo``): from async code,
 call them in a worker thread. :meth:`CgroupManager.remove` does that itself.
 """
 
@@ -39,6 +39,7 @@ from typing import Any
 
 import trio
 
+from trinit._cgrouppath import directory_of
 from trinit._mountinfo import mount_containing
 from trinit.errors import Internal, InvalidArgument, NotFound
 
@@ -224,6 +225,13 @@ class CgroupManager:
         except OSError as exc:
             raise Internal(f"cgroups: add pid {pid} to {cgroup_dir}: {_strerror(exc)}") from exc
 
+    def hierarchy(self) -> tuple[str, str]:
+        """(mount point, root within the hierarchy) of the cgroup2 mount holding root; read
+        from mountinfo once, then remembered."""
+        if self._hierarchy is None:
+            self._hierarchy = _hierarchy_mount(self.root)
+        return self._hierarchy
+
     def cgroup_of(self, pid: int) -> str:
         """The cgroup directory of ``pid`` (its ``0::<path>`` line) under root.
 
@@ -233,21 +241,12 @@ class CgroupManager:
             text = _read_text(f"/proc/{pid}/cgroup")
         except FileNotFoundError as exc:
             raise NotFound(f"cgroups: process {pid} not found") from exc
-        path = _format.parse_own_cgroup(text)
-        if path is None:
-            raise NotFound(f"cgroups: process {pid} has no cgroup v2 membership")
-        parts = [part for part in path.split("/") if part not in ("", ".")]
-        if ".." in parts:
-            raise NotFound(f"cgroups: cgroup of process {pid} is outside our namespace")
         # /proc/<pid>/cgroup is relative to the hierarchy (as our cgroup namespace sees it),
         # not to self.root, which may be a subdirectory of the hierarchy.
-        if self._hierarchy is None:
-            self._hierarchy = _hierarchy_mount(self.root)
-        mount_point, mount_root = self._hierarchy
-        root_parts = [part for part in mount_root.split("/") if part]
-        if parts[: len(root_parts)] == root_parts:
-            parts = parts[len(root_parts) :]
-        return os.path.join(mount_point, *parts)
+        try:
+            return directory_of(text, *self.hierarchy())
+        except ValueError as exc:
+            raise NotFound(f"cgroups: process {pid}: {exc}") from None
 
     # -- removal ---------------------------------------------------------------------
 

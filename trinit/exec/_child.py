@@ -4,7 +4,7 @@ Usage (spawned by :func:`trinit.exec.launch`, never imported by the daemon's eve
 
     python -I -S <bootstrap> run --bundle-path DIR [--cgroup-root /sys/fs/cgroup]
     python -I -S <bootstrap> exec --process-path FILE|--process-json JSON --parent-pid PID
-        [--cgroup-path DIR]
+        [--cgroup-hierarchy MOUNT [--cgroup-hierarchy-root ROOT]]
 
 Protocol (docs/protocol.md §5.5 and §6): fd 3 is the sync pipe (we write the container pid as a
 native int32, then in terminal mode the PTY master fd number), fd 4 is the ack pipe (we read
@@ -56,6 +56,7 @@ import stat
 import sys
 
 from trinit import _linux as sc
+from trinit._cgrouppath import directory_of
 from trinit.exec import _idmap, _userns
 from trinit.exec import _selfexec as selfexec
 from trinit.exec._devices import create_devices
@@ -992,28 +993,34 @@ def command_exec(
     process: dict[str, Any],
     parent_pid: int,
     bundle: str | None = None,
-    cgroup_path: str | None = None,
+    hierarchy: tuple[str, str] | None = None,
 ) -> int:
     """Start an exec (``process``, the OCI process) in the namespaces of ``parent_pid`` (the
     container's init).
 
-    ``cgroup_path``: the init's cgroup directory (the agent's ``--cgroup-path``). When it is
-    a cgroup2 one and no user namespace is joined, the exec is born there
-    (:func:`fork_into`): that spares the ~10 ms wait of a ``cgroup.procs`` write. The
-    helper then joins the init's cgroup namespace only in the child, after the fork:
-    inside that namespace (with ``nsdelegate``) the kernel would refuse a child born
-    outside the helper's own cgroup. Otherwise the helper moves the child there through the
-    ``cgroup.procs`` it opened as the VM's root, before it reports the pid, as ``run`` does:
-    the agent has nothing to check or move once it has the pid.
+    ``hierarchy``: (mount point, its root within the hierarchy) of the cgroup2 mount the
+    agent manages containers on (``--cgroup-hierarchy``, ``--cgroup-hierarchy-root``). The
+    exec goes to the init's *current* cgroup (the init may have moved into a cgroup of its
+    own making), read from ``/proc/<init>/cgroup`` after the pidfd is open: the ``setns``
+    through that pidfd fails if the init died, so the cgroup read was the init's. When it
+    is cgroup2 and no user namespace is joined, the exec is born there (:func:`fork_into`):
+    that spares the ~10 ms wait of a ``cgroup.procs`` write. The helper then joins the
+    init's cgroup namespace only in the child, after the fork: inside that namespace (with
+    ``nsdelegate``) the kernel would refuse a child born outside the helper's own cgroup.
+    Otherwise the helper moves the child there through the ``cgroup.procs`` it opened as the
+    VM's root, before it reports the pid, as ``run`` does: the agent has nothing to look up,
+    check or move.
     """
     # an exec gets its container's filter (config.json), as in runc
     config = _load_json(os.path.join(bundle, "config.json"), "OCI bundle") if bundle else {}
     seccomp = _load_seccomp(config)
     _set_oom_score_adj(process)
-    cgroup = _open_cgroup_directory(cgroup_path) if cgroup_path else None
     with _Stage(f"pidfd_open {parent_pid}"):
         pidfd = sc.pidfd_open(parent_pid)
+    cgroup = None
     try:
+        if hierarchy is not None:
+            cgroup = _open_init_cgroup(parent_pid, hierarchy)
         user = _userns.exec_flag(parent_pid)
         born_in_cgroup = cgroup is not None and cgroup.cgroup2 and not user
         flags = EXEC_NAMESPACES | user
@@ -1038,6 +1045,22 @@ def command_exec(
         if cgroup is not None:
             cgroup.close()
     return 0
+
+
+def _open_init_cgroup(init_pid: int, hierarchy: tuple[str, str]) -> CgroupTarget | None:
+    """The init's current cgroup, or None when it has none on this hierarchy (no cgroup v2
+    line, or one outside our cgroup namespace): the exec then stays where it is born, as
+    the init's is not a cgroup trinit manages."""
+    try:
+        with open(f"/proc/{init_pid}/cgroup", "rb") as file:
+            text = file.read(1 << 16).decode("utf-8", "surrogateescape")
+    except OSError:
+        return None  # gone: the setns through its pidfd reports that
+    try:
+        directory = directory_of(text, *hierarchy)
+    except ValueError:
+        return None
+    return _open_cgroup_directory(directory)
 
 
 # --- entry -----------------------------------------------------------------------------------
@@ -1101,12 +1124,10 @@ def main(argv: list[str]) -> int:
             process = _load_json(options["process-path"], "process")
         else:
             process = _inline_json(options["process-json"], "process")
-        return command_exec(
-            process,
-            parent_pid,
-            options.get("bundle-path"),
-            options.get("cgroup-path"),
-        )
+        hierarchy = None
+        if "cgroup-hierarchy" in options:
+            hierarchy = (options["cgroup-hierarchy"], options.get("cgroup-hierarchy-root", "/"))
+        return command_exec(process, parent_pid, options.get("bundle-path"), hierarchy)
     except BaseException as exc:
         _report(_describe(exc))
         return 1

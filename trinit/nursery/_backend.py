@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,7 +30,6 @@ class ProcessBackend(Protocol):
         stdio: tuple[int, int, int],
         terminal: bool,
         on_pid: Callable[[int], None],
-        before_ack: Callable[[int], Awaitable[None]] | None = None,
         on_console: Callable[[int], None] | None = None,
     ) -> Launched: ...
 
@@ -70,7 +69,6 @@ class HelperBackend:
         stdio: tuple[int, int, int],
         terminal: bool,
         on_pid: Callable[[int], None],
-        before_ack: Callable[[int], Awaitable[None]] | None = None,
         on_console: Callable[[int], None] | None = None,
     ) -> Launched:
         result = await self._pool.launch(
@@ -80,7 +78,6 @@ class HelperBackend:
             python=self._python,
             env=self._env,  # None: the agent's own, as of the hand-off (Setenv changes it)
             terminal=terminal,
-            before_ack=before_ack,
             on_console=on_console,
         )
         return Launched(result.pid, result.pty_master)

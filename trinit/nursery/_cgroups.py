@@ -19,7 +19,6 @@ from typing import Any
 
 import trio
 
-from trinit import errors
 from trinit._mountinfo import mount_containing
 from trinit.cgroup import CgroupManager, attach_device_filter, device_filter
 
@@ -46,6 +45,7 @@ class ContainerCgroups(CgroupHooks):
     def __init__(self, manager: CgroupManager) -> None:
         self.manager = manager
         self._last_events: dict[str, dict[str, int]] = {}
+        self._hierarchy: tuple[str, str] | None = None
 
     @classmethod
     def for_root(cls, root: str) -> CgroupHooks:
@@ -79,35 +79,14 @@ class ContainerCgroups(CgroupHooks):
                 os.rmdir(directory)  # nothing has joined it yet
             raise
 
-    async def exec_directory(self, init_pid: int) -> str | None:
-        """The init's current cgroup, in a worker thread (it reads /proc and mountinfo);
-        None once the init is gone (the exec then fails to join its namespaces anyway)."""
-        return await trio.to_thread.run_sync(self._init_directory, init_pid)
-
-    def _init_directory(self, init_pid: int) -> str | None:
-        try:
-            return self.manager.cgroup_of(init_pid)
-        except errors.NotFound:
-            return None
-
-    async def place_exec(self, init_pid: int, pid: int, directory: str | None = None) -> None:
-        """Move the exec into its init's cgroup unless it was born there (the exec helper's
-        ``--cgroup-path``), in a worker thread (it reads /proc and mountinfo and may write
-        ``cgroup.procs``). Cancelled meanwhile, the move completes first: the exec is then
-        in the right cgroup or was never moved, never half."""
-        await trio.to_thread.run_sync(self._place_exec, init_pid, pid, directory)
-
-    def _place_exec(self, init_pid: int, pid: int, directory: str | None) -> None:
-        if directory is None:
-            directory = self._init_directory(init_pid)
-        if directory is None:
-            return  # init already gone: the exec fails to join its namespaces anyway
-        try:
-            if self.manager.cgroup_of(pid) == directory:
-                return  # born there: a write would only wait for the cgroup core's lock
-        except errors.NotFound:
-            pass  # let the write report it
-        self.manager.add_process(directory, pid)
+    async def exec_args(self) -> list[str]:
+        """``--cgroup-hierarchy MOUNT --cgroup-hierarchy-root ROOT``: the exec helper finds
+        the init's current cgroup itself and places the exec there. The mount is read from
+        mountinfo in a worker thread the first time, then remembered."""
+        if self._hierarchy is None:
+            self._hierarchy = await trio.to_thread.run_sync(self.manager.hierarchy)
+        mount_point, mount_root = self._hierarchy
+        return ["--cgroup-hierarchy", mount_point, "--cgroup-hierarchy-root", mount_root]
 
     def directory(self, spec: dict[str, Any]) -> str | None:
         path = cgroups_path(spec)

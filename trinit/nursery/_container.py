@@ -81,16 +81,10 @@ class CgroupHooks:
     def prepare(self, container_id: str, spec: dict[str, Any]) -> None:
         return None
 
-    async def exec_directory(self, init_pid: int) -> str | None:
-        """The cgroup directory an exec of this init is to be born in (the exec helper's
-        ``--cgroup-path``), or None when there is none to give."""
-        return None
-
-    async def place_exec(self, init_pid: int, pid: int, directory: str | None = None) -> None:
-        """Put exec ``pid`` in its init's cgroup, found again now. Called only when
-        :meth:`exec_directory` gave no directory before the launch: the exec helper places
-        an exec in the directory it is given (``--cgroup-path``) before it reports the pid."""
-        return None
+    async def exec_args(self) -> list[str]:
+        """Extra arguments for the exec helper's ``exec``: where it finds the init's cgroup
+        to place the exec in (it does so before it reports the pid)."""
+        return []
 
     async def remove(self, container_id: str, spec: dict[str, Any], *, tried: bool = False) -> None:
         """Remove the container's cgroup. ``tried``: :meth:`try_remove` ran first and found
@@ -262,18 +256,9 @@ class Container:
             raise errors.FailedPrecondition(
                 f"container {self.container_id} init {reason}; cannot start exec"
             )
-        init_pid = self.init.pid
-        assert init_pid is not None
-
-        directory = await self._cgroups.exec_directory(init_pid)
-
-        async def place(pid: int) -> None:
-            await self._cgroups.place_exec(init_pid, pid)
-
-        if directory:  # the helper places the exec there before it reports the pid
-            pid = await proc.start(extra_args=["--cgroup-path", directory])
-        else:
-            pid = await proc.start(before_ack=place)
+        assert self.init.pid is not None  # the registry gave it to the exec (--parent-pid)
+        # the helper places the exec in the init's cgroup before it reports the pid
+        pid = await proc.start(extra_args=await self._cgroups.exec_args())
         if not self._init_alive():  # the init died while this exec started
             proc.kill(signal.SIGKILL)
         return pid

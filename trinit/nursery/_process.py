@@ -252,11 +252,7 @@ class ManagedProcess:
             log.error("process did not exit after SIGKILL", extra=self._fields())
 
     # ----------------------------------------------------------------- start
-    async def start(
-        self,
-        before_ack: Callable[[int], Awaitable[None]] | None = None,
-        extra_args: Sequence[str] = (),
-    ) -> int:
+    async def start(self, extra_args: Sequence[str] = ()) -> int:
         """Launch the process; returns its pid (as seen by trinit). ``extra_args`` follow
         the helper arguments given at creation (what only the start knows).
 
@@ -295,7 +291,6 @@ class ManagedProcess:
                 stdio=self._child_stdio,
                 terminal=self.terminal,
                 on_pid=on_pid,
-                before_ack=before_ack,
                 on_console=apply_pending_size,  # before the workload execs
             )
         except BaseException as exc:

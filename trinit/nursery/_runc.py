@@ -40,7 +40,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +183,6 @@ class RuncBackend:
         stdio: tuple[int, int, int],
         terminal: bool,
         on_pid: Callable[[int], None],
-        before_ack: Callable[[int], Awaitable[None]] | None = None,
         on_console: Callable[[int], None] | None = None,
     ) -> Launched:
         """``create`` (with the process's stdio), register the init's pid, ``start``.
@@ -224,8 +223,6 @@ class RuncBackend:
             except (OSError, ValueError) as exc:
                 raise errors.Internal(f"runc create: no pid in {pid_file}: {exc}") from None
             on_pid(pid)
-            if before_ack is not None:
-                await before_ack(pid)
             if master is not None and on_console is not None:
                 on_console(master)
             await self._run(self._argv("start", self.container_id))
