@@ -9,13 +9,14 @@ import io
 import os
 import stat
 import tarfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import cast
 
 import pytest
 import trio
 import trio.testing
+from notifylib import OpenWatch
 
 from trinit._proto import sandbox_pb2 as pb
 from trinit.errors import Internal, InvalidArgument, NotFound
@@ -530,3 +531,52 @@ async def test_cancel_mid_file_copy_out_to_a_host_that_never_reads(tmp_path: Pat
         await _cancel_copy_once_stalled(nursery, host, request, connected)
         release.set()
     assert open_fds() == fds
+
+
+class _EntryReadBeforeASwap:
+    """A directory entry as read before its file was swapped: it says regular file."""
+
+    def __init__(self, entry: os.DirEntry[str]) -> None:
+        self._entry = entry
+        self.name = entry.name
+
+    def is_file(self, *, follow_symlinks: bool = True) -> bool:
+        return True
+
+    def is_dir(self, *, follow_symlinks: bool = True) -> bool:
+        return False
+
+
+async def test_archive_never_opens_an_entry_swapped_for_a_fifo_or_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container can swap a file for a FIFO or a device node between the archiver's
+    directory read and its open: the open must not happen (a FIFO's open is seen at its
+    other end, a device's acts on the VM's device). The entries are archived as what they
+    are by then."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a").write_bytes(b"regular")
+    os.mkfifo(tree / "p")
+    os.mknod(tree / "d", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    real_scandir = os.scandir
+
+    @contextlib.contextmanager
+    def scandir_before_swap(fd: int) -> Iterator[list[_EntryReadBeforeASwap]]:
+        with real_scandir(fd) as entries:
+            yield [_EntryReadBeforeASwap(entry) for entry in entries]
+
+    monkeypatch.setattr(os, "scandir", scandir_before_swap)
+    archive = bytearray()
+    with OpenWatch(tree / "p") as fifo, OpenWatch(tree / "d") as device:
+        await run_copy(
+            pb.CopyRequest(direction=pb.CopyRequest.COPY_OUT, path=str(tree)), receiver(archive)
+        )
+        assert (fifo.opens(), device.opens()) == (0, 0)
+    with tarfile.open(fileobj=io.BytesIO(bytes(archive)), mode="r:gz") as tar:
+        kinds = {m.name: m.type for m in tar.getmembers()}
+        extracted = tar.extractfile("a")
+        assert extracted is not None and extracted.read() == b"regular"
+    assert kinds == {
+        ".": tarfile.DIRTYPE, "a": tarfile.REGTYPE, "p": tarfile.FIFOTYPE, "d": tarfile.CHRTYPE,
+    }  # fmt: skip

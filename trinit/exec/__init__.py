@@ -11,7 +11,7 @@ Public names:
   (shared with the Mount RPC).
 * :class:`HelperPool`: the exec fork server (zygote) a launch's helper is forked from.
 * :func:`locate`, :func:`open_root`, :func:`open_in_root`, :func:`open_regular_in_root`,
-  :func:`makedirs_in_root`, :func:`read_bounded`, :func:`require_regular`,
+  :func:`open_regular_at`, :func:`makedirs_in_root`, :func:`read_bounded`, :func:`require_regular`,
   :func:`add_root`, :func:`remove_root`: paths inside a container rootfs, resolved there
   (``openat2(RESOLVE_IN_ROOT)``).
 
@@ -24,6 +24,7 @@ from trinit.exec._inroot import (
     locate,
     makedirs_in_root,
     open_in_root,
+    open_regular_at,
     open_regular_in_root,
     open_root,
     read_bounded,
@@ -58,6 +59,7 @@ __all__ = [
     "locate",
     "makedirs_in_root",
     "open_in_root",
+    "open_regular_at",
     "open_regular_in_root",
     "open_root",
     "parse_mount_options",

@@ -164,6 +164,24 @@ def require_regular(fd: int, what: str) -> os.stat_result:
 _NOT_REOPENED = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_DIRECTORY
 
 
+def _reopen(path_fd: int, flags: int) -> int:
+    """The inode of ``path_fd`` (an ``O_PATH`` fd) opened for its data with ``flags``."""
+    return os.open(f"/proc/self/fd/{path_fd}", (flags & ~_NOT_REOPENED) | SAFE_OPEN)
+
+
+def open_regular_at(dir_fd: int, name: str, flags: int) -> int | None:
+    """``name`` (one component) in ``dir_fd`` opened with ``flags`` if it is a regular
+    file; None if it is anything else (a link, a directory, a FIFO, a device), which is
+    then not opened at all. Lookup failures (ENOENT...) raise OSError."""
+    path_fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        if not stat_mod.S_ISREG(os.fstat(path_fd).st_mode):
+            return None
+        return _reopen(path_fd, flags)
+    finally:
+        os.close(path_fd)
+
+
 def open_regular_in_root(
     root_fd: int, rel: str, flags: int, mode: int = 0, what: str | None = None
 ) -> int:
@@ -190,7 +208,7 @@ def open_regular_in_root(
     path_fd = open_in_root(root_fd, rel, os.O_PATH | (flags & os.O_NOFOLLOW))
     try:
         require_regular(path_fd, what)
-        return os.open(f"/proc/self/fd/{path_fd}", (flags & ~_NOT_REOPENED) | SAFE_OPEN)
+        return _reopen(path_fd, flags)
     finally:
         os.close(path_fd)
 
@@ -219,7 +237,7 @@ def read_bounded(root: str, rel: str, limit: int) -> bytes | None:
     try:
         st = require_regular(path_fd, what)
         # that inode, opened for its data only now that it is known to be a regular file
-        fd = os.open(f"/proc/self/fd/{path_fd}", os.O_RDONLY | SAFE_OPEN)
+        fd = _reopen(path_fd, os.O_RDONLY)
     finally:
         os.close(path_fd)
     try:

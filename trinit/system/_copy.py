@@ -52,6 +52,7 @@ import trio
 
 from trinit._proto import sandbox_pb2 as pb
 from trinit.errors import Internal, InvalidArgument, NotFound, TrinitError
+from trinit.exec import open_regular_at
 
 from ._common import has_nul, os_reason, run_blocking
 from ._paths import make_parents, makedirs, open_data, open_dir, stat_follow
@@ -528,12 +529,12 @@ def _add_directory(tar: tarfile.TarFile, dir_fd: int, prefix: str) -> None:
     for entry in entries:
         name = prefix + entry.name
         if entry.is_file(follow_symlinks=False):
-            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
-            fd = os.open(entry.name, flags, dir_fd=dir_fd)
-            with os.fdopen(fd, "rb") as file:
-                info = tar.gettarinfo(arcname=name, fileobj=file)
-                tar.addfile(info, file if info.isreg() else None)
-            continue
+            # a regular file when the directory was read; opened only if it still is one
+            fd = open_regular_at(dir_fd, entry.name, os.O_RDONLY | os.O_CLOEXEC)
+            if fd is not None:
+                with os.fdopen(fd, "rb") as file:
+                    tar.addfile(tar.gettarinfo(arcname=name, fileobj=file), file)
+                continue
         info = tar.gettarinfo(f"/proc/self/fd/{dir_fd}/{entry.name}", arcname=name)
         if info is None:
             continue  # sockets cannot be archived

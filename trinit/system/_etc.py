@@ -11,9 +11,9 @@ through it. A reader of the file sees either the old or the new contents, never 
 A file that already holds exactly the bytes, mode and owner to be written is left as it
 is: replacing an existing file by rename makes ext4 flush it at once (``auto_da_alloc``),
 0.4 ms of every CreateProcess that names the hostname the rootfs already has. Finding that
-out opens the target ``O_PATH | O_NOFOLLOW`` (which never opens a device, waits on a
-FIFO or follows a link) and reads it only once ``fstat`` shows a regular file of the
-expected size.
+out looks the target up ``O_PATH | O_NOFOLLOW`` (which never opens a device, waits on a
+FIFO or follows a link), opens it only once ``fstat`` shows a regular file, and reads it
+only when its size is that of the new contents.
 
 Blocking (filesystem syscalls): call it from a worker thread.
 """
@@ -23,6 +23,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
+
+from trinit.exec import open_regular_at
 
 __all__ = ["install_etc_file"]
 
@@ -68,28 +70,22 @@ def install_etc_file(root: str, name: str, data: bytes, mode: int = 0o644) -> No
 
 def _holds(dir_fd: int, name: str, data: bytes, mode: int) -> bool:
     """Whether ``name`` in ``dir_fd`` is a regular file of ours with ``mode`` and exactly
-    ``data``. Never follows a link at ``name``, opens a device or blocks on a FIFO: the
-    file is read through its ``O_PATH`` fd only after that fd shows a regular file."""
+    ``data``. Never follows a link at ``name``, opens a device or blocks on a FIFO
+    (:func:`trinit.exec.open_regular_at`)."""
     try:
-        path_fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        fd = open_regular_at(dir_fd, name, os.O_RDONLY)
     except OSError:
         return False
+    if fd is None:
+        return False
     try:
-        st = os.fstat(path_fd)
+        st = os.fstat(fd)
         if (
-            not stat.S_ISREG(st.st_mode)
-            or stat.S_IMODE(st.st_mode) != mode
+            stat.S_IMODE(st.st_mode) != mode
             or st.st_size != len(data)
             or (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid())
         ):
             return False
-        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-        fd = os.open(f"/proc/self/fd/{path_fd}", flags)  # the same inode, reopened
-    except OSError:
-        return False
-    finally:
-        os.close(path_fd)
-    try:
         return os.read(fd, len(data) + 1) == data
     except OSError:
         return False
