@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from notifylib import OpenWatch
 from nslib import run_in_private_mount_ns
 
 from trinit._proto import sandbox_pb2 as pb
@@ -273,6 +274,32 @@ async def test_fs_operation_errors(tmp_path: Path) -> None:
         await filesystem_operation(
             pb.FilesystemOperationRequest(path=str(tmp_path), freeze={}), ioctl=failing
         )
+
+
+async def test_fs_operation_never_opens_a_fifo_or_device(tmp_path: Path) -> None:
+    """freeze, thaw and trim act on a file system through any of its files, but only a
+    directory or a regular file is opened for it: the open of a device node (planted in a
+    rootfs the path lies in, say) is an open of the VM's device, and an ioctl on it goes
+    to that device's driver."""
+    os.mkfifo(tmp_path / "fifo")
+    os.mknod(tmp_path / "dev", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    for name, kind in (("fifo", "a FIFO"), ("dev", "a character device")):
+        fake = FakeIoctl()
+        with OpenWatch(tmp_path / name) as watch:
+            with pytest.raises(
+                Internal, match=f"^failed to open path: '.*/{name}' is {kind}, not a directory"
+            ):
+                await filesystem_operation(
+                    pb.FilesystemOperationRequest(path=str(tmp_path / name), freeze={}),
+                    ioctl=FsIoctl(fake),
+                )
+            assert watch.opens() == 0
+        assert fake.calls == []
+    (tmp_path / "file").write_text("x")  # a regular file still names its file system
+    fake = FakeIoctl()
+    request = pb.FilesystemOperationRequest(path=str(tmp_path / "file"), freeze={})
+    await filesystem_operation(request, ioctl=FsIoctl(fake))
+    assert [code for code, _ in fake.calls] == [FIFREEZE]
 
 
 _REAL_IOCTL = textwrap.dedent(

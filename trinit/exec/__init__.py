@@ -11,9 +11,10 @@ Public names:
   (shared with the Mount RPC).
 * :class:`HelperPool`: the exec fork server (zygote) a launch's helper is forked from.
 * :func:`locate`, :func:`open_root`, :func:`open_in_root`, :func:`open_regular_in_root`,
-  :func:`open_regular_at`, :func:`makedirs_in_root`, :func:`read_bounded`, :func:`require_regular`,
-  :func:`add_root`, :func:`remove_root`: paths inside a container rootfs, resolved there
-  (``openat2(RESOLVE_IN_ROOT)``).
+  :func:`open_regular_at`, :func:`reopen`, :func:`makedirs_in_root`, :func:`read_bounded`,
+  :func:`require_regular`, :func:`kind_of`, :func:`add_root`, :func:`remove_root`: paths
+  inside a container rootfs, resolved there (``openat2(RESOLVE_IN_ROOT)``), and files
+  opened only once they are known to be what is wanted.
 
 The helper itself (``_child``) is started as a separate process and never imported here.
 """
@@ -21,6 +22,7 @@ The helper itself (``_child``) is started as a separate process and never import
 from trinit.exec._inroot import (
     Located,
     add_root,
+    kind_of,
     locate,
     makedirs_in_root,
     open_in_root,
@@ -29,6 +31,7 @@ from trinit.exec._inroot import (
     open_root,
     read_bounded,
     remove_root,
+    reopen,
     require_regular,
     split_parent,
 )
@@ -55,6 +58,7 @@ __all__ = [
     "add_root",
     "alter_spec",
     "decode_spec",
+    "kind_of",
     "launch",
     "locate",
     "makedirs_in_root",
@@ -65,6 +69,7 @@ __all__ = [
     "parse_mount_options",
     "read_bounded",
     "remove_root",
+    "reopen",
     "require_regular",
     "resolve_user",
     "split_parent",

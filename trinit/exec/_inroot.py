@@ -138,7 +138,8 @@ def makedirs_in_root(root_fd: int, rel: str, mode: int = 0o755) -> None:
         os.close(open_in_root(root_fd, prefix, os.O_PATH | os.O_DIRECTORY))
 
 
-def _kind(mode: int) -> str:
+def kind_of(mode: int) -> str:
+    """What a file of ``mode`` is, for messages: "a FIFO", "a character device"..."""
     if stat_mod.S_ISDIR(mode):
         return "a directory"
     if stat_mod.S_ISFIFO(mode):
@@ -157,15 +158,16 @@ def require_regular(fd: int, what: str) -> os.stat_result:
     regular file."""
     st = os.fstat(fd)
     if not stat_mod.S_ISREG(st.st_mode):
-        raise InvalidArgument(f"{what} is {_kind(st.st_mode)}, not a regular file")
+        raise InvalidArgument(f"{what} is {kind_of(st.st_mode)}, not a regular file")
     return st
 
 
 _NOT_REOPENED = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_DIRECTORY
 
 
-def _reopen(path_fd: int, flags: int) -> int:
-    """The inode of ``path_fd`` (an ``O_PATH`` fd) opened for its data with ``flags``."""
+def reopen(path_fd: int, flags: int) -> int:
+    """The inode of ``path_fd`` (an ``O_PATH`` fd, checked with ``fstat``) opened for its
+    data with ``flags`` (``O_NONBLOCK | O_NOCTTY`` added): no second lookup of a path."""
     return os.open(f"/proc/self/fd/{path_fd}", (flags & ~_NOT_REOPENED) | SAFE_OPEN)
 
 
@@ -177,7 +179,7 @@ def open_regular_at(dir_fd: int, name: str, flags: int) -> int | None:
     try:
         if not stat_mod.S_ISREG(os.fstat(path_fd).st_mode):
             return None
-        return _reopen(path_fd, flags)
+        return reopen(path_fd, flags)
     finally:
         os.close(path_fd)
 
@@ -208,7 +210,7 @@ def open_regular_in_root(
     path_fd = open_in_root(root_fd, rel, os.O_PATH | (flags & os.O_NOFOLLOW))
     try:
         require_regular(path_fd, what)
-        return _reopen(path_fd, flags)
+        return reopen(path_fd, flags)
     finally:
         os.close(path_fd)
 
@@ -237,7 +239,7 @@ def read_bounded(root: str, rel: str, limit: int) -> bytes | None:
     try:
         st = require_regular(path_fd, what)
         # that inode, opened for its data only now that it is known to be a regular file
-        fd = _reopen(path_fd, os.O_RDONLY)
+        fd = reopen(path_fd, os.O_RDONLY)
     finally:
         os.close(path_fd)
     try:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat as stat_mod
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from trinit._proto import sandbox_pb2 as pb
 from trinit.errors import Internal, InvalidArgument, NotFound
-from trinit.exec import makedirs_in_root, open_in_root, split_parent
+from trinit.exec import kind_of, makedirs_in_root, open_in_root, reopen, split_parent
 
 from ._common import has_nul, os_reason, run_blocking, strerror
 from ._paths import locate, make_parents, open_data, open_nofollow, root_fd, stat_follow
@@ -216,15 +217,32 @@ def _real_ioctl(fd: int, request: int, buf: bytearray) -> None:
 DEFAULT_IOCTL = FsIoctl(_real_ioctl)
 
 
+def _open_fs_object(path: str) -> int:
+    """``path`` (its last component not a link: ELOOP) opened read-only if it is a directory
+    or a regular file; Internal naming its kind otherwise, unopened."""
+    path_fd = open_nofollow(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(path_fd).st_mode
+        if stat_mod.S_ISLNK(mode):
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+        if not (stat_mod.S_ISDIR(mode) or stat_mod.S_ISREG(mode)):
+            kind = kind_of(mode)
+            raise Internal(f"failed to open path: '{path}' is {kind}, not a directory or file")
+        return reopen(path_fd, os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(path_fd)
+
+
 def _fs_operation(path: str, operation: str, ioctl: FsIoctl) -> int | None:
     try:
         stat_follow(path)
     except OSError as exc:
         raise NotFound(f"failed to stat path: {os_reason(exc)}") from None
     try:
-        # O_NONBLOCK: a FIFO must not block the open; ioctls ignore it. Below a rootfs the
-        # path resolves inside it: a planted link must not aim a freeze at the VM's own fs.
-        fd = open_nofollow(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        # Below a rootfs the path resolves inside it: a planted link must not aim a freeze
+        # at the VM's own fs. Looked up O_PATH, and opened only as a directory or a regular
+        # file: the open of a device node would be the VM device's, and so the ioctl.
+        fd = _open_fs_object(path)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise Internal(f"path cannot be a symlink: '{path}'") from None
