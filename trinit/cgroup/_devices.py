@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import os
 import struct
 import threading
@@ -289,13 +290,24 @@ def encode(code: Iterable[Insn]) -> bytes:
 # --- loading and attaching -------------------------------------------------------------------
 
 
+PROGRAMS_KEPT = 32
+"""Assembled programs remembered by :func:`device_filter`, least recently used dropped."""
+
+
 def device_filter(resources: Mapping[str, Any] | None) -> bytes:
     """The encoded filter program for a container's ``linux.resources``.
 
     Pure: raises InvalidArgument for a malformed rule or a hole punched into a wildcard,
-    before anything is created.
+    before anything is created. The program of a rule list is assembled once and then
+    remembered (the last :data:`PROGRAMS_KEPT` lists): assembling takes ~0.2 ms of every
+    CreateProcess, and almost every container has the same list.
     """
-    return encode(assemble(container_rules(resources)))
+    return _program(tuple(container_rules(resources)))
+
+
+@functools.lru_cache(maxsize=PROGRAMS_KEPT)
+def _program(rules: tuple[DeviceRule, ...]) -> bytes:
+    return encode(assemble(rules))
 
 
 def load_program(insns: bytes) -> int:
