@@ -164,5 +164,5 @@ def _move(src: int, dst: int, wake: int, moved: Callable[[int], None]) -> Return
         woken = waiting.poll(quiet_ms)
         if not woken:
             return Return.QUIET
-        if any(fd == wake for fd, _ in woken):
+        if len(woken) > 1 or woken[0][0] == wake:  # two fds polled: the other is the wake
             return Return.WOKEN
