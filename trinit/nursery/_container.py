@@ -256,7 +256,6 @@ class Container:
             raise errors.FailedPrecondition(
                 f"container {self.container_id} init {reason}; cannot start exec"
             )
-        assert self.init.pid is not None  # the registry gave it to the exec (--parent-pid)
         # the helper places the exec in the init's cgroup before it reports the pid
         pid = await proc.start(extra_args=await self._cgroups.exec_args())
         if not self._init_alive():  # the init died while this exec started
