@@ -33,7 +33,8 @@ import select
 from collections.abc import Callable
 
 import trio
-from trio.lowlevel import RunVar
+
+from trinit._runlimiter import RunLimiter
 
 __all__ = ["BULK_AFTER", "BULK_THREADS", "QUIET", "BulkMove", "Return", "bulk_limiter"]
 
@@ -51,17 +52,12 @@ _CHUNK = 1 << 20
 _SPLICE_FLAGS = os.SPLICE_F_NONBLOCK | os.SPLICE_F_MOVE
 _POLLIN, _POLLOUT = select.POLLIN, select.POLLOUT
 
-_limiter: RunVar[trio.CapacityLimiter] = RunVar("trinit_bulk_limiter")
+_limiter = RunLimiter("trinit_bulk_limiter", BULK_THREADS)
 
 
 def bulk_limiter() -> trio.CapacityLimiter:
     """This trio run's limiter of bulk stretches (created on first use)."""
-    try:
-        return _limiter.get()
-    except LookupError:
-        limiter = trio.CapacityLimiter(BULK_THREADS)
-        _limiter.set(limiter)
-        return limiter
+    return _limiter.get()
 
 
 class Return(enum.Enum):

@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from trio.lowlevel import RunVar
 
 from trinit import errors
 from trinit._log import fields
 from trinit._mountinfo import mounts_under
+from trinit._runlimiter import RunLimiter
 from trinit.exec import State
 
 from ._process import ManagedProcess
@@ -54,17 +54,12 @@ BUNDLE_ROOT = "/run/container"
 #: with trio's default 40 threads stretched single loop steps tenfold; this keeps the
 #: loop responsive and removals as fast.
 CLEANUP_THREADS = 4
-_cleanup_limiter: RunVar[trio.CapacityLimiter] = RunVar("trinit_cleanup_limiter")
+_cleanup_limiter = RunLimiter("trinit_cleanup_limiter", CLEANUP_THREADS)
 
 
 def cleanup_limiter() -> trio.CapacityLimiter:
     """The limiter for bundle removal threads, one per trio run."""
-    try:
-        return _cleanup_limiter.get()
-    except LookupError:
-        limiter = trio.CapacityLimiter(CLEANUP_THREADS)
-        _cleanup_limiter.set(limiter)
-        return limiter
+    return _cleanup_limiter.get()
 
 
 class CgroupHooks:
