@@ -52,6 +52,7 @@ ROOTFS = "/run/vmtest/rootfs"
 RESULTS = os.environ.get("VMTEST_RESULTS", "/dev/ttyS1")  # the console on aarch64 `virt`
 SELECTED = [n for n in os.environ.get("VMTEST_SCENARIOS", "").split(",") if n]  # [] = all
 DISK = "/dev/vda"
+SETTLE_S = 0.5  # how long the shutdown marker must stay unwritten before SIGTERM
 MIB = 1 << 20
 API_PORT = 1024
 STDOUT_BYTES = int(os.environ.get("VMTEST_STDOUT_MIB", "250")) * MIB
@@ -656,7 +657,7 @@ class Driver:
         block device would flush it): the marker reaches the disk only through trinit's sync.
         The host checks the disk image after QEMU exits."""
         self.start_init("last", ["sleep", "100000"])
-        for name, value in (("dirty_writeback_centisecs", "0"),
+        for name, value in (("dirty_writeback_centisecs", "360000"),
                             ("dirty_expire_centisecs", "360000")):  # fmt: skip
             with open(f"/proc/sys/vm/{name}", "w") as file:
                 file.write(value)
@@ -665,16 +666,20 @@ class Driver:
             check(time.monotonic() < deadline, f"{DISK} did not appear")
             time.sleep(0.1)
         self.disk_fd = os.open(DISK, os.O_RDWR)
-        # A write the kernel started on its own (before the sysctls took hold) may put a
-        # marker on the disk without trinit's help: then dirty the page again with a new
-        # marker, until one stays unwritten. The host looks for the last one.
-        for attempt in range(5):
+        # A write the kernel started on its own (writeback queued before the sysctls took
+        # hold, or still in flight from the previous attempt) may put a marker on the disk
+        # without trinit's help: then let the disk settle and dirty the page again with a
+        # new marker, until one stays unwritten for SETTLE_S. The host looks for the last.
+        seen: list[str] = []
+        for attempt in range(10):
             before = disk_writes()
             os.pwrite(self.disk_fd, shutdown_marker(attempt).ljust(4096, b"\0"), 0)
+            time.sleep(SETTLE_S)
             writes = disk_writes() - before
             if writes == 0:
                 break
-        check(writes == 0, f"the disk was written before SIGTERM ({writes} writes)")
+            seen.append(f"attempt {attempt}: {writes} writes, {writeback_state()}")
+        check(writes == 0, "the disk was written before SIGTERM: " + "; ".join(seen))
         return {"disk_writes_before_sigterm": writes, "attempt": attempt, "uptime": uptime()}
 
 
@@ -704,6 +709,18 @@ def read_cgroup(container: str, name: str) -> str:
 def disk_writes() -> int:
     with open("/sys/block/vda/stat") as file:
         return int(file.read().split()[4])
+
+
+def writeback_state() -> str:
+    """The page cache's dirty and writeback counts and vda's in-flight I/O: what a failed
+    shutdown attempt reports, to tell the kernel's own writeback from someone's write."""
+    with open("/proc/vmstat") as file:
+        counts = dict(line.split() for line in file)
+    with open("/sys/block/vda/inflight") as file:
+        inflight = file.read().split()
+    names = ("nr_dirty", "nr_writeback", "nr_dirty_threshold", "nr_dirty_background_threshold")
+    return " ".join(f"{name}={counts.get(name)}" for name in names) + (
+        f" vda inflight r/w={'/'.join(inflight)}")  # fmt: skip
 
 
 def shutdown_marker(attempt: int) -> bytes:
