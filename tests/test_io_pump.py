@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import select
 import socket
 
 import pytest
@@ -211,6 +212,44 @@ async def test_copier_buffered_mode_exact() -> None:
         nursery.start_soon(writer)
         assert await receive_all(host) == data
     assert copier.bytes_moved == len(data)
+
+
+async def test_copier_splices_again_when_data_arrives_after_a_failed_splice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A splice finds the pipe empty (EAGAIN) and the writer fills it before the copier asks
+    which side was missing. The socket still has room, but poll does not call it writable
+    (a unix socket is writable only below a quarter of its send buffer), so waiting for it
+    would stall until the host drained it: the copier must splice again instead.
+
+    Seen as a hang of test_a_paused_stream_gives_its_thread_back, whose host reads nothing
+    while the second burst is written."""
+    read_end, write_end = make_pipe()
+    host, guest = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    queued = random_bytes(96 * KiB)
+    late = random_bytes(4 * KiB)
+    with read_end, host, guest:
+        guest.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 128 * KiB)
+        guest.sendall(queued)  # room left, but above a quarter of the buffer
+        guest.setblocking(False)
+        assert not copy_module._poll_now(guest.fileno(), select.POLLOUT)
+        os.set_blocking(read_end.fileno(), False)
+        real_poll_now = copy_module._poll_now
+
+        def data_arrives_first(fd: int, events: int) -> int:
+            if not write_end.closed:  # the first failed splice: the writer gets in
+                with write_end:
+                    os.write(write_end.fileno(), late)
+            return real_poll_now(fd, events)
+
+        monkeypatch.setattr(copy_module, "_poll_now", data_arrives_first)
+        copier = Copier(read_end, guest, SpliceMode.SRC_IS_PIPE)
+        with trio.fail_after(10):  # a bound for the hang, not a timing check
+            outcome = await copier.run()
+        assert outcome.ending is Ending.EOF
+        assert write_end.closed  # the splice did fail first
+        guest.shutdown(socket.SHUT_WR)
+        assert read_blocking(host.fileno()) == queued + late
 
 
 # -- InputPump ------------------------------------------------------------------------------

@@ -23,7 +23,10 @@ no queue in Python, so backpressure is the kernel's: while ``dst`` is full nothi
 
 Invariant worth knowing when reading the splice loops: a splice that returns ``EAGAIN`` moved
 nothing, so deciding afterwards which side to wait for (by polling the pipe side, or by the
-byte count we keep for our own pipe) never loses or duplicates data.
+byte count we keep for our own pipe) never loses or duplicates data. It does not by itself
+say which side was missing: a source found readable after the splice may have been empty
+at the splice, so only a second ``EAGAIN`` with a source already known readable means the
+destination is full.
 """
 
 from __future__ import annotations
@@ -160,6 +163,7 @@ class Copier:
 
     async def _splice_direct(self) -> Outcome:
         unpaused = 0  # bytes moved on the loop since the source last paused (QUIET)
+        source_had_data = False  # the source was seen readable before this splice
         while True:
             src, dst = _fd(self._src), _fd(self._dst)
             try:
@@ -169,10 +173,15 @@ class Copier:
                 # (Asking the pipe whether it has room would race with its reader: a pipe
                 # that was full at the splice may have room a moment later, and a drain
                 # would then end the copy with the socket's bytes undelivered.)
-                readable = select.POLLIN | select.POLLHUP | select.POLLERR
-                source_has_data = bool(_poll_now(src, select.POLLIN) & readable)
-                if source_has_data:
+                if source_had_data:  # it still has (only we read it): the destination is full
                     await trio.lowlevel.wait_writable(dst)
+                    continue
+                readable = select.POLLIN | select.POLLHUP | select.POLLERR
+                if _poll_now(src, select.POLLIN) & readable:
+                    # The data may have come after the splice found the source empty; the
+                    # destination may have room that poll does not call writable (a unix
+                    # socket is writable below a quarter of its buffer). Splice again.
+                    source_had_data = True
                     continue
                 waited_from = trio.current_time()
                 if not await self._wait_source(src):
@@ -186,6 +195,7 @@ class Copier:
                 raise
             if moved == 0:
                 return Outcome(Ending.EOF)
+            source_had_data = False
             self.bytes_moved += moved
             unpaused += moved
             if unpaused >= BULK_AFTER and not self._draining:
