@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -183,3 +184,30 @@ async def test_worker_thread_returns_to_its_namespace(netns: str) -> None:
         await ip_link_set(pb.IpLinkSetRequest(interface="lo", up=True), netns=netns)
         seen = await trio.to_thread.run_sync(lambda: os.readlink("/proc/thread-self/ns/net"))
         assert seen == own
+
+
+def test_pyroute2_loads_off_the_event_loop(netns: str) -> None:
+    """The first network RPC imports pyroute2 (~90-130 ms): in the worker thread, so the
+    loop goes on serving other RPCs and relaying stdio meanwhile. A fresh interpreter,
+    where pyroute2 is not imported yet, records which thread imports it."""
+    script = f"""
+import importlib.abc, sys, threading, trio
+seen = []
+class Recorder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "pyroute2":
+            seen.append(threading.current_thread() is threading.main_thread())
+        return None
+sys.meta_path.insert(0, Recorder())
+from trinit._proto import sandbox_pb2 as pb
+from trinit.system import ip_link_set
+assert "pyroute2" not in sys.modules
+trio.run(lambda: ip_link_set(pb.IpLinkSetRequest(interface="lo", up=True), netns={netns!r}))
+print("imported in the main thread" if seen[0] else "imported in a worker thread")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "imported in a worker thread"
+    assert "UP" in _link(netns, "lo")["flags"]

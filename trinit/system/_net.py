@@ -73,20 +73,23 @@ def _in_netns(netns: str | None, fn: Callable[[], T]) -> T:
 
 
 async def _run(op: str, netns: str | None, fn: Callable[[IPRoute], None]) -> None:
-    # pyroute2 costs ~90 ms to import: loaded on first use, not at agent start
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
-
     def work() -> None:
-        with IPRoute(groups=0) as ipr:
-            fn(ipr)
+        # pyroute2 takes 90-130 ms to import: loaded on first use, not at agent start, and
+        # here in the worker, where the loop goes on serving meanwhile (on the loop, the
+        # first network RPC would stall every other RPC and every stdio pump for as long)
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        try:
+            with IPRoute(groups=0) as ipr:
+                fn(ipr)
+        except NetlinkError as exc:
+            raise _Failed(strerror(exc.code)) from None
 
     try:
         await run_blocking(lambda: _in_netns(netns, work))
     except TrinitError:
         raise
-    except NetlinkError as exc:
-        raise Internal(f"{op}: {strerror(exc.code)}") from None
     except _Failed as exc:
         raise Internal(f"{op}: {exc}") from None
     except Exception as exc:  # pyroute2 raises assorted types for malformed input
