@@ -56,11 +56,28 @@ class IdleAgent:
         self.maps = maps  # /proc/PID/maps of the idle agent
 
 
+#: A ``sitecustomize`` for the agent under test: an audit hook that writes each socket bind
+#: to stderr at once, in order with the import lines. The agent's own log lines come from a
+#: writer thread (trinit._logwriter) and may land after imports that followed them.
+_BIND_MARKER = """\
+import os, sys
+
+def _bind(event, args):
+    if event == "socket.bind":
+        os.write(2, ("audit: socket.bind %r\\n" % (args[1],)).encode())
+
+sys.addaudithook(_bind)
+"""
+
+
 @pytest.fixture(scope="module")
-def idle_agent() -> Iterator[IdleAgent]:
+def idle_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdleAgent]:
     """An agent that answered a Getenv and then built its registry (idle)."""
+    site = tmp_path_factory.mktemp("bind-marker")
+    (site / "sitecustomize.py").write_text(_BIND_MARKER)
     mp = pytest.MonkeyPatch()
     mp.setenv("PYTHONPROFILEIMPORTTIME", "1")
+    mp.setenv("PYTHONPATH", str(site))
     try:
         agent = LocalAgent.start(log_level="debug", cgroups=False)
     finally:
@@ -92,7 +109,12 @@ def _serving_line(lines: list[str]) -> int:
 
 
 def _listening_line(lines: list[str]) -> int:
-    return next(i for i, line in enumerate(lines) if "listening on unix:" in line)
+    """The bind of the API's socket (written synchronously); listen() follows it at once."""
+    return next(
+        i
+        for i, line in enumerate(lines)
+        if line.startswith("audit: socket.bind") and "guest_1024" in line
+    )
 
 
 def test_purerpc_client_and_anyio_are_never_imported(agent_log: list[str]) -> None:
