@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 
+from trinit import _pyroute2 as pyroute2
 from trinit._proto import sandbox_pb2 as pb
 
 from . import _format
@@ -174,7 +175,7 @@ def read_network_stats() -> list[pb.NetworkStats]:
         return []
     if not names:
         return []
-    from pyroute2 import IPRoute, NetlinkError  # lazily: heavy, and only needed here
+    IPRoute, NetlinkError = pyroute2.load()  # lazily: heavy, and only needed here
 
     result: list[pb.NetworkStats] = []
     with IPRoute() as ipr:
