@@ -54,6 +54,9 @@ SELECTED = [n for n in os.environ.get("VMTEST_SCENARIOS", "").split(",") if n]  
 DISK = "/dev/vda"
 SETTLE_S = 0.5  # how long the shutdown marker must stay unwritten before SIGTERM
 MIB = 1 << 20
+NET_ADDRESS = "10.213.0.1"  # put on lo by the network scenario
+NET_ROUTE = "10.214.0.0/24"  # a link route on lo, NET_ADDRESS its source
+NET_ROUTED = "10.214.0.5"
 API_PORT = 1024
 STDOUT_BYTES = int(os.environ.get("VMTEST_STDOUT_MIB", "250")) * MIB
 LINE = b"trinit stdio over vsock: 0123456789 abcdefghijklmnopqrstuvwxyz.\n"  # 64 bytes
@@ -639,6 +642,34 @@ class Driver:
         check(not os.path.exists(f"/proc/{state['victim_pid']}"), "victim still present")
         return {"rpc_after_kill_s": answered - state["kill_uptime"], "victim_exit": reply.exitCode}
 
+    def network(self) -> dict[str, Any]:
+        """The network RPCs in the VM's own namespace, with the image's pyroute2 (loaded on
+        the first of them, trinit._pyroute2): lo up, an address on it, a link route with
+        that address as its source; each checked with a socket. An unknown interface is
+        INTERNAL naming it."""
+        stub = self.host.stub
+        started = time.monotonic()
+        stub.IpLinkSet(pb.IpLinkSetRequest(interface="lo", up=True), timeout=60)
+        first_rpc_s = time.monotonic() - started
+        stub.IpAddrAdd(pb.IpAddrAddRequest(interface="lo", ipv4Address=NET_ADDRESS + "/32"),
+                       timeout=60)  # fmt: skip
+        stub.IpRouteAddLink(
+            pb.IpRouteAddLinkRequest(interface="lo", dstIpv4Addr=NET_ROUTE,
+                                     srcIpv4Addr=NET_ADDRESS), timeout=60,
+        )  # fmt: skip
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind((NET_ADDRESS, 0))  # EADDRNOTAVAIL unless the address is there
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.connect((NET_ROUTED, 9))  # a route lookup, nothing sent
+            source = sock.getsockname()[0]
+        check(source == NET_ADDRESS, f"the route's source is {source}")
+        try:
+            stub.IpLinkSet(pb.IpLinkSetRequest(interface="nope0", up=True), timeout=60)
+            unknown = ["OK", ""]
+        except grpc.RpcError as exc:
+            unknown = [exc.code().name, exc.details() or ""]
+        return {"first_rpc_s": round(first_rpc_s, 3), "source": source, "unknown": unknown}
+
     def foreign_sigterm(self) -> dict[str, Any]:
         """SIGTERM PID 1 from this process (inside its PID namespace): refused, still serving."""
         os.kill(1, signal.SIGTERM)
@@ -803,7 +834,7 @@ def main() -> None:
                 ("pids_limit", driver.pids_limit), ("stdout_bulk", driver.stdout_bulk),
                 ("socat_stdio", driver.socat_stdio),
                 ("producer_only", driver.producer_only), ("orphans", driver.orphans),
-                ("userns", driver.userns),
+                ("userns", driver.userns), ("network", driver.network),
             ):  # fmt: skip
                 scenario(name, body)
             try:
