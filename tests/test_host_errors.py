@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import threading
 from pathlib import Path
 
 import grpc
@@ -94,3 +95,28 @@ def test_vsock_connect_errors_name_cid_port_and_errno(cid: int) -> None:
     assert f"CID {cid}" in message and "port 1024" in message, message
     assert info.value.errno == expected
     assert errno.errorcode[expected] in message, message
+
+
+def test_copy_in_sender_takes_a_guest_that_hangs_up(tmp_path: Path) -> None:
+    """A refused COPY_IN: the agent closes the data connection unread. The host's sender
+    thread must end quietly (the RPC's status reports the refusal), not die of EPIPE."""
+    from trinit.host._client import _serve_bytes
+    from trinit.host._ports import HostPort
+
+    listener = HostPort.listen(f"unix:{tmp_path}", 7001)
+    failures: list[BaseException | None] = []
+    hook = threading.excepthook
+    threading.excepthook = lambda args: failures.append(args.exc_value)
+    try:
+        sender = threading.Thread(target=_serve_bytes, args=(listener, b"x" * (64 << 20)))
+        sender.start()
+        guest = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        guest.connect(str(tmp_path / "host_7001"))
+        guest.recv(1)  # the sender is writing
+        guest.close()  # unread data: the sender's next write fails
+        sender.join(30)
+        assert not sender.is_alive()
+    finally:
+        threading.excepthook = hook
+        listener.close()
+    assert failures == []

@@ -399,13 +399,18 @@ class Process:
 
 
 def _serve_bytes(listener: HostPort, data: bytes) -> None:
+    """COPY_IN's sender thread. A guest that hangs up early (a refused path) is not this
+    thread's failure to report: the Copy RPC's status says why."""
     try:
         conn = listener.accept(30)
     except OSError:
         return
     with conn:
-        conn.sendall(data)
-        conn.shutdown(socket.SHUT_WR)
+        try:
+            conn.sendall(data)
+            conn.shutdown(socket.SHUT_WR)
+        except OSError:  # EPIPE, ECONNRESET: the guest closed the connection
+            pass
 
 
 def _drain(conn: socket.socket, sink: Sink) -> None:
