@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -216,16 +217,28 @@ def test_exec_of_a_user_namespace_is_moved_into_the_init_cgroup(agent: LocalAgen
             " < /proc/self/cgroup; exec sleep 99999"
         )
         spec = ctr.spec(["sh", "-c", script])
-        exec_proc = agent.host.process(ctr.id, spec, process_id="bg", stderr=False)
+        output = bytearray()
+        line_seen = threading.Event()
+
+        def sink(data: bytes) -> None:
+            output.extend(data)
+            if b"\n" in output:
+                line_seen.set()
+
+        exec_proc = agent.host.process(
+            ctr.id, spec, process_id="bg", stderr=False, stdout_sink=sink
+        )
         exec_proc.create()
         exec_proc.start()
         with open(os.path.join(directory, "cgroup.procs")) as file:
             assert len(file.read().split()) == 2  # the init and the exec (pids of this test)
-        # inside, its cgroup namespace is the init's, rooted at the container's cgroup
+        # inside, its cgroup namespace is the init's, rooted at the container's cgroup; the
+        # line must be in before the kill, or the kill can beat the shell's echo
+        assert line_seen.wait(30), f"no line from the exec: {bytes(output)!r}"
         exec_proc.kill(9)
         assert exec_proc.wait(timeout=30) == 137
         exec_proc.join_output()
-        assert exec_proc.stdout_data == b"0::/\n"
+        assert output == b"0::/\n"
         exec_proc.close()
         exec_proc.delete()
     finally:
