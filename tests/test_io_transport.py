@@ -8,7 +8,9 @@ import shutil
 import socket
 import stat
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -58,6 +60,38 @@ async def test_unix_listen_at_guest_port(tmp_path: Path) -> None:
             assert await server.receive_some(10) == b"ping"
             await server.send_all(b"pong")
             assert await client.receive_some(10) == b"pong"
+
+
+async def test_unix_listen_accepts_from_the_moment_the_file_appears(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that sees ``guest_<port>`` must find it listening. trio binds an AF_UNIX
+    socket in a worker thread; a ``listen()`` after the hop back to the loop left a window,
+    as long as a loaded loop takes to resume, in which the file refused connections (a CI
+    run: ECONNREFUSED just after the file appeared). Each worker-thread trip the listen
+    makes is followed here, before its caller resumes, by a connect to the path if it
+    exists."""
+    transport = UnixTransport(str(tmp_path))
+    path = transport.guest_path(1024)
+    outcomes: list[str] = []
+    real_run_sync = trio.to_thread.run_sync
+
+    async def run_sync_then_probe(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        result = await real_run_sync(fn, *args, **kwargs)
+        # blocking on purpose: the probe must run before the caller resumes
+        if os.path.lexists(path):  # noqa: ASYNC240
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.connect(path)
+                    outcomes.append("connected")
+                except ConnectionRefusedError:
+                    outcomes.append("refused")
+        return result
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", run_sync_then_probe)
+    async with await transport.listen(1024):
+        pass
+    assert outcomes and "refused" not in outcomes, outcomes
 
 
 async def test_unix_listen_replaces_stale_socket_only(tmp_path: Path) -> None:

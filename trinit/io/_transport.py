@@ -190,18 +190,17 @@ class UnixTransport(Transport):
         path = self.guest_path(port)
         # lstat, a probe connect and unlink on the file system: in a worker thread
         await trio.to_thread.run_sync(_unlink_stale_socket, path)
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             # The socket inode's mode becomes the file's mode at bind, so nobody can connect
-            # through a wider mode in the window before the chmod below (which only covers
-            # a umask that removed owner bits).
+            # through a wider mode in the window before the chmod (which only covers a umask
+            # that removed owner bits).
             os.fchmod(sock.fileno(), 0o600)
-            await sock.bind(path)
-            # listen at once: a client that sees the file must not find it refusing (a
-            # thread hop before listen left a window of up to a loaded worker's delay)
-            sock.listen(_BACKLOG)
-            await trio.to_thread.run_sync(os.chmod, path, 0o600)
-            return trio.SocketListener(sock)
+            # bind and listen in one worker-thread trip: a client that sees the file must
+            # not find it refusing, and a hop back to the loop between the two (trio's own
+            # AF_UNIX bind) lasts as long as a loaded loop takes to resume
+            await trio.to_thread.run_sync(_bind_listening, sock, path)
+            return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
         except BaseException:
             sock.close()
             raise
@@ -246,6 +245,14 @@ def socket_is_live(path: str) -> bool:
     finally:
         probe.close()
     return True
+
+
+def _bind_listening(sock: socket.socket, path: str) -> None:
+    """Bind ``sock`` at ``path`` and listen, then make the file 0600 (the file system walk
+    of bind and chmod is why this runs in a worker thread)."""
+    sock.bind(path)
+    sock.listen(_BACKLOG)
+    os.chmod(path, 0o600)
 
 
 def _unlink_stale_socket(path: str) -> None:

@@ -69,13 +69,14 @@ def _plain_listener(path: str, mode: int) -> socket.socket:
 def _bound_socket(address: str, mode: int, fix_mode: Callable[[], None]) -> socket.socket:
     """A listening unix socket bound at ``address``. The mode is set on the socket inode
     before bind so no wider mode is ever visible, then fixed up after bind (the umask may
-    have removed bits)."""
+    have removed bits). It listens straight after bind: a client that sees the file must not
+    find it refusing."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         os.fchmod(sock.fileno(), mode)
         sock.bind(address)
-        fix_mode()
         sock.listen(_BACKLOG)
+        fix_mode()
     except BaseException:
         sock.close()
         raise
