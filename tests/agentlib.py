@@ -6,15 +6,27 @@ import itertools
 import os
 import shutil
 import tempfile
+import time
 from typing import Any
 
 from rootfs import build_busybox_rootfs
 from rootfs import test_spec as _host_spec
 
-from trinit.host import Host, Process, Result
+from trinit.host import Host, LocalAgent, Process, Result
 
 _ROOTFS: str | None = None
 _ids = itertools.count(1)
+
+
+def log_shows(agent: LocalAgent, text: str, timeout: float = 10.0) -> bool:
+    """Whether ``text`` shows up in the agent's log within ``timeout`` seconds. The agent
+    writes its log from a thread, so a line logged just now may not be in the file yet."""
+    deadline = time.monotonic() + timeout
+    while text not in agent.log():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def busybox_rootfs() -> str:

@@ -94,7 +94,9 @@ def test_runc_kill_exec_and_delete(agent: LocalAgent) -> None:
         assert os.path.exists(_state(agent, ctr.id))
         assert ready.wait(60)
         # an exec joins the runc-made init's namespaces through trinit's helper
-        result = ctr.exec(f"{ctr.id}-x", ["sh", "-c", "cat /proc/1/comm; hostname"])
+        # ("ready" comes just before the init's exec of sleep: wait for that too)
+        script = "until grep -qx sleep /proc/1/comm; do :; done; cat /proc/1/comm; hostname"
+        result = ctr.exec(f"{ctr.id}-x", ["sh", "-c", script])
         assert (result.exit_code, result.stdout) == (0, b"sleep\ntestbox\n")
         proc.kill(signal.SIGKILL)
         assert proc.wait(timeout=60) == 128 + signal.SIGKILL

@@ -56,17 +56,27 @@ class IdleAgent:
         self.maps = maps  # /proc/PID/maps of the idle agent
 
 
-#: A ``sitecustomize`` for the agent under test: an audit hook that writes each socket bind
-#: to stderr at once, in order with the import lines. The agent's own log lines come from a
-#: writer thread (trinit._logwriter) and may land after imports that followed them.
+#: A ``sitecustomize`` for the agent under test. It writes each socket bind (an audit hook)
+#: and the logging call of the "serving on" line to stderr at once, in order with the
+#: import lines. The agent's own log lines come from a writer thread (trinit._logwriter) and
+#: may land after imports that followed them.
 _BIND_MARKER = """\
-import os, sys
+import logging, os, sys
 
 def _bind(event, args):
     if event == "socket.bind":
         os.write(2, ("audit: socket.bind %r\\n" % (args[1],)).encode())
 
 sys.addaudithook(_bind)
+
+_handle = logging.Logger.handle
+
+def _handle_marking_serving(self, record):
+    if str(record.msg).startswith("serving on "):
+        os.write(2, b"audit: serving\\n")
+    return _handle(self, record)
+
+logging.Logger.handle = _handle_marking_serving
 """
 
 
@@ -105,7 +115,8 @@ def _modules(lines: list[str]) -> list[str]:
 
 
 def _serving_line(lines: list[str]) -> int:
-    return next(i for i, line in enumerate(lines) if "serving on unix:" in line)
+    """The logging call of "serving on ..." (marked synchronously, see _BIND_MARKER)."""
+    return next(i for i, line in enumerate(lines) if line == "audit: serving")
 
 
 def _listening_line(lines: list[str]) -> int:

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
-from agentlib import Container
+from agentlib import Container, log_shows
 
 from trinit._proto import sandbox_pb2 as pb
 
@@ -111,7 +111,7 @@ def test_descendant_holding_stdout_is_cut_after_the_drain_grace(agent) -> None:
     elapsed = time.monotonic() - start
     assert (result.exit_code, result.stdout) == (0, b"before-exit\n")
     assert 1.5 < elapsed < 20, elapsed  # the agent's --drain-grace is 2 s
-    assert "truncat" in agent.log().lower()
+    assert log_shows(agent, "truncat"), agent.log()[-3000:]
     init.kill(9)
     init.wait(timeout=30)
     init.delete()

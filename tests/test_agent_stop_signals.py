@@ -9,23 +9,13 @@ cleanly. The sender rule itself is unit-tested in ``tests/test_stop_signals.py``
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
-from agentlib import Container
+from agentlib import Container, log_shows
 
 from trinit._proto import sandbox_pb2 as pb
 from trinit.host import LocalAgent
 
 SHARED_PID_NS = [{"type": kind, "path": ""} for kind in ("cgroup", "ipc", "mount", "uts")]
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_container_sharing_the_pid_namespace_cannot_stop_the_agent(agent: LocalAgent) -> None:
@@ -37,7 +27,7 @@ def test_container_sharing_the_pid_namespace_cannot_stop_the_agent(agent: LocalA
     assert result.exit_code == 0, result.stderr
     assert result.stdout == b"sent\n"
     # a refused signal is logged; give the agent time to act on it, had it accepted it
-    assert _wait_for(lambda: "refused SIGTERM" in agent.log()), agent.log()[-3000:]
+    assert log_shows(agent, "refused SIGTERM"), agent.log()[-3000:]
     time.sleep(0.5)
     assert agent.alive(), agent.log()[-3000:]
     assert "shutting down" not in agent.log()

@@ -156,8 +156,10 @@ def test_terminal_session_typing_resize_and_exit_code() -> None:
         # the size at the start, and the command ran (its output, not its echo, has 42)
         out = term.read_until(b"42\r\n")
         assert b"30 90\r\n42\r\n" in out
-        term.type("trap 'echo resized' WINCH; echo armed\r")
-        term.read_until(b"armed\r\n")
+        # the quotes keep "armed" out of the echoed line; the prompt after the output means
+        # the line editor has the terminal again, so the resize reaches it, not the command
+        term.type("trap 'echo resized' WINCH; echo ar''med\r")
+        term.read_until(b"armed\r\n/ # ")
         term.resize(33, 101)
         # ash's line editor redraws its prompt when SIGWINCH reaches it inside the container
         term.read_until(b"\x1b[J")

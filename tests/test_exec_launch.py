@@ -31,14 +31,14 @@ import os, sys
 mode = sys.argv[1]
 if mode == "exit-early":
     sys.exit(0)
+if mode == "stall":
+    import time
+    time.sleep(60)  # keeps the error pipe open, no pid yet: a helper stuck in a mount, say
 os.write(3, os.getpid().to_bytes(4, sys.byteorder, signed=True))
 if mode == "fail-before-ack":  # a process that fails before it waits for the ack
     os.write(5, b"mount /proc: [Errno 2] No such file or directory\\n")
     sys.exit(1)
 ack = os.read(4, 6)
-if mode == "stall":
-    import time
-    time.sleep(60)  # keeps the error pipe open: a helper stuck in a mount, say
 if ack != b"AckPid":
     os.write(5, b"no ack: " + repr(ack).encode())
     sys.exit(1)
@@ -256,7 +256,8 @@ async def test_cancel_while_waiting_for_ack(fake: str, stdio: tuple[int, int, in
 async def test_cancel_bounds_the_error_read(
     fake: str, stdio: tuple[int, int, int], autojump_clock: trio.testing.MockClock
 ) -> None:
-    # The "stall" helper holds the error pipe open forever. After the cancellation at t=5
+    # The "stall" helper holds the error pipe open and never reports its pid (so it is alive
+    # to be killed at the end, however long this test takes). After the cancellation at t=5
     # the launcher waits exactly ERROR_READ_GRACE (2 s) for its text, then gives up.
     before = open_fds()
     pids: list[int] = []

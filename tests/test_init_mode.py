@@ -151,9 +151,22 @@ def test_orphans_are_reaped(procs: list[subprocess.Popen[bytes]]) -> None:
     assert init.wait(timeout=TIMEOUT) == 0
 
 
+def _is_sleeping(pid: int, command: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/comm") as file:
+            comm = file.read().strip()
+    except FileNotFoundError:
+        return False
+    state = proc_state(pid)
+    return comm == command and state is not None and state[0] == "S"
+
+
 def _group_test(procs: list[subprocess.Popen[bytes]], flags: list[str]) -> tuple[int, int]:
     init = start(procs, *flags, "sh", "-c", "sleep 100 & echo $!; wait")
     sleeper = int(read_line(init))
+    # the background child must be the sleep, asleep, before the signal: a child still
+    # between fork and exec is runnable ("R"), and a signal then would hit the shell's copy
+    wait_until(lambda: _is_sleeping(sleeper, "sleep"), "the background sleep to sleep")
     init.send_signal(signal.SIGTERM)
     return init.wait(timeout=TIMEOUT), sleeper
 

@@ -425,6 +425,8 @@ async def test_client_cancel_of_a_stream_blocked_on_flow_control(harness: Harnes
 
 
 async def test_client_deadline_cancels_handler(harness: Harness) -> None:
+    # connect first: the short deadline must not also cover the connection and handshake
+    assert await harness.getenv("warm") == "value-of-warm"
     error = await harness.expect_error(
         lambda: harness.stub.Getenv(pb.GetenvRequest(key="forever"), timeout=0.3)
     )

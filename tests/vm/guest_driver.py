@@ -583,12 +583,18 @@ class Driver:
         """
         count = 8
         wait_hold = "while [ -e /orphans.hold ]; do sleep 0.2; done"
+        # /orphans.started comes after the loop: each intermediate ran in the foreground, so
+        # by then it has exited and its orphan has been reparented (a pid in orphans.pids
+        # alone may still have its intermediate as parent)
         script = (f"i=0; while [ $i -lt {count} ]; do sh -c '({wait_hold}) & "
-                  f"echo $! >> /orphans.pids'; i=$((i+1)); done; {wait_hold}")  # fmt: skip
+                  f"echo $! >> /orphans.pids'; i=$((i+1)); done; echo > /orphans.started; "
+                  f"{wait_hold}")  # fmt: skip
         pid_file = os.path.join(ROOTFS, "orphans.pids")
+        started = os.path.join(ROOTFS, "orphans.started")
         hold = os.path.join(ROOTFS, "orphans.hold")
-        if os.path.exists(pid_file):
-            os.unlink(pid_file)
+        for stale in (pid_file, started):
+            if os.path.exists(stale):
+                os.unlink(stale)
         with open(hold, "w"):
             pass
         self.container("orphans")
@@ -596,13 +602,12 @@ class Driver:
         proc.create()
         proc.start()
         deadline = time.monotonic() + 60
-        pids: list[int] = []
-        while len(pids) < count:
-            check(time.monotonic() < deadline, f"orphans not started: {pids}")
+        while not os.path.exists(started):
+            check(time.monotonic() < deadline, "orphans not started after 60 s")
             time.sleep(0.1)
-            if os.path.exists(pid_file):
-                with open(pid_file) as file:
-                    pids = [int(p) for p in file.read().split()]
+        with open(pid_file) as file:
+            pids = [int(p) for p in file.read().split()]
+        check(len(pids) == count, f"orphans started: {pids}")
         parents = {pid: ppid_of(pid) for pid in pids}
         os.unlink(hold)
         code = proc.wait(timeout=60)
