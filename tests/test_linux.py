@@ -118,26 +118,30 @@ def test_subreaper_and_finit_module_error() -> None:
 def test_fork_sibling_is_a_child_of_the_callers_parent() -> None:
     """``fork_sibling``: the child's parent is the caller's parent (here: this test), which
     reaps it; the caller never sees it as its own child."""
+    # Each line is one write(2) to the shared pipe: print() under PYTHONUNBUFFERED writes
+    # its pieces one by one, and the two processes' lines interleaved ("forkedsibling 1 2").
     script = (
         "import os\n"
         "from trinit import _linux\n"
+        "def say(*words):\n"
+        "    os.write(1, (' '.join(map(str, words)) + '\\n').encode())\n"
         "pid = _linux.fork_sibling()\n"
         "if pid == 0:\n"
-        "    print('sibling', os.getpid(), os.getppid(), flush=True)\n"
+        "    say('sibling', os.getpid(), os.getppid())\n"
         "    os._exit(7)\n"
-        "print('forked', pid, flush=True)\n"
+        "say('forked', pid)\n"
         "try:\n"
         "    os.waitpid(pid, os.WNOHANG)\n"
-        "    print('caller reaped it', flush=True)\n"
+        "    say('caller reaped it')\n"
         "except ChildProcessError:\n"
-        "    print('not my child', flush=True)\n"
+        "    say('not my child')\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=30
     )
     lines = [line for line in done.stdout.split("\n") if line]
     siblings = [line.split() for line in lines if line.startswith("sibling")]
-    if not siblings:  # say how the sibling ended (seen once in CI, not reproduced since)
+    if not siblings:  # say how the sibling ended
         forked = int(next(line for line in lines if line.startswith("forked")).split()[1])
         _, status = os.waitpid(forked, 0)
         raise AssertionError(f"no line from the sibling: {lines}, its wait status {status:#x}, "
