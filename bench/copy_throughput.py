@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -89,7 +90,7 @@ def cat_out(path: str) -> float:
     thread = threading.Thread(target=_drain, args=(reader, got))
     start = time.perf_counter()
     thread.start()
-    subprocess.run(["cat", path], stdout=writer, check=True)
+    subprocess.run(["cat", path], stdout=writer.fileno(), check=True)
     writer.close()
     thread.join()
     elapsed = time.perf_counter() - start
@@ -104,7 +105,7 @@ def cat_in(src: str, dest: str) -> float:
     start = time.perf_counter()
     thread.start()
     with open(dest, "wb") as out:
-        subprocess.run(["cat"], stdin=theirs, stdout=out, check=True)
+        subprocess.run(["cat"], stdin=theirs.fileno(), stdout=out, check=True)
     elapsed = time.perf_counter() - start
     thread.join()
     ours.close()
@@ -122,13 +123,14 @@ def main() -> None:
             for _ in range(size // MiB):
                 f.write(block)
         with LocalAgent.start(log_level="warning") as agent:
-            results = {}
-            for name, fn in (
+            results: dict[str, float] = {}
+            benches: tuple[tuple[str, Callable[[], float]], ...] = (
                 ("trinit COPY_OUT", lambda: trinit_copy_out(agent, src)),
                 ("cat into a socket", lambda: cat_out(src)),
                 ("trinit COPY_IN", lambda: trinit_copy_in(agent, src, src + ".in")),
                 ("cat from a socket", lambda: cat_in(src, src + ".cat")),
-            ):
+            )
+            for name, fn in benches:
                 results[name] = min(fn() for _ in range(3))
         mib = size / MiB
         for name, seconds in results.items():

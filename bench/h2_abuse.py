@@ -185,7 +185,7 @@ def getenv_latencies(
 ) -> tuple[list[float], int]:
     """Sequential Getenv latencies (ms) for ``calls`` calls or ``seconds``, and failures."""
     request = pb.GetenvRequest(key="PATH")
-    latencies = []
+    latencies: list[float] = []
     failures = 0
     stop = time.monotonic() + seconds
     while len(latencies) < calls and time.monotonic() < stop:

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -45,7 +46,7 @@ def import_ms(runs: int) -> float:
     return statistics.median(times)
 
 
-def compile_ms(profile: dict, runs: int) -> tuple[float, int]:
+def compile_ms(profile: dict[str, Any], runs: int) -> tuple[float, int]:
     times = []
     for _ in range(runs):
         begin = time.perf_counter()
@@ -54,7 +55,7 @@ def compile_ms(profile: dict, runs: int) -> tuple[float, int]:
     return statistics.median(times), len(compiled)
 
 
-def install_ms(profile: dict, runs: int) -> float:
+def install_ms(profile: dict[str, Any], runs: int) -> float:
     compiled = _seccomp.compile_filter(profile)
     times = []
     for _ in range(runs):
@@ -75,7 +76,9 @@ def install_ms(profile: dict, runs: int) -> float:
     return statistics.median(times)
 
 
-def container_ms(rootfs: str, seccomp: dict | None, agent: LocalAgent, runs: int) -> float:
+def container_ms(
+    rootfs: str, seccomp: dict[str, Any] | None, agent: LocalAgent, runs: int
+) -> float:
     times = []
     for i in range(runs + 2):
         cid = f"sc{'p' if seccomp else 'n'}{i}"

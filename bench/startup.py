@@ -174,7 +174,7 @@ def _raw_unary(path: str, method: str, body: bytes, start: float) -> float:
     from trinit._proto.sandbox_pb2_grpc import SandboxContextStub
 
     channel = grpc.insecure_channel(f"unix:{path}", options=_FAST_RECONNECT)
-    stub = SandboxContextStub(channel)
+    stub = SandboxContextStub(channel)  # type: ignore[no-untyped-call]  # generated, untyped
     while True:
         try:
             stub.Getenv(pb.GetenvRequest(key="PATH"), timeout=5, wait_for_ready=True)

@@ -20,7 +20,8 @@ GENERATED = ("sandbox_pb2.py", "sandbox_pb2.pyi", "sandbox_grpc.py", "sandbox_pb
 
 
 def generate(out_dir: Path) -> None:
-    from grpc_tools import protoc  # build-time dependency only
+    # build-time dependency only; grpcio-tools ships no type information
+    from grpc_tools import protoc  # type: ignore[import-untyped]
 
     include = Path(protoc.__file__).parent / "_proto"
     with tempfile.TemporaryDirectory() as tmp:

@@ -7,9 +7,10 @@ import pytest
 from agentlib import Container
 
 from trinit._proto import sandbox_pb2 as pb
+from trinit.host import LocalAgent
 
 
-def test_true_false_echo(agent) -> None:
+def test_true_false_echo(agent: LocalAgent) -> None:
     host = agent.host
     assert Container(host).run(["true"]).exit_code == 0
     assert Container(host).run(["false"]).exit_code == 1
@@ -19,7 +20,7 @@ def test_true_false_echo(agent) -> None:
     assert (result.exit_code, result.stdout, result.stderr) == (7, b"out\n", b"err\n")
 
 
-def test_missing_executable(agent) -> None:
+def test_missing_executable(agent: LocalAgent) -> None:
     ctr = Container(agent.host)
     proc = agent.host.process(ctr.id, ctr.spec(["nosuchprog"]))
     proc.create()

@@ -7,26 +7,30 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from agentlib import Container, log_shows
 
 from trinit._proto import sandbox_pb2 as pb
+from trinit.host import LocalAgent
 
 
-def _code(call, *args, **kw) -> grpc.StatusCode:
+def _code(call: Callable[..., object], *args: object, **kw: object) -> grpc.StatusCode:
     with pytest.raises(grpc.RpcError) as info:
         call(*args, **kw)
     return info.value.code()
 
 
-def _alive(agent) -> None:
+def _alive(agent: LocalAgent) -> None:
     agent.host.stub.Getenv(pb.GetenvRequest(key="PATH"), timeout=10)
     assert agent.alive()
 
 
-def test_wait_before_start(agent) -> None:
+def test_wait_before_start(agent: LocalAgent) -> None:
     host = agent.host
     ctr = Container(host)
     proc = host.process(ctr.id, ctr.spec(["sh", "-c", "exit 3"]))
@@ -49,7 +53,7 @@ def test_wait_before_start(agent) -> None:
     proc.delete()
 
 
-def test_kill_before_start_and_kill_9(agent) -> None:
+def test_kill_before_start_and_kill_9(agent: LocalAgent) -> None:
     host = agent.host
     ctr = Container(host)
     proc = host.process(ctr.id, ctr.spec(["sleep", "1000"]))
@@ -63,14 +67,16 @@ def test_kill_before_start_and_kill_9(agent) -> None:
     proc.delete()
 
 
-def test_a_refused_new_container_reports_its_first_problem_and_frees_the_id(agent) -> None:
+def test_a_refused_new_container_reports_its_first_problem_and_frees_the_id(
+    agent: LocalAgent,
+) -> None:
     """A new container's spec, OCI runtime check, bundle and cgroup are one step in a worker
     thread (trinit.nursery._registry): its errors keep their order, and a refusal leaves
     the id free."""
     stub = agent.host.stub
     ctr = Container(agent.host)
 
-    def create(spec: dict, runtime: str | None = None) -> grpc.StatusCode:
+    def create(spec: dict[str, Any], runtime: str | None = None) -> grpc.StatusCode:
         request = pb.CreateProcessRequest(
             id=ctr.id, containerID=ctr.id, configuration=json.dumps(spec).encode()
         )
@@ -90,7 +96,7 @@ def test_a_refused_new_container_reports_its_first_problem_and_frees_the_id(agen
     _alive(agent)
 
 
-def test_lookup_error_codes(agent) -> None:
+def test_lookup_error_codes(agent: LocalAgent) -> None:
     stub = agent.host.stub
     assert (
         _code(stub.StartProcess, pb.StartProcessRequest(id="x")) == grpc.StatusCode.INVALID_ARGUMENT
@@ -136,7 +142,7 @@ def test_lookup_error_codes(agent) -> None:
     )
 
 
-def test_terminal_and_resize(agent) -> None:
+def test_terminal_and_resize(agent: LocalAgent) -> None:
     host = agent.host
     ctr = Container(host)
     spec = ctr.spec(
@@ -159,7 +165,7 @@ def test_terminal_and_resize(agent) -> None:
     proc.delete()
 
 
-def test_init_death_ends_running_execs(agent) -> None:
+def test_init_death_ends_running_execs(agent: LocalAgent) -> None:
     host = agent.host
     ctr = Container(host)
     init = ctr.start_init()
@@ -179,7 +185,7 @@ def test_init_death_ends_running_execs(agent) -> None:
     _alive(agent)
 
 
-def test_kill_minus_one_leaves_agent_serving(agent) -> None:
+def test_kill_minus_one_leaves_agent_serving(agent: LocalAgent) -> None:
     host = agent.host
     ctr = Container(host)
     init = ctr.start_init()
@@ -191,13 +197,14 @@ def test_kill_minus_one_leaves_agent_serving(agent) -> None:
     assert Container(host).run(["echo", "still here"]).stdout == b"still here\n"
 
 
-def _details(call, *args) -> str:
+def _details(call: Callable[..., object], *args: object) -> str:
     with pytest.raises(grpc.RpcError) as info:
         call(*args)
-    return info.value.details()
+    details: str = info.value.details()
+    return details
 
 
-def test_process_rpc_messages_start_with_vminitds_operation_prefix(agent) -> None:
+def test_process_rpc_messages_start_with_vminitds_operation_prefix(agent: LocalAgent) -> None:
     stub = agent.host.stub
     ctr = Container(agent.host)
     init = ctr.start_init()
@@ -225,7 +232,7 @@ def test_process_rpc_messages_start_with_vminitds_operation_prefix(agent) -> Non
     init.delete()
 
 
-def test_kill_rpc_aimed_at_trinit_itself_is_dropped(agent) -> None:
+def test_kill_rpc_aimed_at_trinit_itself_is_dropped(agent: LocalAgent) -> None:
     """As with vminitd (PID 1 without handlers): Kill(1, SIGTERM) must not shut down."""
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL):
         assert agent.host.stub.Kill(pb.KillRequest(pid=1, signal=sig)).result == 0
@@ -236,7 +243,7 @@ def test_kill_rpc_aimed_at_trinit_itself_is_dropped(agent) -> None:
     assert log_shows(agent, "not delivering signal 15 to trinit itself"), agent.log()[-3000:]
 
 
-def test_kill_rpc_for_trinits_own_group_spares_trinit(agent) -> None:
+def test_kill_rpc_for_trinits_own_group_spares_trinit(agent: LocalAgent) -> None:
     """kill(0, SIGTERM) reaches the caller's process group, trinit included: a Kill RPC with
     pid 0 signals the group's other members only, and the agent keeps serving. (-pgid is
     the same plan, see test_system_kill; here the group's number lies outside the agent's
@@ -247,7 +254,7 @@ def test_kill_rpc_for_trinits_own_group_spares_trinit(agent) -> None:
     assert "received SIGTERM" not in agent.log()
 
 
-def test_bad_input_never_takes_the_agent_down(agent) -> None:
+def test_bad_input_never_takes_the_agent_down(agent: LocalAgent) -> None:
     stub = agent.host.stub
     ctr = Container(agent.host)
     good = ctr.spec(["true"])
@@ -290,7 +297,7 @@ def test_bad_input_never_takes_the_agent_down(agent) -> None:
     init.delete()
 
 
-def test_no_fd_leaks_into_containers(agent) -> None:
+def test_no_fd_leaks_into_containers(agent: LocalAgent) -> None:
     ctr = Container(agent.host)
     init = ctr.start_init()
     for args in (["ls", "/proc/self/fd"], ["ls", "/proc/1/fd"]):
@@ -303,7 +310,7 @@ def test_no_fd_leaks_into_containers(agent) -> None:
     init.delete()
 
 
-def test_a_refused_create_undoes_what_ran_alongside(agent, tmp_path) -> None:
+def test_a_refused_create_undoes_what_ran_alongside(agent: LocalAgent, tmp_path: Path) -> None:
     """CreateProcess makes the bundle, the cgroup and the stdio connections at once: when
     one fails (here the missing rootfs) the others are undone (the cgroup made meanwhile
     removed, the stdout connection closed) and the status is that failure's."""
@@ -340,7 +347,9 @@ def test_a_refused_create_undoes_what_ran_alongside(agent, tmp_path) -> None:
     _alive(agent)
 
 
-def test_a_missing_rootfs_is_refused_without_touching_the_vm(agent, tmp_path) -> None:
+def test_a_missing_rootfs_is_refused_without_touching_the_vm(
+    agent: LocalAgent, tmp_path: Path
+) -> None:
     """vminitd would mkdir -p <root.path>/etc to write the hostname: on the VM's own disk."""
     missing = tmp_path / "no-such-rootfs"
     spec = Container(agent.host).spec(["true"])
@@ -352,7 +361,7 @@ def test_a_missing_rootfs_is_refused_without_touching_the_vm(agent, tmp_path) ->
     assert not missing.exists()
 
 
-def test_processes_start_with_default_signals_and_an_empty_mask(agent) -> None:
+def test_processes_start_with_default_signals_and_an_empty_mask(agent: LocalAgent) -> None:
     """Through the agent's fork server (a threaded parent's spawn may leave glibc's 32 and
     33 ignored; Python ignores SIGPIPE and SIGXFSZ): the workload sees no signal ignored,
     caught or blocked, as an init and as an exec."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -120,7 +121,7 @@ spec_like = st.fixed_dictionaries(
 @FUZZ
 @given(cid=ids, same=st.booleans(), spec=spec_like, stdin=st.none() | st.integers(0, 2**32 - 1))
 def test_create_process_with_odd_specs(
-    fuzz_agent: LocalAgent, cid: str, same: bool, spec: dict, stdin: int | None
+    fuzz_agent: LocalAgent, cid: str, same: bool, spec: dict[str, Any], stdin: int | None
 ) -> None:
     request = pb.CreateProcessRequest(
         id=cid if same else cid + "x", containerID=cid, configuration=json.dumps(spec).encode()

@@ -343,7 +343,9 @@ def test_proxy_out_of_connects_inside_the_rootfs(box: Box) -> None:
 
 
 @pytest.mark.parametrize("action", [pb.ProxyVsockRequest.INTO, pb.ProxyVsockRequest.OUT_OF])
-def test_proxy_relative_guest_path_is_invalid(agent: LocalAgent, action: int) -> None:
+def test_proxy_relative_guest_path_is_invalid(
+    agent: LocalAgent, action: pb.ProxyVsockRequest.Action
+) -> None:
     request = pb.ProxyVsockRequest(
         id="rel", vsock_port=agent.host.ports.next(), guestPath="rel.sock", action=action
     )

@@ -7,29 +7,35 @@ run gets a fresh container: deleting an init unmounts its rootfs.
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
 from agentlib import Container
 from seccomplib import PROBE, allow_but, nr, with_seccomp
 
-from trinit.host import default_seccomp
+from trinit.host import LocalAgent, Result, default_seccomp
 
 EPERM, EDQUOT = 1, 122
 SIGSYS_EXIT = 128 + 31
 CLONE_NEWUSER = 0x10000000
 
 
-def _run(agent, args: list[str], seccomp: dict | None, **overrides):
+def _run(
+    agent: LocalAgent, args: list[str], seccomp: dict[str, Any] | None, **overrides: Any
+) -> Result:
     return Container(agent.host).run(args, **with_seccomp(seccomp, **overrides))
 
 
-def _probe(agent, seccomp: dict | None, *args: object, **overrides) -> str:
+def _probe(
+    agent: LocalAgent, seccomp: dict[str, Any] | None, *args: object, **overrides: Any
+) -> str:
     result = _run(agent, [PROBE, *(str(a) for a in args)], seccomp, **overrides)
     assert result.exit_code == 0, result
     return result.stdout.decode().strip()
 
 
-def test_errno_rule_denies_mkdir_and_errno_ret_is_used(agent) -> None:
+def test_errno_rule_denies_mkdir_and_errno_ret_is_used(agent: LocalAgent) -> None:
     deny = allow_but({"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"})
     result = _run(agent, ["mkdir", "/tmp/d"], deny)
     assert result.exit_code == 1
@@ -44,14 +50,14 @@ def test_errno_rule_denies_mkdir_and_errno_ret_is_used(agent) -> None:
 @pytest.mark.parametrize(
     "action", ["SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD"]
 )
-def test_kill_on_unshare_ends_by_sigsys(agent, action: str) -> None:
+def test_kill_on_unshare_ends_by_sigsys(agent: LocalAgent, action: str) -> None:
     profile = allow_but({"names": ["unshare"], "action": action})
     result = _run(agent, [PROBE, str(nr("unshare")), "0"], profile)
     assert result.exit_code == SIGSYS_EXIT
     assert result.stdout == b""
 
 
-def test_trap_and_default_errno(agent) -> None:
+def test_trap_and_default_errno(agent: LocalAgent) -> None:
     trap = allow_but({"names": ["getppid"], "action": "SCMP_ACT_TRAP"})
     assert _run(agent, [PROBE, str(nr("getppid"))], trap).exit_code == SIGSYS_EXIT
     # everything allowed but the default; the default errno is defaultErrnoRet
@@ -65,7 +71,7 @@ def test_trap_and_default_errno(agent) -> None:
     assert _probe(agent, profile, nr("getppid"), process=nnp) == f"ret=-1 errno={EDQUOT}"
 
 
-def test_argument_filter_on_64_bit_values(agent) -> None:
+def test_argument_filter_on_64_bit_values(agent: LocalAgent) -> None:
     only = allow_but({
         "names": ["personality"], "action": "SCMP_ACT_ERRNO",
         "args": [{"index": 0, "value": 0xFFFFFFFF, "op": "SCMP_CMP_NE"}],
@@ -87,7 +93,9 @@ def test_argument_filter_on_64_bit_values(agent) -> None:
         ("SCMP_CMP_MASKED_EQ", 0xF00000000F, 0x1000000008, [0x1000000008, 0x10FFFFFFF8], [8]),
     ],
 )
-def test_every_comparison_operator(agent, op: str, value: int, two: int, denied, allowed) -> None:
+def test_every_comparison_operator(
+    agent: LocalAgent, op: str, value: int, two: int, denied: list[int], allowed: list[int]
+) -> None:
     arg = {"index": 1, "value": value, "valueTwo": two, "op": op}
     # getppid ignores its arguments, so every value reaches the filter and returns normally
     profile = allow_but({"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "args": [arg]})
@@ -97,7 +105,7 @@ def test_every_comparison_operator(agent, op: str, value: int, two: int, denied,
         assert _probe(agent, profile, nr("getppid"), 0, number).endswith(" errno=0"), number
 
 
-def test_unknown_syscall_names_are_ignored(agent) -> None:
+def test_unknown_syscall_names_are_ignored(agent: LocalAgent) -> None:
     profile = allow_but(
         {"names": ["no_such_syscall", "mkdirat", "mkdir"], "action": "SCMP_ACT_ERRNO"}
     )
@@ -130,7 +138,9 @@ def test_unknown_syscall_names_are_ignored(agent) -> None:
         allow_but({"names": ["getpid"], "action": "SCMP_ACT_ALLOW", "errnoRet": 1}),
     ],
 )
-def test_malformed_profile_is_invalid_argument_at_create(agent, seccomp) -> None:
+def test_malformed_profile_is_invalid_argument_at_create(
+    agent: LocalAgent, seccomp: dict[str, Any]
+) -> None:
     c = Container(agent.host)
     proc = agent.host.process(c.id, c.spec(["true"], **with_seccomp(seccomp)))
     with pytest.raises(grpc.RpcError) as info:
@@ -140,7 +150,7 @@ def test_malformed_profile_is_invalid_argument_at_create(agent, seccomp) -> None
     proc.close()
 
 
-def test_status_shows_filter_and_flags_are_accepted(agent) -> None:
+def test_status_shows_filter_and_flags_are_accepted(agent: LocalAgent) -> None:
     flags = [
         "SECCOMP_FILTER_FLAG_LOG",
         "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
@@ -153,7 +163,7 @@ def test_status_shows_filter_and_flags_are_accepted(agent) -> None:
     assert result.stdout == b"Seccomp:\t0\n"
 
 
-def test_non_root_user_with_and_without_no_new_privileges(agent) -> None:
+def test_non_root_user_with_and_without_no_new_privileges(agent: LocalAgent) -> None:
     # without no_new_privs the filter must go in while CAP_SYS_ADMIN is still held
     deny = allow_but({"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"})
     for nnp in (False, True):
@@ -161,7 +171,7 @@ def test_non_root_user_with_and_without_no_new_privileges(agent) -> None:
         assert _probe(agent, deny, nr("mkdirat"), -100, 0, process=process) == "ret=-1 errno=1"
 
 
-def test_an_exec_gets_its_containers_filter(agent) -> None:
+def test_an_exec_gets_its_containers_filter(agent: LocalAgent) -> None:
     deny = allow_but({"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"})
     c = Container(agent.host)
     init = agent.host.process(c.id, c.spec(["sleep", "100000"], **with_seccomp(deny)),
@@ -180,7 +190,7 @@ def test_an_exec_gets_its_containers_filter(agent) -> None:
         init.delete()
 
 
-def test_default_profile_blocks_keyctl_and_user_namespaces_for_root(agent) -> None:
+def test_default_profile_blocks_keyctl_and_user_namespaces_for_root(agent: LocalAgent) -> None:
     profile = default_seccomp()
     assert _probe(agent, profile, nr("keyctl"), 0) == f"ret=-1 errno={EPERM}"
     assert _probe(agent, profile, nr("unshare"), CLONE_NEWUSER) == f"ret=-1 errno={EPERM}"

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -13,10 +14,11 @@ import pytest
 from agentlib import Container, log_shows
 
 from trinit._proto import sandbox_pb2 as pb
+from trinit.host import LocalAgent
 
 
 @pytest.mark.parametrize("size", [0, 5, 128 * 1024, 10 * 1024 * 1024])
-def test_stdin_delivered_then_eof(agent, size: int) -> None:
+def test_stdin_delivered_then_eof(agent: LocalAgent, size: int) -> None:
     data = os.urandom(size)
     result = Container(agent.host).run(["sh", "-c", "cat; echo done >&2"], input=data)
     assert result.exit_code == 0
@@ -24,7 +26,7 @@ def test_stdin_delivered_then_eof(agent, size: int) -> None:
     assert result.stderr == b"done\n"
 
 
-def test_stdin_chunked(agent) -> None:
+def test_stdin_chunked(agent: LocalAgent) -> None:
     host = agent.host
     ctr = Container(host)
     proc = host.process(ctr.id, ctr.spec(["md5sum"]), stdin=True)
@@ -43,13 +45,13 @@ def test_stdin_chunked(agent) -> None:
     proc.delete()
 
 
-def test_250mib_stdout_and_stderr_exact(agent) -> None:
+def test_250mib_stdout_and_stderr_exact(agent: LocalAgent) -> None:
     host = agent.host
     ctr = Container(host)
     counts = {"out": 0, "err": 0}
     lock = threading.Lock()
 
-    def sink(name: str):
+    def sink(name: str) -> Callable[[bytes], None]:
         def add(data: bytes) -> None:
             # the producers write only zero bytes: count and verify without storing 500 MiB
             assert data.count(0) == len(data)
@@ -72,7 +74,7 @@ def test_250mib_stdout_and_stderr_exact(agent) -> None:
     proc.delete()
 
 
-def test_81_concurrent_execs(agent) -> None:
+def test_81_concurrent_execs(agent: LocalAgent) -> None:
     ctr = Container(agent.host)
     init = ctr.start_init()
 
@@ -88,7 +90,7 @@ def test_81_concurrent_execs(agent) -> None:
     init.delete()
 
 
-def test_200_fast_exits_keep_every_byte(agent) -> None:
+def test_200_fast_exits_keep_every_byte(agent: LocalAgent) -> None:
     ctr = Container(agent.host)
     init = ctr.start_init()
     for i in range(200):
@@ -100,7 +102,7 @@ def test_200_fast_exits_keep_every_byte(agent) -> None:
     init.delete()
 
 
-def test_descendant_holding_stdout_is_cut_after_the_drain_grace(agent) -> None:
+def test_descendant_holding_stdout_is_cut_after_the_drain_grace(agent: LocalAgent) -> None:
     import time
 
     ctr = Container(agent.host)
@@ -117,7 +119,7 @@ def test_descendant_holding_stdout_is_cut_after_the_drain_grace(agent) -> None:
     init.delete()
 
 
-def test_stdio_port_nobody_listens_on_is_unavailable_naming_it(agent) -> None:
+def test_stdio_port_nobody_listens_on_is_unavailable_naming_it(agent: LocalAgent) -> None:
     """The host may still be setting up its listener: the guest retries briefly, then
     fails the CreateProcess with UNAVAILABLE naming the stream and the port."""
     ctr = Container(agent.host)

@@ -8,20 +8,22 @@ import os
 import socket
 import tarfile
 import threading
+from collections.abc import Callable
 
 import grpc
 import pytest
 
 from trinit._proto import sandbox_pb2 as pb
+from trinit.host import LocalAgent
 
 
-def _code(call, *args, **kw) -> grpc.StatusCode:
+def _code(call: Callable[..., object], *args: object, **kw: object) -> grpc.StatusCode:
     with pytest.raises(grpc.RpcError) as info:
         call(*args, **kw)
     return info.value.code()
 
 
-def test_files_stat_and_dns(agent) -> None:
+def test_files_stat_and_dns(agent: LocalAgent) -> None:
     stub = agent.host.stub
     stub.Mkdir(pb.MkdirRequest(path="/run/t/a/b", all=True, perms=0o750))
     stub.WriteFile(
@@ -64,7 +66,7 @@ def test_files_stat_and_dns(agent) -> None:
     assert agent.host.copy_out("/run/t/etc/hosts")[0] == b"127.0.0.1 localhost # Testaroo \n"
 
 
-def test_copy_round_trips(agent) -> None:
+def test_copy_round_trips(agent: LocalAgent) -> None:
     host = agent.host
     payload = bytes(range(256)) * 40960  # 10 MiB, patterned
     host.copy_in(payload, "/run/copy/big.bin", create_parents=True, mode=0o600)
@@ -95,7 +97,9 @@ def test_copy_round_trips(agent) -> None:
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data))) as tar:
         names = {m.name for m in tar.getmembers()}
         assert {"./", "sub/deep/file", "emptydir", "link"} <= names | {"./"}
-        assert tar.extractfile("sub/deep/file").read() == b"nested"
+        member = tar.extractfile("sub/deep/file")
+        assert member is not None
+        assert member.read() == b"nested"
         assert tar.getmember("link").linkname == "sub/deep/file"
     assert (
         _code(
@@ -111,7 +115,7 @@ def test_copy_round_trips(agent) -> None:
     )
 
 
-def test_proxy_into_and_out_of_with_half_close(agent) -> None:
+def test_proxy_into_and_out_of_with_half_close(agent: LocalAgent) -> None:
     host, stub = agent.host, agent.host.stub
     # INTO: a host service (listening on DIR/host_<P>) exposed at a unix socket in the guest.
     port = host.ports.next()
@@ -196,12 +200,14 @@ def test_proxy_into_and_out_of_with_half_close(agent) -> None:
     os.unlink(guest_service_path)
 
 
-def test_proxies_never_take_over_a_live_socket(agent) -> None:
+def test_proxies_never_take_over_a_live_socket(agent: LocalAgent) -> None:
     """OUT_OF on the API's own port, a second OUT_OF on a port, a second INTO on a path:
     ALREADY_EXISTS naming the path, and whoever held it keeps it."""
     host, stub = agent.host, agent.host.stub
 
-    def proxy(proxy_id: str, port: int, path: str, action: int) -> grpc.RpcError | None:
+    def proxy(
+        proxy_id: str, port: int, path: str, action: pb.ProxyVsockRequest.Action
+    ) -> grpc.RpcError | None:
         try:
             stub.ProxyVsock(
                 pb.ProxyVsockRequest(id=proxy_id, vsock_port=port, guestPath=path, action=action)

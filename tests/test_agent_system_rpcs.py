@@ -11,20 +11,22 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Callable
 
 import grpc
 import pytest
 
 from trinit._proto import sandbox_pb2 as pb
+from trinit.host import LocalAgent
 
 
-def _code(call, request) -> grpc.StatusCode:
+def _code(call: Callable[..., object], request: object) -> grpc.StatusCode:
     with pytest.raises(grpc.RpcError) as info:
         call(request, timeout=30)
     return info.value.code()
 
 
-def _in_agent(agent, *cmd: str) -> str:
+def _in_agent(agent: LocalAgent, *cmd: str) -> str:
     """Run a command in the agent's mount and network namespaces (read-only checks)."""
     return subprocess.run(
         ["nsenter", "-t", str(agent.pid), "-m", "-n", *cmd],
@@ -34,7 +36,7 @@ def _in_agent(agent, *cmd: str) -> str:
     ).stdout
 
 
-def test_mount_and_umount(agent) -> None:
+def test_mount_and_umount(agent: LocalAgent) -> None:
     stub = agent.host.stub
     stub.Mount(
         pb.MountRequest(
@@ -78,7 +80,7 @@ def test_mount_and_umount(agent) -> None:
     )
 
 
-def test_mkdir_writefile_stat_errors(agent) -> None:
+def test_mkdir_writefile_stat_errors(agent: LocalAgent) -> None:
     stub = agent.host.stub
     assert (
         _code(stub.Mkdir, pb.MkdirRequest(path="/run/none/deeper", all=False))
@@ -117,7 +119,7 @@ def test_mkdir_writefile_stat_errors(agent) -> None:
     assert reply.error and not reply.HasField("stat")
 
 
-def test_filesystem_operation_error_codes(agent) -> None:
+def test_filesystem_operation_error_codes(agent: LocalAgent) -> None:
     stub = agent.host.stub
     op = pb.FilesystemOperationRequest
     assert (
@@ -144,7 +146,7 @@ def test_filesystem_operation_error_codes(agent) -> None:
         os.unlink(f"/tmp/trinit-fsop-link-{os.getpid()}")
 
 
-def test_sysctl_settime_emulator_kill_sync(agent) -> None:
+def test_sysctl_settime_emulator_kill_sync(agent: LocalAgent) -> None:
     stub = agent.host.stub
     # per-network-namespace sysctl: only the agent's namespace changes
     stub.Sysctl(pb.SysctlRequest(settings={"net.ipv4.ip_forward": "1"}))
@@ -163,7 +165,7 @@ def test_sysctl_settime_emulator_kill_sync(agent) -> None:
     stub.Sync(pb.SyncRequest())
 
 
-def test_networking_in_the_agents_namespace(agent) -> None:
+def test_networking_in_the_agents_namespace(agent: LocalAgent) -> None:
     stub = agent.host.stub
     stub.IpLinkSet(pb.IpLinkSetRequest(interface="lo", up=True))
     subprocess.run(

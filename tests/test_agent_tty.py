@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from agentlib import Container
 
-from trinit.host import Process
+from trinit.host import LocalAgent, Process
 
 
 def _terminal(ctr: Container, kind: str, args: list[str], **process: Any) -> Process:
@@ -38,7 +38,7 @@ def _finish(proc: Process) -> list[str]:
 
 
 @pytest.mark.parametrize("kind", ["init", "exec"])
-def test_console_size_is_seen_from_the_first_byte(agent, kind: str) -> None:
+def test_console_size_is_seen_from_the_first_byte(agent: LocalAgent, kind: str) -> None:
     ctr = Container(agent.host)
     proc = _terminal(ctr, kind, ["stty", "size"], consoleSize={"height": 40, "width": 120})
     proc.start()
@@ -47,7 +47,9 @@ def test_console_size_is_seen_from_the_first_byte(agent, kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ["init", "exec"])
-def test_resize_before_start_is_applied_at_start_last_one_wins(agent, kind: str) -> None:
+def test_resize_before_start_is_applied_at_start_last_one_wins(
+    agent: LocalAgent, kind: str
+) -> None:
     ctr = Container(agent.host)
     proc = _terminal(ctr, kind, ["stty", "size"], consoleSize={"height": 40, "width": 120})
     proc.resize(20, 60)
@@ -57,7 +59,7 @@ def test_resize_before_start_is_applied_at_start_last_one_wins(agent, kind: str)
     proc.delete()
 
 
-def test_resize_before_start_without_console_size(agent) -> None:
+def test_resize_before_start_without_console_size(agent: LocalAgent) -> None:
     ctr = Container(agent.host)
     proc = _terminal(ctr, "init", ["stty", "size"])
     proc.resize(25, 80)
@@ -66,7 +68,7 @@ def test_resize_before_start_without_console_size(agent) -> None:
     proc.delete()
 
 
-def test_resize_after_exit_is_ok_and_changes_nothing(agent) -> None:
+def test_resize_after_exit_is_ok_and_changes_nothing(agent: LocalAgent) -> None:
     ctr = Container(agent.host)
     proc = _terminal(ctr, "exec", ["stty", "size"], consoleSize={"height": 40, "width": 120})
     proc.start()

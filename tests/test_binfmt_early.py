@@ -6,6 +6,7 @@ initial user namespace binfmt_misc is one global instance, so a test never mount
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -35,13 +36,17 @@ def test_pid1_mounts_binfmt_misc_before_serving(
     monkeypatch.setattr(_pid1, "set_oom_score_adj", lambda value: None)
     monkeypatch.setattr(_pid1, "raise_nofile_limit", lambda: 0)
     monkeypatch.setattr(signal, "signal", lambda *a: None)
-    monkeypatch.setattr(
-        _pid1, "load_modules", lambda paths: calls.append(f"modules {list(paths)}") or 0
-    )
+
+    def load_modules(paths: Iterable[str]) -> int:
+        calls.append(f"modules {list(paths)}")
+        return 0
+
+    def setup_own_cgroup(manager: object) -> None:
+        calls.append("cgroup")
+
+    monkeypatch.setattr(_pid1, "load_modules", load_modules)
     monkeypatch.setattr(_pid1, "mount_binfmt_misc", lambda: calls.append("binfmt_misc"))
-    monkeypatch.setattr(
-        trinit.cgroup, "setup_own_cgroup", lambda manager: calls.append("cgroup") or None
-    )
+    monkeypatch.setattr(trinit.cgroup, "setup_own_cgroup", setup_own_cgroup)
     (tmp_path / "modules").write_text("early /lib/vsock.ko\nlate /lib/virtio_pci.ko\n")
     boot = _pid1.Boot(module_list=str(tmp_path / "modules"))
     boot.prepare()

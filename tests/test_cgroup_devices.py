@@ -16,6 +16,7 @@ import secrets
 import stat
 import struct
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -263,7 +264,7 @@ def probe_in_cgroup(cgroup: str, scratch: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in data.splitlines())
 
 
-def test_filter_attached_to_a_real_cgroup(cgroup_dir: str, tmp_path) -> None:
+def test_filter_attached_to_a_real_cgroup(cgroup_dir: str, tmp_path: Path) -> None:
     attach_device_filter(cgroup_dir, device_filter({"devices": []}))
     assert len(attached_device_filters(cgroup_dir)) == 1
     seen = probe_in_cgroup(cgroup_dir, str(tmp_path))
@@ -273,7 +274,7 @@ def test_filter_attached_to_a_real_cgroup(cgroup_dir: str, tmp_path) -> None:
     assert seen["open loopctl"] == "EPERM"
 
 
-def test_grant_and_replace(cgroup_dir: str, tmp_path) -> None:
+def test_grant_and_replace(cgroup_dir: str, tmp_path: Path) -> None:
     attach_device_filter(cgroup_dir, device_filter({"devices": []}))
     grant = {"devices": [{"allow": True, "type": "b", "major": 7, "minor": 0, "access": "rw"}]}
     attach_device_filter(cgroup_dir, device_filter(grant))  # replaces the first filter
@@ -348,7 +349,7 @@ def test_a_kept_program_already_among_others_is_loaded_afresh(cgroup_dir: str) -
     assert len(attached_device_filters(cgroup_dir)) == 3
 
 
-def test_attach_refused_names_the_errno(tmp_path) -> None:
+def test_attach_refused_names_the_errno(tmp_path: Path) -> None:
     """The refusal path: a directory that is not a cgroup fails closed with the errno."""
     with pytest.raises(errors.Internal, match=r"BPF_PROG_ATTACH .*\(E[A-Z]+\)"):
         attach_device_filter(str(tmp_path), device_filter({"devices": []}))

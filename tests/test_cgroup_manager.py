@@ -218,10 +218,11 @@ def test_cgroup_of_reads_proc(root: Path) -> None:
 def test_cgroup_of_reads_mountinfo_once(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """mountinfo grows with every container's mounts; cgroup_of (two calls per exec) reads
     it once per manager."""
+    from trinit import _mountinfo
     from trinit.cgroup import _manager
 
     calls: list[str] = []
-    real = _manager.mount_containing
+    real = _mountinfo.mount_containing  # the function _manager imported
 
     def counting(path: str) -> object:
         calls.append(path)

@@ -17,6 +17,7 @@ import pytest
 
 from trinit._proto import sandbox_pb2 as pb
 from trinit._proto.sandbox_pb2_grpc import SandboxContextStub
+from trinit.host import LocalAgent
 
 ROOT = Path(__file__).resolve().parent.parent
 LEVELS = "trace|debug|info|notice|warning|error|critical"
@@ -56,7 +57,7 @@ def test_agent_serves_and_exits_cleanly_on_signal(signum: int) -> None:
             time.sleep(0.01)
         assert sock.stat().st_mode & 0o777 == 0o600
         with grpc.insecure_channel(f"unix:{sock}") as channel:
-            stub = SandboxContextStub(channel)
+            stub = SandboxContextStub(channel)  # type: ignore[no-untyped-call]  # generated, untyped
             stub.Setenv(pb.SetenvRequest(key="TRINIT_TEST", value="1"), timeout=10)
             assert stub.Getenv(pb.GetenvRequest(key="TRINIT_TEST"), timeout=10).value == "1"
             assert not stub.Getenv(pb.GetenvRequest(key="NOPE_NOT_SET")).HasField("value")
@@ -148,7 +149,7 @@ def test_pause_subcommand_exits_0_on_sigterm() -> None:
     assert proc.wait(timeout=20) == 0
 
 
-def test_second_agent_on_the_same_directory_fails_in_one_line(agent) -> None:
+def test_second_agent_on_the_same_directory_fails_in_one_line(agent: LocalAgent) -> None:
     """It must not unlink the first agent's live socket: one line naming the path, exit 2."""
     proc = subprocess.run(
         ["unshare", "--pid", "--fork", "--mount", "--uts", "--ipc", "--net", "--mount-proc",

@@ -73,7 +73,7 @@ def _layers() -> list[bytes]:
     return [lower, upper]
 
 
-CONFIG = {
+CONFIG: dict[str, object] = {
     "architecture": "amd64",
     "os": "linux",
     "config": {

@@ -6,20 +6,22 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
 from agentlib import busybox_rootfs
 from clilib import TRINIT, no_traceback, trinit, trinit_json
 
 from trinit._proto import sandbox_pb2 as pb
+from trinit.host import LocalAgent
 
 
-def _wait_exit(agent, container_id: str) -> int:
+def _wait_exit(agent: LocalAgent, container_id: str) -> int:
     """Block until the container's init has exited (WaitProcess has no deadline here)."""
     request = pb.WaitProcessRequest(id=container_id, containerID=container_id)
     return int(agent.host.stub.WaitProcess(request).exitCode)
 
 
-def test_detached_container_exec_ps_stats_kill_rm(agent) -> None:
+def test_detached_container_exec_ps_stats_kill_rm(agent: LocalAgent) -> None:
     connect = f"--connect=unix:{agent.directory}"
     started = trinit(
         "run", connect, "-d", "--name", "web", "-e", "ROLE=server", "-w", "/tmp",
@@ -66,7 +68,9 @@ def test_detached_container_exec_ps_stats_kill_rm(agent) -> None:
     assert again_rm.returncode == 125 and again_rm.stderr.startswith("trinit: web: ")
 
 
-def test_attached_run_passes_a_signal_death_through_and_keeps_the_container(agent) -> None:
+def test_attached_run_passes_a_signal_death_through_and_keeps_the_container(
+    agent: LocalAgent,
+) -> None:
     connect = f"--connect=unix:{agent.directory}"
     proc = subprocess.Popen(
         [TRINIT, "run", connect, "--name", "loop", "--rootfs", busybox_rootfs(), "--",
@@ -92,7 +96,7 @@ def test_attached_run_passes_a_signal_death_through_and_keeps_the_container(agen
     assert trinit("rm", connect, "loop").returncode == 0
 
 
-def test_memory_and_cpus_reach_the_spec_and_the_cgroup(agent) -> None:
+def test_memory_and_cpus_reach_the_spec_and_the_cgroup(agent: LocalAgent) -> None:
     connect = f"--connect=unix:{agent.directory}"
     started = trinit(
         "run", connect, "-d", "--json", "--name", "limited", "--memory", "64M", "--cpus", "1.5",
@@ -115,7 +119,7 @@ def test_memory_and_cpus_reach_the_spec_and_the_cgroup(agent) -> None:
     assert trinit("rm", connect, "limited").returncode == 0
 
 
-def test_commands_without_an_agent_fail_clearly(tmp_path) -> None:
+def test_commands_without_an_agent_fail_clearly(tmp_path: Path) -> None:
     for args in (["ps"], ["stats"], ["kill", "x"], ["rm", "x"], ["exec", "x", "--", "true"]):
         result = trinit(*args, env={"TRINIT_CONNECT": ""})
         assert result.returncode == 125 and "needs a running agent" in result.stderr, args

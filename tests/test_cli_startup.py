@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -94,7 +95,7 @@ def test_no_af_vsock_is_one_line() -> None:
     check_startup(AgentConfig(transport="vsock"))  # the real kernel here: passes
 
 
-def _wait_for(predicate, what: str, proc: subprocess.Popen[bytes]) -> None:
+def _wait_for(predicate: Callable[[], object], what: str, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 30
     while not predicate():
         assert proc.poll() is None, f"agent exited while waiting for {what}"

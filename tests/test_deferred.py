@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from typing import cast
 
 
 def _run(code: str) -> dict[str, object]:
@@ -145,4 +146,6 @@ def test_trio_imports_without_spawning_a_process() -> None:
     assert str(known["comm"]).startswith("name")  # trio named its worker after the function
     # the check can fail: without the context the same import spawns ldconfig
     plain = _run(code.format(context="open(os.devnull)"))
-    assert "subprocess.Popen" in plain["spawned"]  # ldconfig (and gcc, ld if it finds none)
+    assert "subprocess.Popen" in cast(
+        list[str], plain["spawned"]
+    )  # ldconfig (and gcc, ld if it finds none)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import devicelib as dl
 import grpc
@@ -19,6 +21,7 @@ from rootfs import test_spec
 
 from trinit import _linux as sc
 from trinit.exec._devices import create_devices
+from trinit.host import LocalAgent
 
 
 def linux_with(**extra: object) -> dict[str, object]:
@@ -28,13 +31,13 @@ def linux_with(**extra: object) -> dict[str, object]:
     return linux
 
 
-def run(agent, script: str, **overrides: object) -> dict[str, str]:
+def run(agent: LocalAgent, script: str, **overrides: Any) -> dict[str, str]:
     result = Container(agent.host).run(["sh", "-c", script], **overrides)
     assert result.exit_code == 0, result
     return dl.parse(result.stdout.decode())
 
 
-def test_default_rules_deny_opening_an_ungranted_block_device(agent) -> None:
+def test_default_rules_deny_opening_an_ungranted_block_device(agent: LocalAgent) -> None:
     seen = run(agent, dl.UNGRANTED_BLOCK)
     assert seen["mknod"] == "ok"  # runc's default list: mknod of any node is allowed...
     assert seen["open_r"] == "EPERM"  # ...opening it is not
@@ -43,7 +46,7 @@ def test_default_rules_deny_opening_an_ungranted_block_device(agent) -> None:
     assert seen["open_null"] == "ok" and seen["open_ptmx"] == "ok"
 
 
-def test_a_granted_node_opens(agent) -> None:
+def test_a_granted_node_opens(agent: LocalAgent) -> None:
     resources = {"devices": dl.GRANTED_LOOP0_RULES}
     seen = run(agent, dl.GRANTED_LOOP0, linux=linux_with(resources=resources))
     assert seen["mknod"] == "ok"
@@ -51,14 +54,14 @@ def test_a_granted_node_opens(agent) -> None:
     assert seen["open_other"] == "EPERM"  # b 7:1 was not granted
 
 
-def test_access_letters_are_enforced(agent) -> None:
+def test_access_letters_are_enforced(agent: LocalAgent) -> None:
     resources = {"devices": dl.READ_ONLY_LOOP0_RULES}
     seen = run(agent, dl.READ_ONLY_LOOP0, linux=linux_with(resources=resources))
     assert seen["open_r"] in ("ok", "ENXIO")
     assert seen["open_rw"] == "EPERM"
 
 
-def test_linux_devices_are_created_with_mode_and_owner(agent) -> None:
+def test_linux_devices_are_created_with_mode_and_owner(agent: LocalAgent) -> None:
     seen = run(agent, dl.STAT_DEVICES, linux=linux_with(devices=dl.LINUX_DEVICES))
     for path, expected in dl.EXPECTED_STAT.items():
         assert seen[path] == expected, path
@@ -66,7 +69,7 @@ def test_linux_devices_are_created_with_mode_and_owner(agent) -> None:
     assert seen["open_loopx"] == "EPERM"  # a node is not a grant (as in runc)
 
 
-def test_bad_device_rule_fails_create_and_leaves_no_cgroup(agent) -> None:
+def test_bad_device_rule_fails_create_and_leaves_no_cgroup(agent: LocalAgent) -> None:
     rules = [{"allow": True, "type": "b", "major": 7, "access": ""}]
     container = Container(agent.host)
     spec = container.spec(["true"], linux=linux_with(resources={"devices": rules}))
@@ -103,7 +106,7 @@ def _in_private_tmpfs(scratch: str, body: Callable[[int], str]) -> str:
     return data
 
 
-def test_refused_mknod_falls_back_to_binding_the_vm_node(tmp_path) -> None:
+def test_refused_mknod_falls_back_to_binding_the_vm_node(tmp_path: Path) -> None:
     """Without CAP_MKNOD (as in a user namespace) the VM's node is bind-mounted, as runc."""
     scratch = str(tmp_path)
 
@@ -120,7 +123,7 @@ def test_refused_mknod_falls_back_to_binding_the_vm_node(tmp_path) -> None:
     assert _in_private_tmpfs(scratch, body) == "True 1:3 True"
 
 
-def test_existing_node_is_kept_and_bad_entries_fail(tmp_path) -> None:
+def test_existing_node_is_kept_and_bad_entries_fail(tmp_path: Path) -> None:
     scratch = str(tmp_path)
 
     def body(root_fd: int) -> str:

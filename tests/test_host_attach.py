@@ -9,8 +9,10 @@ import threading
 
 from agentlib import Container
 
+from trinit.host import LocalAgent
 
-def test_attach_relays_pipes_and_restores_everything(agent) -> None:
+
+def test_attach_relays_pipes_and_restores_everything(agent: LocalAgent) -> None:
     ctr = Container(agent.host)
     in_r, in_w = os.pipe()
     out_r, out_w = os.pipe()
@@ -34,7 +36,7 @@ def test_attach_relays_pipes_and_restores_everything(agent) -> None:
             os.close(fd)
 
 
-def test_attach_leaves_unread_input_to_the_caller(agent) -> None:
+def test_attach_leaves_unread_input_to_the_caller(agent: LocalAgent) -> None:
     """The program exits without reading: the relay stops and the caller's input stays."""
     ctr = Container(agent.host)
     in_r, in_w = os.pipe()

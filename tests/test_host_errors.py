@@ -11,28 +11,32 @@ from __future__ import annotations
 import errno
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from agentlib import Container
 
 import trinit.host as hostlib
+from trinit._proto import sandbox_pb2 as pb
+from trinit.host import LocalAgent
 
 
-def _mount_points(agent) -> set[str]:
+def _mount_points(agent: LocalAgent) -> set[str]:
     """Mount points inside the agent's mount namespace (read from outside, as root)."""
     text = Path(f"/proc/{agent.pid}/mountinfo").read_text()
     return {line.split()[4] for line in text.splitlines()}
 
 
-def _bad_spec(ctr: Container) -> dict:
+def _bad_spec(ctr: Container) -> dict[str, Any]:
     spec = ctr.spec(["true"])
     spec["process"]["args"] = "true"  # a string, not a list: CreateProcess refuses it
     return spec
 
 
-def test_run_reraises_the_create_error_not_the_delete_error(agent) -> None:
+def test_run_reraises_the_create_error_not_the_delete_error(agent: LocalAgent) -> None:
     ctr = Container(agent.host)
     with pytest.raises(grpc.RpcError) as info:
         agent.host.run(ctr.id, _bad_spec(ctr))
@@ -40,7 +44,7 @@ def test_run_reraises_the_create_error_not_the_delete_error(agent) -> None:
     assert info.value.details().startswith("createProcess"), info.value.details()
 
 
-def test_failed_create_unmounts_the_rootfs(agent) -> None:
+def test_failed_create_unmounts_the_rootfs(agent: LocalAgent) -> None:
     ctr = Container(agent.host)
     assert ctr.root in _mount_points(agent)
     with pytest.raises(grpc.RpcError):
@@ -48,20 +52,20 @@ def test_failed_create_unmounts_the_rootfs(agent) -> None:
     assert ctr.root not in _mount_points(agent)
 
 
-def test_run_deletes_the_container_and_unmounts_its_rootfs(agent) -> None:
+def test_run_deletes_the_container_and_unmounts_its_rootfs(agent: LocalAgent) -> None:
     ctr = Container(agent.host)
     assert ctr.run(["true"]).exit_code == 0
     assert ctr.root not in _mount_points(agent)
 
 
-def test_run_keeps_the_original_error_when_delete_fails_too(agent) -> None:
+def test_run_keeps_the_original_error_when_delete_fails_too(agent: LocalAgent) -> None:
     """Start fails (no such executable) and run's clean-up delete fails as well (here: every
     DeleteProcess is sent twice, so it ends in a real NOT_FOUND): the start error is the one
     raised, the delete error rides along as a note."""
     host = agent.host
-    real_delete = host.stub.DeleteProcess
+    real_delete: Callable[..., pb.DeleteProcessResponse] = host.stub.DeleteProcess
 
-    def delete_twice(request, **kw):
+    def delete_twice(request: pb.DeleteProcessRequest, **kw: Any) -> pb.DeleteProcessResponse:
         real_delete(request, **kw)
         return real_delete(request, **kw)
 

@@ -12,6 +12,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Callable
 from functools import partial
+from typing import cast
 
 import h2.config  # type: ignore[import-untyped, unused-ignore]
 import h2.connection  # type: ignore[import-untyped, unused-ignore]
@@ -85,7 +86,7 @@ class Listener(trio.abc.Listener[trio.abc.Stream]):
 async def server(nursery: trio.Nursery) -> AsyncIterator[tuple[Listener, Servicer]]:
     listener = Listener()
     servicer = Servicer()
-    await nursery.start(partial(serve, listener, servicer))
+    await nursery.start(partial(serve, listener, cast(_adapter.GeneratedServicer, servicer)))
     yield listener, servicer
     nursery.cancel_scope.cancel()
 
@@ -197,7 +198,8 @@ def framed(payload: bytes, claimed: int | None = None) -> bytes:
 
 
 def getenv(key: str) -> bytes:
-    return pb.GetenvRequest(key=key).SerializeToString()
+    data: bytes = pb.GetenvRequest(key=key).SerializeToString()
+    return data
 
 
 # -- item 5: frame size ------------------------------------------------------------------

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from runclib import compare
 
+from trinit.host import LocalAgent
+
 STATUS = (
     "grep -E '^(Uid|Gid|Groups|NoNewPrivs|Seccomp|Cap(Inh|Prm|Eff|Bnd|Amb)):' /proc/self/status"
 )
@@ -19,14 +21,14 @@ def _without_groups(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if not line.startswith("Groups:"))
 
 
-def test_credentials_capabilities_and_seccomp_match(agent) -> None:
+def test_credentials_capabilities_and_seccomp_match(agent: LocalAgent) -> None:
     trinit, runc = compare(agent, ["sh", "-c", STATUS])
     assert trinit.exit_code == runc.exit_code == 0
     assert _without_groups(trinit.stdout) == _without_groups(runc.stdout)
     assert "Groups:\t0 " in trinit.stdout  # the documented difference, still as documented
 
 
-def test_exit_status_and_signals_match(agent) -> None:
+def test_exit_status_and_signals_match(agent: LocalAgent) -> None:
     # (a missing program is not compared: vminitd fails StartProcess with vmexec's text,
     # which the host relies on, where `runc run` exits 127)
     for args in (["sh", "-c", "exit 7"], ["sh", "-c", "kill -9 $$"]):

@@ -13,6 +13,8 @@ import devicelib as dl
 from rootfs import test_spec
 from runclib import compare
 
+from trinit.host import LocalAgent
+
 
 def linux_with(**extra: object) -> dict[str, object]:
     linux: dict[str, object] = test_spec("/", ["true"])["linux"]
@@ -20,33 +22,35 @@ def linux_with(**extra: object) -> dict[str, object]:
     return linux
 
 
-def both(agent, script: str, **overrides: object) -> tuple[dict[str, str], dict[str, str]]:
+def both(
+    agent: LocalAgent, script: str, **overrides: object
+) -> tuple[dict[str, str], dict[str, str]]:
     trinit, runc = compare(agent, ["sh", "-c", script], **overrides)
     assert trinit.exit_code == runc.exit_code == 0, (trinit, runc)
     return dl.parse(trinit.stdout), dl.parse(runc.stdout)
 
 
-def test_default_rules_match(agent) -> None:
+def test_default_rules_match(agent: LocalAgent) -> None:
     trinit, runc = both(agent, dl.UNGRANTED_BLOCK)
     assert trinit == runc
     assert trinit["open_r"] == "EPERM"  # the comparison is not vacuous
 
 
-def test_granted_node_matches(agent) -> None:
+def test_granted_node_matches(agent: LocalAgent) -> None:
     linux = linux_with(resources={"devices": dl.GRANTED_LOOP0_RULES})
     trinit, runc = both(agent, dl.GRANTED_LOOP0, linux=linux)
     assert trinit == runc
     assert trinit["open_other"] == "EPERM" and trinit["open_rw"] != "EPERM"
 
 
-def test_access_letters_match(agent) -> None:
+def test_access_letters_match(agent: LocalAgent) -> None:
     linux = linux_with(resources={"devices": dl.READ_ONLY_LOOP0_RULES})
     trinit, runc = both(agent, dl.READ_ONLY_LOOP0, linux=linux)
     assert trinit == runc
     assert trinit["open_rw"] == "EPERM"
 
 
-def test_linux_devices_match(agent) -> None:
+def test_linux_devices_match(agent: LocalAgent) -> None:
     trinit, runc = both(agent, dl.STAT_DEVICES, linux=linux_with(devices=dl.LINUX_DEVICES))
     assert trinit == runc
     assert trinit["/dev/loopx"] == dl.EXPECTED_STAT["/dev/loopx"]

@@ -9,29 +9,32 @@ and prints what came back; nothing else is compared.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 from runclib import compare
 from seccomplib import PROBE, allow_but, nr, with_seccomp
 
-from trinit.host import default_seccomp
+from trinit.host import LocalAgent, default_seccomp
 
 X32_BIT = 0x40000000
 CLONE_NEWUSER = 0x10000000
 ON_X86_64 = os.uname().machine == "x86_64"
 
 
-def _same(agent, args: list[str], seccomp: dict | None, **overrides) -> str:
+def _same(
+    agent: LocalAgent, args: list[str], seccomp: dict[str, Any] | None, **overrides: Any
+) -> str:
     trinit, runc = compare(agent, args, **with_seccomp(seccomp, **overrides))
     assert (trinit.exit_code, trinit.stdout) == (runc.exit_code, runc.stdout), args
     return trinit.stdout
 
 
-def _probe(agent, seccomp: dict | None, *args: int, **overrides) -> str:
+def _probe(agent: LocalAgent, seccomp: dict[str, Any] | None, *args: int, **overrides: Any) -> str:
     return _same(agent, [PROBE, *(str(a) for a in args)], seccomp, **overrides)
 
 
-def test_errno_and_errno_ret_match(agent) -> None:
+def test_errno_and_errno_ret_match(agent: LocalAgent) -> None:
     deny = allow_but({"names": ["mkdirat", "mkdir"], "action": "SCMP_ACT_ERRNO"})
     assert _probe(agent, deny, nr("mkdirat"), -100, 0) == "ret=-1 errno=1\n"
     quota = allow_but({"names": ["mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 122})
@@ -39,13 +42,13 @@ def test_errno_and_errno_ret_match(agent) -> None:
 
 
 @pytest.mark.parametrize("action", ["SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_TRAP"])
-def test_kill_and_trap_exit_status_match(agent, action: str) -> None:
+def test_kill_and_trap_exit_status_match(agent: LocalAgent, action: str) -> None:
     profile = allow_but({"names": ["unshare"], "action": action})
     trinit, runc = compare(agent, [PROBE, str(nr("unshare")), "0"], **with_seccomp(profile))
     assert trinit.exit_code == runc.exit_code == 128 + 31
 
 
-def test_argument_filter_matches(agent) -> None:
+def test_argument_filter_matches(agent: LocalAgent) -> None:
     profile = allow_but({
         "names": ["personality"], "action": "SCMP_ACT_ERRNO",
         "args": [{"index": 0, "value": 0xFFFFFFFF, "op": "SCMP_CMP_NE"}],
@@ -62,7 +65,7 @@ def test_argument_filter_matches(agent) -> None:
     assert [line.split()[1] for line in outputs] == ["errno=1", "errno=1", "errno=0"]
 
 
-def test_default_profile_matches(agent) -> None:
+def test_default_profile_matches(agent: LocalAgent) -> None:
     profile = default_seccomp()
     assert _probe(agent, profile, nr("keyctl"), 0) == "ret=-1 errno=1\n"
     assert _probe(agent, profile, nr("unshare"), CLONE_NEWUSER) == "ret=-1 errno=1\n"
@@ -73,7 +76,7 @@ def test_default_profile_matches(agent) -> None:
 
 
 @pytest.mark.skipif(not ON_X86_64, reason="x32 is an x86_64 ABI")
-def test_unlisted_architecture_is_killed_like_runc(agent) -> None:
+def test_unlisted_architecture_is_killed_like_runc(agent: LocalAgent) -> None:
     only_native = allow_but(architectures=["SCMP_ARCH_X86_64"])
     trinit, runc = compare(agent, [PROBE, str(X32_BIT | 39)], **with_seccomp(only_native))
     assert trinit.exit_code == runc.exit_code == 128 + 31
@@ -88,7 +91,7 @@ STATUS = (
 
 
 @pytest.mark.parametrize("nnp", [False, True])
-def test_status_lines_match(agent, nnp: bool) -> None:
+def test_status_lines_match(agent: LocalAgent, nnp: bool) -> None:
     # (``flags`` are not compared: runc 1.1.5 refuses every seccomp flag with "seccomp flags
     # are not yet supported by runc"; trinit applies them, docs/compat.md "seccomp")
     out = _same(agent, ["sh", "-c", STATUS], allow_but(), process={"noNewPrivileges": nnp})

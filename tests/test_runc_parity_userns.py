@@ -16,6 +16,8 @@ from agentlib import busybox_rootfs
 from rootfs import test_spec
 from runclib import Observed, compare, require_runc
 
+from trinit.host import LocalAgent
+
 MAPPING = [{"containerID": 0, "hostID": 100000, "size": 65536}]
 
 
@@ -51,7 +53,7 @@ def _runc_version() -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def test_user_namespace_credentials_match(agent) -> None:
+def test_user_namespace_credentials_match(agent: LocalAgent) -> None:
     script = (
         "id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups; "
         "grep -E '^(Uid|Gid|Cap(Inh|Prm|Eff|Bnd|Amb)):' /proc/self/status"
@@ -62,7 +64,7 @@ def test_user_namespace_credentials_match(agent) -> None:
     assert "0     100000      65536" in trinit.stdout  # (not an empty agreement)
 
 
-def test_user_namespace_filesystem_view_matches(agent) -> None:
+def test_user_namespace_filesystem_view_matches(agent: LocalAgent) -> None:
     script = (
         "stat -c '%n %u:%g' / /etc/passwd /dev/null /dev/pts /tmp /proc/1; "
         "echo x >> /etc/passwd 2>/dev/null || echo rootfs-readonly-for-us; "
@@ -75,7 +77,7 @@ def test_user_namespace_filesystem_view_matches(agent) -> None:
     assert "rootfs-readonly-for-us" in trinit.stdout and "\nuserns\n" in trinit.stdout
 
 
-def test_user_namespace_with_a_non_root_user_matches(agent) -> None:
+def test_user_namespace_with_a_non_root_user_matches(agent: LocalAgent) -> None:
     process = {"user": {"uid": 1, "gid": 1}}
     script = "id -u; id -g; grep -E '^(Uid|Gid|CapEff):' /proc/self/status"
     trinit, runc = _userns_compare(agent, script, process=process)
@@ -84,7 +86,7 @@ def test_user_namespace_with_a_non_root_user_matches(agent) -> None:
     assert trinit.stdout.startswith("1\n1\n")
 
 
-def test_umask_matches(agent) -> None:
+def test_umask_matches(agent: LocalAgent) -> None:
     for process in ({}, {"user": {"uid": 0, "gid": 0, "umask": 0o027}}):
         trinit, runc = compare(
             agent, ["sh", "-c", "umask; mkdir /tmp/d; stat -c %a /tmp/d"], process=process
@@ -94,7 +96,7 @@ def test_umask_matches(agent) -> None:
     assert trinit.stdout == "0027\n750\n"
 
 
-def test_domainname_matches(agent) -> None:
+def test_domainname_matches(agent: LocalAgent) -> None:
     args = ["cat", "/proc/sys/kernel/domainname"]
     trinit, runc = compare(agent, args, domainname="example.test")
     assert (trinit.exit_code, trinit.stdout) == (0, "example.test\n")

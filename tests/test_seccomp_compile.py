@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -38,7 +39,9 @@ def run(
     """Evaluate ``program`` on one seccomp_data as the kernel would."""
     padded = (*args, *([0] * (6 - len(args))))
     data = struct.pack("<IIQ6Q", nr, arch, 0, *padded)
-    insns = [struct.unpack("=HBBI", program[i : i + 8]) for i in range(0, len(program), 8)]
+    insns: list[tuple[int, int, int, int]] = [
+        struct.unpack("=HBBI", program[i : i + 8]) for i in range(0, len(program), 8)
+    ]
     assert 0 < len(insns) <= 4096
     a, pc = 0, 0
     while True:
@@ -63,11 +66,11 @@ def run(
         assert pc < len(insns), "fell off the end of the program"
 
 
-def build(profile: dict, machine: str = X86) -> bytes:
+def build(profile: dict[str, Any], machine: str = X86) -> bytes:
     return sc.compile_filter(profile, machine).program
 
 
-def allow_but(*rules: dict, **fields: object) -> dict:
+def allow_but(*rules: dict[str, Any], **fields: object) -> dict[str, Any]:
     return {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": list(rules), **fields}
 
 
@@ -301,7 +304,10 @@ def test_default_profile_follows_capabilities_and_architecture() -> None:
     x86, arm64 = default_seccomp(machine="x86_64"), default_seccomp(machine="aarch64")
     assert x86["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
     assert arm64["architectures"] == ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]
-    names = lambda p: {n for rule in p["syscalls"] for n in rule["names"]}  # noqa: E731
+
+    def names(p: dict[str, Any]) -> set[str]:
+        return {n for rule in p["syscalls"] for n in rule["names"]}
+
     assert "arch_prctl" in names(x86) and "arch_prctl" not in names(arm64)
     assert "cacheflush" in names(arm64) and "cacheflush" not in names(x86)
     admin = default_seccomp(["CAP_SYS_ADMIN"], machine="x86_64")

@@ -144,10 +144,10 @@ def rootfs(tmp_path: Path) -> Path:
 async def _registry(
     nursery: trio.Nursery,
     tmp_path: Path,
-    backend_factory=FakeBackend,
+    backend_factory: Callable[[Reaper], FakeBackend] = FakeBackend,
     drain_grace: float = 2.0,
     cgroups: CgroupHooks | None = None,
-):
+) -> tuple[ContainerRegistry, FakeBackend, HostSide]:
     reaper = Reaper()
     backend = backend_factory(reaper)
     hostside = HostSide()
@@ -285,7 +285,7 @@ async def test_init_death_kills_execs_and_returns_waits(tmp_path: Path, rootfs: 
         _, unstarted = registry.lookup("unstarted", "c1")
         codes: dict[str, int] = {}
 
-        async def waiter(name: str, proc) -> None:
+        async def waiter(name: str, proc: ManagedProcess) -> None:
             codes[name] = (await proc.wait())[0]
 
         nursery.start_soon(waiter, "running", running)
@@ -380,7 +380,9 @@ async def test_failed_start_reports_helper_text(tmp_path: Path, rootfs: Path) ->
         await registry.delete_process("c1", "c1")
 
 
-async def _init_with_held_stdout(nursery: trio.Nursery, tmp_path: Path, rootfs: Path):
+async def _init_with_held_stdout(
+    nursery: trio.Nursery, tmp_path: Path, rootfs: Path
+) -> tuple[ContainerRegistry, FakeBackend, HostSide, int]:
     """Container c1 started with stdout on host port 9 and a "descendant" holding the pipe
     (drain grace 2 s): (registry, backend, hostside, init pid)."""
     registry, backend, hostside = await _registry(nursery, tmp_path, drain_grace=2.0)

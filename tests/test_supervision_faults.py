@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -21,6 +22,7 @@ from test_supervision import FakeBackend, HostSide, _registry, spec
 
 from trinit import errors
 from trinit.exec import State
+from trinit.io import OutputPump, PtyRelay
 from trinit.nursery import CgroupHooks, ContainerRegistry, ManagedProcess
 from trinit.nursery._process import StdioPorts
 
@@ -119,12 +121,15 @@ async def _bad_container_failed_cleanly(
 
 
 async def test_a_pump_failure_ends_only_its_container(
-    tmp_path: Path, rootfs: Path, caplog: pytest.LogCaptureFixture, monkeypatch
+    tmp_path: Path,
+    rootfs: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fail = trio.Event()
     real = ManagedProcess._run_pump
 
-    async def run_pump(self: ManagedProcess, pump, done) -> None:
+    async def run_pump(self: ManagedProcess, pump: OutputPump, done: trio.Event) -> None:
         if self.container_id == "bad":
             await fail.wait()
             raise RuntimeError("injected pump failure")
@@ -143,9 +148,12 @@ async def test_a_pump_failure_ends_only_its_container(
 
 
 async def test_a_relay_failure_ends_only_its_container(
-    tmp_path: Path, rootfs: Path, caplog: pytest.LogCaptureFixture, monkeypatch
+    tmp_path: Path,
+    rootfs: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async def run_relay(self: ManagedProcess, relay, done) -> None:
+    async def run_relay(self: ManagedProcess, relay: PtyRelay, done: trio.Event) -> None:
         await trio.lowlevel.checkpoint()
         raise RuntimeError("injected relay failure")
 
@@ -170,7 +178,7 @@ class _FailingCgroups(CgroupHooks):
 
     failing = False
 
-    def prepare(self, container_id: str, spec: dict) -> None:
+    def prepare(self, container_id: str, spec: dict[str, Any]) -> None:
         if self.failing:
             raise OSError(28, "No space left on device", "cgroup.subtree_control")
 

@@ -198,8 +198,13 @@ class GeneratedServicer(Protocol):
     """What :func:`serve` needs of a servicer: the service's name and method table; the
     handlers are the methods named there."""
 
-    SERVICE_NAME: str
-    METHODS: Sequence[MethodSpec]
+    # read-only members: a generated servicer's METHODS is a tuple, which a plain (writable)
+    # ``Sequence`` attribute would not accept
+    @property
+    def SERVICE_NAME(self) -> str: ...  # the generated class's names, upper case
+
+    @property
+    def METHODS(self) -> Sequence[MethodSpec]: ...
 
 
 class _Method:
