@@ -28,7 +28,7 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> harness.VmRun:
     except harness.MissingDeps as exc:
         pytest.fail(str(exc), pytrace=False)
     workdir = str(tmp_path_factory.mktemp("vminit"))
-    run = harness.run_vminit_vm(workdir, arch="x86_64", scenarios=SCENARIOS, timeout=300)
+    run = harness.run_vminit_vm(workdir, arch="x86_64", scenarios=SCENARIOS, timeout=900)
     print(f"\nvminit ext4 boot: {run.wall_seconds:.1f} s wall, image {run.initfs_bytes >> 20} MiB,"
           f" QEMU exit {run.exit_code}, timeline {run.timeline}")  # fmt: skip
     for name, entry in run.results.items():
