@@ -6,6 +6,7 @@ import itertools
 import os
 import shutil
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -16,6 +17,21 @@ from trinit.host import Host, LocalAgent, Process, Result
 
 _ROOTFS: str | None = None
 _ids = itertools.count(1)
+
+
+class Output:
+    """A process's output as it arrives (pass :meth:`sink` as ``stdout_sink``) and an event
+    set once ``marker`` is in it: a test that acts on what a process printed waits for it."""
+
+    def __init__(self, marker: bytes) -> None:
+        self.data = bytearray()
+        self.marker = marker
+        self.seen = threading.Event()
+
+    def sink(self, data: bytes) -> None:
+        self.data.extend(data)
+        if self.marker in self.data:
+            self.seen.set()
 
 
 def log_shows(agent: LocalAgent, text: str, timeout: float = 10.0) -> bool:

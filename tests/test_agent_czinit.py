@@ -15,13 +15,12 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from agentlib import Container
+from agentlib import Container, Output
 
 from trinit.host import LocalAgent
 
@@ -100,20 +99,13 @@ def test_cz_init_output_and_environment(czagent: LocalAgent, entry_dir: Path) ->
     assert result.stdout.decode() == "pid=2 ppid=1 x=y z\n.cz-init\n"
 
 
-def _started(ctr: Container, spec: dict[str, Any]) -> tuple[Any, threading.Event, bytearray]:
-    """Create and start ``spec``; the event is set once it printed ``ready``; its output."""
-    ready = threading.Event()
-    seen = bytearray()
-
-    def sink(data: bytes) -> None:
-        seen.extend(data)
-        if b"ready\n" in seen:
-            ready.set()
-
-    proc = ctr.host.process(ctr.id, spec, stdout_sink=sink)
+def _started(ctr: Container, spec: dict[str, Any]) -> tuple[Any, Output]:
+    """Create and start ``spec``; its output, whose event is set once it printed ``ready``."""
+    output = Output(b"ready\n")
+    proc = ctr.host.process(ctr.id, spec, stdout_sink=output.sink)
     proc.create()
     proc.start()
-    return proc, ready, seen
+    return proc, output
 
 
 def test_cz_init_forwards_sigterm(czagent: LocalAgent, entry_dir: Path) -> None:
@@ -121,9 +113,9 @@ def test_cz_init_forwards_sigterm(czagent: LocalAgent, entry_dir: Path) -> None:
     child (busybox sh, killed by it): 128 + 15."""
     ctr = Container(czagent.host)
     spec = _cz_init_spec(ctr, entry_dir / "vminitd", ["sh", "-c", "echo ready; exec sleep 1000"])
-    proc, ready, _ = _started(ctr, spec)
+    proc, output = _started(ctr, spec)
     try:
-        assert ready.wait(60)
+        assert output.seen.wait(60)
         proc.kill(signal.SIGTERM)
         assert proc.wait(timeout=60) == 143
     finally:
@@ -140,13 +132,13 @@ def test_cz_init_forwards_to_the_group_with_p(czagent: LocalAgent, entry_dir: Pa
     script = "trap '' TERM; (trap - TERM; echo ready; exec sleep 1000) & wait $!; echo $?"
     spec = _cz_init_spec(ctr, entry_dir / "vminitd", ["sh", "-c", script])
     spec["process"]["args"].insert(1, "-p")
-    proc, ready, seen = _started(ctr, spec)
+    proc, output = _started(ctr, spec)
     try:
-        assert ready.wait(60)
+        assert output.seen.wait(60)
         proc.kill(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
         proc.join_output()
-        assert seen.decode() == "ready\n143\n"
+        assert output.data.decode() == "ready\n143\n"
     finally:
         proc.close()
         proc.delete()

@@ -10,12 +10,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import threading
 from typing import Any
 
 import grpc
 import pytest
-from agentlib import Container
+from agentlib import Container, Output
 
 from trinit.host import LocalAgent, Process
 
@@ -81,18 +80,15 @@ def test_runc_runs_the_init_output_exact_and_exit_code(agent: LocalAgent) -> Non
 
 def test_runc_kill_exec_and_delete(agent: LocalAgent) -> None:
     ctr = Container(agent.host)
-    ready = threading.Event()
+    output = Output(b"ready\n")
     proc = _process(
-        agent,
-        ctr,
-        ["sh", "-c", "echo ready; exec sleep 1000"],
-        stdout_sink=lambda data: ready.set(),
+        agent, ctr, ["sh", "-c", "echo ready; exec sleep 1000"], stdout_sink=output.sink
     )
     proc.create()
     try:
         proc.start()
         assert os.path.exists(_state(agent, ctr.id))
-        assert ready.wait(60)
+        assert output.seen.wait(60)
         # an exec joins the runc-made init's namespaces through trinit's helper
         # ("ready" comes just before the init's exec of sleep: wait for that too)
         script = "until grep -qx sleep /proc/1/comm; do :; done; cat /proc/1/comm; hostname"
@@ -110,24 +106,17 @@ def test_runc_terminal(agent: LocalAgent) -> None:
     ctr = Container(agent.host)
     spec = ctr.spec(["sh", "-c", "tty; stty size; exec cat"], process={"terminal": True})
     spec["process"]["consoleSize"] = {"height": 30, "width": 100}
-    seen = bytearray()
-    done = threading.Event()
-
-    def sink(data: bytes) -> None:
-        seen.extend(data)
-        if b"30 100" in seen:
-            done.set()
-
-    proc = agent.host.process(ctr.id, spec, oci_runtime_path=RUNC, stdout_sink=sink)
+    output = Output(b"30 100")
+    proc = agent.host.process(ctr.id, spec, oci_runtime_path=RUNC, stdout_sink=output.sink)
     proc.create()
     try:
         proc.start()
         assert os.path.exists(_state(agent, ctr.id))  # runc's, with its console socket
-        assert done.wait(60)
+        assert output.seen.wait(60)
         proc.kill(signal.SIGKILL)  # cat keeps it running until now
         assert proc.wait(timeout=60) == 128 + signal.SIGKILL
         proc.join_output()
-        assert seen.replace(b"\r\n", b"\n") == b"/dev/pts/0\n30 100\n"
+        assert output.data.replace(b"\r\n", b"\n") == b"/dev/pts/0\n30 100\n"
     finally:
         proc.close()
         proc.delete()

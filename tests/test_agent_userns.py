@@ -11,13 +11,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
-from agentlib import Container
+from agentlib import Container, Output
 
 from trinit.host import LocalAgent, Process
 
@@ -217,16 +216,9 @@ def test_exec_of_a_user_namespace_is_moved_into_the_init_cgroup(agent: LocalAgen
             " < /proc/self/cgroup; exec sleep 99999"
         )
         spec = ctr.spec(["sh", "-c", script])
-        output = bytearray()
-        line_seen = threading.Event()
-
-        def sink(data: bytes) -> None:
-            output.extend(data)
-            if b"\n" in output:
-                line_seen.set()
-
+        output = Output(b"\n")
         exec_proc = agent.host.process(
-            ctr.id, spec, process_id="bg", stderr=False, stdout_sink=sink
+            ctr.id, spec, process_id="bg", stderr=False, stdout_sink=output.sink
         )
         exec_proc.create()
         exec_proc.start()
@@ -234,11 +226,11 @@ def test_exec_of_a_user_namespace_is_moved_into_the_init_cgroup(agent: LocalAgen
             assert len(file.read().split()) == 2  # the init and the exec (pids of this test)
         # inside, its cgroup namespace is the init's, rooted at the container's cgroup; the
         # line must be in before the kill, or the kill can beat the shell's echo
-        assert line_seen.wait(30), f"no line from the exec: {bytes(output)!r}"
+        assert output.seen.wait(30), f"no line from the exec: {bytes(output.data)!r}"
         exec_proc.kill(9)
         assert exec_proc.wait(timeout=30) == 137
         exec_proc.join_output()
-        assert output == b"0::/\n"
+        assert output.data == b"0::/\n"
         exec_proc.close()
         exec_proc.delete()
     finally:
