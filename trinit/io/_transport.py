@@ -188,17 +188,16 @@ class UnixTransport(Transport):
         OUT_OF proxy on the same port); FileExistsError if the path is not a socket."""
         _check_port(port)
         path = self.guest_path(port)
-        # lstat, a probe connect and unlink on the file system: in a worker thread
-        await trio.to_thread.run_sync(_unlink_stale_socket, path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             # The socket inode's mode becomes the file's mode at bind, so nobody can connect
             # through a wider mode in the window before the chmod (which only covers a umask
             # that removed owner bits).
             os.fchmod(sock.fileno(), 0o600)
-            # bind and listen in one worker-thread trip: a client that sees the file must
-            # not find it refusing, and a hop back to the loop between the two (trio's own
-            # AF_UNIX bind) lasts as long as a loaded loop takes to resume
+            # One worker-thread trip (file system work) from the stale file's removal to
+            # listen: a client that sees the file must not find it refusing, and a hop back
+            # to the loop between bind and listen (trio's own AF_UNIX bind) lasts as long
+            # as a loaded loop takes to resume.
             await trio.to_thread.run_sync(_bind_listening, sock, path)
             return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
         except BaseException:
@@ -248,8 +247,9 @@ def socket_is_live(path: str) -> bool:
 
 
 def _bind_listening(sock: socket.socket, path: str) -> None:
-    """Bind ``sock`` at ``path`` and listen, then make the file 0600 (the file system walk
-    of bind and chmod is why this runs in a worker thread)."""
+    """Replace a stale socket file at ``path``, bind ``sock`` there and listen, then make
+    the file 0600."""
+    _unlink_stale_socket(path)
     sock.bind(path)
     sock.listen(_BACKLOG)
     os.chmod(path, 0o600)
