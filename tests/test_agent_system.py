@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import grpc
 import pytest
+from agentlib import Container, log_shows
 
 from trinit._proto import sandbox_pb2 as pb
 from trinit.host import LocalAgent
@@ -242,3 +243,44 @@ def test_proxies_never_take_over_a_live_socket(agent: LocalAgent) -> None:
     for proxy_id in ("first", "in1"):
         stub.StopVsockProxy(pb.StopVsockProxyRequest(id=proxy_id))
     assert not os.path.exists(path)
+
+
+def _closed_by_the_agent(path: str) -> bytes:
+    """Connect to the proxy listening at ``path`` and read until the agent hangs up."""
+    client = socket.socket(socket.AF_UNIX)
+    with client:
+        client.settimeout(30)
+        client.connect(path)
+        return client.recv(100)
+
+
+def test_a_proxy_whose_far_end_is_missing_drops_the_connection_not_the_agent(
+    agent: LocalAgent,
+) -> None:
+    """A proxy connection whose far end cannot be reached is closed, and only that
+    connection ends. INTO to a host port nobody listens on: the dial gives up after its retry
+    budget with UNAVAILABLE (not an OSError), which escaped the proxy and ended the agent,
+    PID 1 in a VM, at a container's connect. OUT_OF to a missing socket in a rootfs (an
+    OSError, which was already contained)."""
+    host, stub = agent.host, agent.host.stub
+    guest_sock = f"/tmp/trinit-proxy-nohost-{os.getpid()}.sock"
+    into = pb.ProxyVsockRequest.INTO
+    stub.ProxyVsock(
+        pb.ProxyVsockRequest(id="in", vsock_port=host.ports.next(), guestPath=guest_sock,
+                             action=into), timeout=10,
+    )  # fmt: skip
+    assert _closed_by_the_agent(guest_sock) == b""
+    assert log_shows(agent, "proxy dial failed"), agent.log()[-3000:]
+    ctr = Container(host)
+    out_port = host.ports.next()
+    stub.ProxyVsock(
+        pb.ProxyVsockRequest(id="out", vsock_port=out_port, guestPath=f"{ctr.root}/run/none.sock",
+                             action=pb.ProxyVsockRequest.OUT_OF), timeout=10,
+    )  # fmt: skip
+    assert _closed_by_the_agent(str(agent.directory / f"guest_{out_port}")) == b""
+    assert agent.alive(), agent.log()[-3000:]
+    stub.Setenv(pb.SetenvRequest(key="PROXY", value="survived"), timeout=10)
+    for proxy_id in ("in", "out"):
+        stub.StopVsockProxy(pb.StopVsockProxyRequest(id=proxy_id), timeout=10)
+    assert not os.path.exists(guest_sock)
+    host.unmount_rootfs(ctr.id)

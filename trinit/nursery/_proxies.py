@@ -241,7 +241,9 @@ class VsockProxy:
         try:
             try:
                 outbound = await self._dial()
-            except OSError as exc:
+            except (OSError, errors.TrinitError) as exc:
+                # the far end is missing (a transport dial that gave up is UNAVAILABLE): this
+                # connection ends, never the proxy or the agent
                 log.warning(f"proxy dial failed: {exc}", extra=fields(proxy=self.proxy_id))
                 await inbound.aclose()
                 return
