@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -125,5 +126,12 @@ def test_commands_without_an_agent_fail_clearly(tmp_path: Path) -> None:
         assert result.returncode == 125 and "needs a running agent" in result.stderr, args
     result = trinit("ps", f"--connect=unix:{tmp_path}")
     assert result.returncode == 125 and "no agent at" in result.stderr
+    # a socket file nobody listens on (an agent that died): the 10 s readiness wait, then
+    # one line that says so, not the catch-all's
+    with socket.socket(socket.AF_UNIX) as stale:
+        stale.bind(str(tmp_path / "guest_1024"))
+    result = trinit("ps", f"--connect=unix:{tmp_path}")
+    assert result.returncode == 125, result.stderr
+    assert f"cannot reach the agent at unix:{tmp_path}" in result.stderr, result.stderr
     result = trinit("ps", "--connect=tcp:1")
     assert result.returncode == 125 and "invalid agent" in result.stderr

@@ -14,9 +14,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import grpc
-
-from trinit.host import Host, LocalAgent
+from trinit.host import Host, LocalAgent, VsockConnectError
 
 from ._errors import CliError
 
@@ -49,8 +47,12 @@ def connect(target: str) -> Iterator[Session]:
     try:
         try:
             host.wait_ready(READY_TIMEOUT)
-        except grpc.FutureTimeoutError:
-            raise CliError(f"cannot reach the agent at {target}") from None
+        except VsockConnectError as exc:  # the kernel's answer: CID, port and errno
+            raise CliError(f"cannot reach the agent at {target}: {exc}") from None
+        except TimeoutError:
+            raise CliError(
+                f"cannot reach the agent at {target}: not ready after {READY_TIMEOUT:g} s"
+            ) from None
         yield Session(host, embedded=False, local=target.startswith("unix:"))
     finally:
         host.close()
