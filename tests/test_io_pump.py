@@ -154,6 +154,34 @@ async def test_output_grace_stops_a_pipe_held_open(
         pump.process_exited(1.0)  # after the end: no effect, no error
 
 
+async def test_output_grace_never_drops_what_the_pipe_holds(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The process exited with more output than the host has taken yet, and the host reads
+    nothing for longer than the grace: every byte still arrives, then EOF. The grace bounds
+    only the wait for a pipe that is empty but still held open (a descendant). It was a
+    deadline on the whole copy, and an audit measured 974,848 bytes lost after a 4 s stall of
+    the host's reader (exit code 0, no error anywhere)."""
+    read_end, write_end = make_pipe()
+    fcntl.fcntl(write_end.fileno(), fcntl.F_SETPIPE_SZ, MiB)
+    host, guest = stream_pair()
+    pump = OutputPump("stdout", read_end, guest)
+    # a small socket buffer, so most of the output waits in the pipe for the host
+    guest.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * KiB)
+    payload = random_bytes(768 * KiB)
+    assert os.write(write_end.fileno(), payload) == len(payload)
+    write_end.close()  # the process exited; nothing else holds the pipe
+    async with host, trio.open_nursery() as nursery:
+        nursery.start_soon(pump.run)
+        await trio.testing.wait_all_tasks_blocked()  # the socket is full, the pipe is not
+        assert pump.bytes_moved < len(payload) // 2
+        with caplog.at_level(logging.WARNING, logger="trinit.io._pump"):
+            pump.process_exited(2.0)
+            await trio.sleep(10)  # the host reads nothing for 5 graces
+            assert await receive_all(host) == payload
+    assert "truncated" not in caplog.text
+
+
 async def test_output_grace_not_used_when_pipe_closes(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:

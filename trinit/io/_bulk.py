@@ -28,6 +28,7 @@ with the data fds.
 from __future__ import annotations
 
 import enum
+import math
 import os
 import select
 from collections.abc import Callable
@@ -69,13 +70,23 @@ class Return(enum.Enum):
 
 
 class BulkMove:
-    """Runs bulk stretches for one copy; :meth:`wake` ends the current one early."""
+    """Runs bulk stretches for one copy; :meth:`wake` ends the current one early, and so
+    does the time set with :meth:`wake_at`."""
 
-    __slots__ = ("_wake_w", "stretches")
+    __slots__ = ("_wake_deadline", "_wake_scope", "_wake_w", "stretches")
 
     def __init__(self) -> None:
         self._wake_w: int | None = None
+        self._wake_deadline = math.inf
+        self._wake_scope: trio.CancelScope | None = None
         self.stretches = 0  #: stretches started (each had a thread)
+
+    def wake_at(self, deadline: float) -> None:
+        """Wake the running stretch, and any later one, at ``deadline`` (trio clock) at the
+        latest. Calling it again can only bring the time nearer."""
+        self._wake_deadline = min(self._wake_deadline, deadline)
+        if self._wake_scope is not None:
+            self._wake_scope.deadline = self._wake_deadline
 
     def wake(self) -> None:
         """Make the running stretch (if any) return :attr:`Return.WOKEN` promptly."""
@@ -103,7 +114,7 @@ class BulkMove:
         result = Return.WOKEN
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._wake_when_cancelled)
+                nursery.start_soon(self._wake_at_deadline_or_cancel)
                 try:
                     result = await trio.to_thread.run_sync(
                         _move, src, dst, wake_r, moved, limiter=limiter
@@ -119,10 +130,13 @@ class BulkMove:
             raise failure
         return result
 
-    async def _wake_when_cancelled(self) -> None:
+    async def _wake_at_deadline_or_cancel(self) -> None:
         try:
-            await trio.sleep_forever()
+            with trio.CancelScope(deadline=self._wake_deadline) as scope:
+                self._wake_scope = scope
+                await trio.sleep_forever()
         finally:
+            self._wake_scope = None
             self.wake()
 
 

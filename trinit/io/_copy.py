@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import math
 import os
 import select
 from dataclasses import dataclass
@@ -102,6 +103,7 @@ class Copier:
         self._dst = dst
         self._mode = mode
         self._draining = False
+        self._drain_deadline = math.inf
         self._idle_scope: trio.CancelScope | None = None
         self._bulk = BulkMove()
         self.bytes_moved = 0
@@ -128,6 +130,23 @@ class Copier:
             self._idle_scope.cancel()
         self._bulk.wake()
 
+    def drain_at(self, deadline: float) -> None:
+        """:meth:`drain` from ``deadline`` (trio clock) on: a source with nothing to read
+        ends the copy once that time has come. Until the source runs dry the copy goes on,
+        however long ``dst`` makes it wait. Calling it again can only bring the time nearer.
+        """
+        self._drain_deadline = min(self._drain_deadline, deadline)
+        if self._idle_scope is not None:
+            self._idle_scope.deadline = min(self._idle_scope.deadline, deadline)
+        # a bulk thread waits for the source by itself: it comes back to the loop then
+        self._bulk.wake_at(deadline)
+
+    def _drain_due(self) -> bool:
+        if self._draining:
+            return True
+        deadline = self._drain_deadline
+        return deadline != math.inf and trio.current_time() >= deadline
+
     async def run(self) -> Outcome:
         """Copy until EOF, drain or error; never raises for I/O errors (they end the copy).
 
@@ -148,9 +167,9 @@ class Copier:
 
     async def _wait_source(self, src: int) -> bool:
         """Wait until the source may have data; False if draining (the copy should end)."""
-        if self._draining:
+        if self._drain_due():
             return False
-        with trio.CancelScope() as scope:
+        with trio.CancelScope(deadline=self._drain_deadline) as scope:
             self._idle_scope = scope
             try:
                 await trio.lowlevel.wait_readable(src)
@@ -198,7 +217,7 @@ class Copier:
             source_had_data = False
             self.bytes_moved += moved
             unpaused += moved
-            if unpaused >= BULK_AFTER and not self._draining:
+            if unpaused >= BULK_AFTER and not self._drain_due():
                 unpaused = 0
                 # None: every bulk thread is taken, so the stream stays on the loop
                 returned = await self._bulk.run(src, dst, self._add_moved)

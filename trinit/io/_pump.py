@@ -9,7 +9,9 @@ own and backpressure is the pipe's: a host that reads slowly blocks only this pr
 the pipe is gone, which is what makes output complete: bytes a process wrote just before
 exiting are still in the pipe and are moved before the host sees EOF. The owner must close its
 own copy of the child's write end after spawning, or EOF never comes. When the process exits
-but descendants keep the pipe open, :meth:`OutputPump.process_exited` bounds the wait.
+but descendants keep the pipe open, :meth:`OutputPump.process_exited` bounds the wait for the
+pipe: once the grace is over, the pump ends the first time the pipe is empty. A host that is
+slow to read never makes it drop a byte the pipe holds.
 
 :class:`InputPump` (stdin): host socket -> pipe write end. It runs until the host closes the
 connection; CloseProcessStdin (:meth:`InputPump.close_stdin`) ends it early after delivering
@@ -27,7 +29,7 @@ import os
 
 import trio
 
-from ._copy import Copier, Ending, Outcome, SpliceMode
+from ._copy import Copier, Ending, SpliceMode
 from ._fd import OwnedFd, enlarge_send_buffer, make_pipe
 
 __all__ = ["InputPump", "OutputPump", "make_pipe"]
@@ -51,8 +53,6 @@ class OutputPump:
         os.set_blocking(pipe.fileno(), False)
         enlarge_send_buffer(sock.socket)
         self._copier = Copier(pipe, sock.socket, SpliceMode.SRC_IS_PIPE)
-        self._drain_scope = trio.CancelScope()
-        self._exited = False
         self._grace = 0.0
         self._done = False
 
@@ -66,18 +66,18 @@ class OutputPump:
         return self._copier.bulk_stretches
 
     def process_exited(self, grace: float) -> None:
-        """The process exited: keep moving until pipe EOF, but for at most ``grace`` seconds.
+        """The process exited: keep moving until pipe EOF, or until the pipe is empty once
+        ``grace`` seconds (trio clock) have passed.
 
-        Descendants that inherited the pipe can keep it open forever; after ``grace`` seconds
-        (trio clock) the pump stops, closes both ends and logs the truncation at warning.
-        Calling it again can only shorten the deadline.
+        Descendants that inherited the pipe can keep it open forever; the pump then stops,
+        closes both ends and logs the truncation at warning. What the pipe holds is moved
+        first, however long the host takes to read it: those are bytes the process wrote.
+        Calling it again can only bring the end nearer.
         """
         if self._done:
             return
-        self._exited = True
         self._grace = grace
-        deadline = trio.current_time() + grace
-        self._drain_scope.deadline = min(self._drain_scope.deadline, deadline)
+        self._copier.drain_at(trio.current_time() + grace)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Move bytes until pipe EOF, a host error or the drain deadline, then close both.
@@ -90,10 +90,8 @@ class OutputPump:
         if self._done:
             return
         try:
-            outcome = Outcome(Ending.FAILED)
-            with self._drain_scope:
-                outcome = await self._copier.run()
-            if self._drain_scope.cancelled_caught:
+            outcome = await self._copier.run()
+            if outcome.ending is Ending.DRAINED:
                 log.warning(
                     "%s: process exited but the pipe is still held open (a descendant?); "
                     "stopped after %.3gs grace, output truncated after %d bytes",
