@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -124,3 +125,14 @@ def test_copy_in_sender_takes_a_guest_that_hangs_up(tmp_path: Path) -> None:
         threading.excepthook = hook
         listener.close()
     assert failures == []
+
+
+def test_copy_in_refused_before_the_guest_dials_reports_at_once(agent: LocalAgent) -> None:
+    """The agent refuses the path before it dials for the data (``create_parents`` where a
+    parent is a file): the RPC's error comes back at once, not after the sender thread's
+    30 s accept of a connection that will never come."""
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as info:
+        agent.host.copy_in(b"data", "/etc/passwd/sub/file", create_parents=True)
+    assert info.value.code() is not grpc.StatusCode.OK
+    assert time.monotonic() - started < 15  # was 30 s: the accept's own timeout

@@ -155,6 +155,9 @@ class Host:
                 )
             )
         finally:
+            # the RPC is over: a guest that has not dialled by now never will (a refusal
+            # before the dial), and the sender must not wait out its accept for it
+            listener.stop_accepting()
             sender.join(30)
             listener.close()
         if not replies or replies[-1].status != pb.CopyResponse.COMPLETE or replies[-1].error:

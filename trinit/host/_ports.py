@@ -6,11 +6,17 @@ port P is the socket file ``DIR/host_<P>``; under vsock it is AF_VSOCK port P on
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import random
 import socket
 import threading
+import time
+
+_ACCEPT_SLICE = 0.05
+"""Seconds an accept blocks before it looks whether :meth:`HostPort.stop_accepting` was
+called."""
 
 
 class PortAllocator:
@@ -34,6 +40,7 @@ class HostPort:
         self.sock = sock
         self.port = port
         self._path = path
+        self._stopped = threading.Event()
 
     @classmethod
     def listen(cls, transport: str, port: int) -> HostPort:
@@ -56,10 +63,27 @@ class HostPort:
         raise ValueError(f"unknown transport {transport!r}")
 
     def accept(self, timeout: float = 30.0) -> socket.socket:
-        self.sock.settimeout(timeout)
-        conn, _ = self.sock.accept()
-        conn.settimeout(None)
-        return conn
+        """The guest's connection; TimeoutError after ``timeout`` seconds, OSError
+        (ECANCELED) soon after :meth:`stop_accepting` from another thread."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._stopped.is_set():
+                raise OSError(errno.ECANCELED, "stopped accepting")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no connection on port {self.port} after {timeout} s")
+            self.sock.settimeout(min(left, _ACCEPT_SLICE))
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(None)
+            return conn
+
+    def stop_accepting(self) -> None:
+        """Make an :meth:`accept` in another thread give up (neither closing nor shutting
+        down a listening socket wakes a thread blocked in accept)."""
+        self._stopped.set()
 
     def close(self) -> None:
         self.sock.close()
