@@ -66,16 +66,17 @@ class HostPort:
         """The guest's connection; TimeoutError after ``timeout`` seconds, OSError
         (ECANCELED) soon after :meth:`stop_accepting` from another thread."""
         deadline = time.monotonic() + timeout
-        while True:
-            if self._stopped.is_set():
-                raise OSError(errno.ECANCELED, "stopped accepting")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no connection on port {self.port} after {timeout} s")
-            self.sock.settimeout(min(left, _ACCEPT_SLICE))
+        while True:  # a connection already queued is taken even after stop_accepting
+            self.sock.settimeout(max(0.0, min(deadline - time.monotonic(), _ACCEPT_SLICE)))
             try:
                 conn, _ = self.sock.accept()
-            except TimeoutError:
+            except (TimeoutError, BlockingIOError):
+                if self._stopped.is_set():
+                    raise OSError(errno.ECANCELED, "stopped accepting") from None
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(
+                        f"no connection on port {self.port} after {timeout} s"
+                    ) from None
                 continue
             conn.settimeout(None)
             return conn
