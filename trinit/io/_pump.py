@@ -80,7 +80,7 @@ class OutputPump:
         self._copier.drain_at(trio.current_time() + grace)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Move bytes until pipe EOF, a host error or the drain deadline, then close both.
+        """Move bytes until pipe EOF, a host error or an empty pipe after the grace; close both.
 
         Reports started at once (for ``nursery.start``). Closing the socket is how the host
         learns the stream is complete. On cancellation both are closed immediately; bytes
